@@ -1,0 +1,287 @@
+"""Typed dataset configuration: one YAML file per dataset under include/config/.
+
+A config describes a tabular dataset completely enough that every stage runs on it
+without code changes: where batches land, how to read them, the schema, the label,
+the id and timestamp columns, where outputs go and the quality thresholds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlops_loop.exceptions import ConfigError
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+# Replaces every config's storage.root with $MLOPS_LOOP_STORAGE_ROOT/<dataset name>, so one
+# environment (demo, tests, a staging deployment) can redirect all outputs at once.
+STORAGE_ROOT_ENV = "MLOPS_LOOP_STORAGE_ROOT"
+
+
+def join_root(root: str, name: str) -> str:
+    return f"{root.rstrip('/')}/{name}"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnType(str, Enum):
+    """Logical column types; each maps to one Arrow type in snapshots."""
+
+    INTEGER = "integer"
+    FLOAT = "float"
+    STRING = "string"
+    CATEGORY = "category"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    TIMESTAMP = "timestamp"
+
+    @property
+    def is_numeric(self) -> bool:
+        return self in (ColumnType.INTEGER, ColumnType.FLOAT)
+
+
+class ColumnSpec(_Strict):
+    name: str = Field(min_length=1)
+    type: ColumnType
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str | int | bool] | None = Field(
+        default=None, description="Allowed values (categories); anything else fails the gate."
+    )
+    max_null_fraction: float | None = Field(default=None, ge=0.0, le=1.0)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> ColumnSpec:
+        if (self.min is not None or self.max is not None) and not (
+            self.type.is_numeric or self.type in (ColumnType.DATE, ColumnType.TIMESTAMP)
+        ):
+            raise ValueError(f"min/max only apply to numeric columns, not {self.type.value}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.allowed is not None and len(self.allowed) == 0:
+            raise ValueError("allowed must list at least one value (or be left out)")
+        if not self.nullable and self.max_null_fraction not in (None, 0.0):
+            raise ValueError("a column that is not nullable cannot have max_null_fraction > 0")
+        return self
+
+
+class S3Settings(_Strict):
+    """How to reach an S3-compatible endpoint. Credentials never live here: they come from
+    an Airflow Connection (``aws_conn_id``) or the standard AWS credential chain."""
+
+    endpoint_url: str | None = None
+    region_name: str | None = None
+    aws_conn_id: str | None = Field(
+        default=None, description="Airflow Connection with login=access key, password=secret."
+    )
+    max_attempts: int = Field(default=5, ge=1, le=20)
+
+
+class StorageSettings(_Strict):
+    root: str = Field(
+        description="Root URI for this dataset's outputs: s3://bucket/prefix or a local path."
+    )
+    s3: S3Settings = S3Settings()
+
+
+class CsvOptions(_Strict):
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    encoding: str = "utf-8"
+    quote_char: str = Field(default='"', min_length=1, max_length=1)
+    null_values: list[str] = ["", "NA", "N/A", "null", "NULL", "NaN", "nan", "None"]
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError as exc:
+            raise ValueError(f"unknown text encoding {value!r}") from exc
+        return value
+
+
+class SourceSettings(_Strict):
+    uri: str = Field(
+        default="{root}/raw/ds={ds}/",
+        description="Where the batch for a logical date lands; {root} and {ds} are filled in.",
+    )
+    format: Literal["csv", "parquet"] = "csv"
+    csv: CsvOptions = CsvOptions()
+    on_missing: Literal["fail", "skip"] = Field(
+        default="fail", description="No batch for the date: fail the task, or skip downstream."
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _has_ds(cls, value: str) -> str:
+        if "{ds}" not in value:
+            raise ValueError("must contain {ds} so each logical date reads its own batch")
+        return value
+
+
+class QualitySettings(_Strict):
+    suite: str | None = Field(
+        default=None,
+        description="Great Expectations suite JSON, relative to the config file. "
+        "Left out: a suite is derived from the schema below at run time.",
+    )
+    min_rows: int = Field(default=1, ge=0)
+    max_rows: int | None = Field(default=None, ge=1)
+    default_max_null_fraction: float = Field(default=0.2, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _rows(self) -> QualitySettings:
+        if self.max_rows is not None and self.max_rows < self.min_rows:
+            raise ValueError(f"max_rows ({self.max_rows}) is below min_rows ({self.min_rows})")
+        return self
+
+
+class ChunkSettings(_Strict):
+    rows_per_chunk: int = Field(default=250_000, ge=1_000)
+
+
+class DatasetConfig(_Strict):
+    """One dataset, everything the pipeline needs to know about it."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    schedule: str | None = Field(default="@daily", description="Cron or preset for ingestion.")
+    storage: StorageSettings
+    source: SourceSettings = SourceSettings()
+    columns: list[ColumnSpec] = Field(min_length=1)
+    target: str
+    task: Literal["classification", "regression"] = "classification"
+    id_column: str | None = None
+    timestamp_column: str | None = None
+    quality: QualitySettings = QualitySettings()
+    ingest: ChunkSettings = ChunkSettings()
+    # Sections owned by later stages (training, evaluation, drift) are kept as plain
+    # mappings here and validated by their own models when those stages load them.
+    training: dict[str, Any] = Field(default_factory=dict)
+    evaluation: dict[str, Any] = Field(default_factory=dict)
+    drift: dict[str, Any] = Field(default_factory=dict)
+
+    # Set by load_config: where the file lives, to resolve relative paths.
+    config_dir: str = Field(default=".", exclude=True)
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> DatasetConfig:
+        names = [c.name for c in self.columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"columns: duplicate column names {dupes}")
+        for key in ("target", "id_column", "timestamp_column"):
+            value = getattr(self, key)
+            if value is not None and value not in names:
+                raise ValueError(f"{key}: {value!r} is not one of the columns {names}")
+        if self.timestamp_column is not None:
+            ts_type = self.column(self.timestamp_column).type
+            if ts_type not in (ColumnType.DATE, ColumnType.TIMESTAMP):
+                raise ValueError(
+                    f"timestamp_column: {self.timestamp_column!r} has type {ts_type.value}, "
+                    "expected date or timestamp"
+                )
+        return self
+
+    def column(self, name: str) -> ColumnSpec:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def feature_columns(self) -> list[str]:
+        skip = {self.target, self.id_column, self.timestamp_column}
+        return [c.name for c in self.columns if c.name not in skip]
+
+    @property
+    def root(self) -> str:
+        return resolve_uri(self.storage.root, self.config_dir)
+
+    def source_uri(self, ds: str) -> str:
+        check_ds(ds)
+        return resolve_uri(self.source.uri.format(root=self.root.rstrip("/"), ds=ds), self.config_dir)
+
+    def resolve_path(self, path: str) -> str:
+        return resolve_uri(path, self.config_dir)
+
+    def config_hash(self) -> str:
+        """sha256 of the validated config, stable across key order and formatting."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()
+
+
+def check_ds(ds: str) -> str:
+    """Validate a logical date string (YYYY-MM-DD); partitions are named by it."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", ds):
+        raise ValueError(f"logical date must look like YYYY-MM-DD, got {ds!r}")
+    return ds
+
+
+def resolve_uri(uri: str, base_dir: str) -> str:
+    """Absolute local path or unchanged remote URI; relative local paths resolve from
+    ``base_dir`` (the config file's folder)."""
+    if "://" in uri:
+        if uri.startswith("file://"):
+            return uri[len("file://") :]
+        return uri
+    path = Path(uri).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    return str(path.resolve())
+
+
+def _format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"invalid dataset config {path}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) -> DatasetConfig:
+    """Read and validate a dataset config; relative paths in it resolve from its folder.
+
+    ``overrides`` are merged over the top-level keys (for example ``storage`` in tests);
+    otherwise ``$MLOPS_LOOP_STORAGE_ROOT`` (when set) redirects ``storage.root``.
+    Raises ConfigError naming the file, the key and the problem.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"dataset config {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"dataset config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"dataset config {path} must be a mapping of keys, got {type(raw).__name__}")
+    raw.update(overrides or {})
+    env_root = os.environ.get(STORAGE_ROOT_ENV)
+    if env_root and not (overrides and "storage" in overrides):
+        storage = dict(raw.get("storage") or {})
+        storage["root"] = join_root(env_root, str(raw.get("name", "")))
+        raw["storage"] = storage
+    raw["config_dir"] = str(path.resolve().parent)
+    try:
+        return DatasetConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from exc

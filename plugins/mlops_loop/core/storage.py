@@ -1,0 +1,318 @@
+"""One small interface over a local directory and an S3-compatible bucket.
+
+Every stage addresses data by URI (``s3://bucket/key`` or an absolute local path) and
+goes through :func:`open_storage`. Writes are atomic per object: local files are written
+to a temp name and renamed; S3 objects only become visible when the upload completes.
+Multi-object outputs (snapshots, reports) write their ``manifest.json`` last, and
+readers treat an output without its manifest as absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import IO, Any
+
+from mlops_loop.exceptions import StorageError
+
+CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class S3Credentials:
+    """Resolved connection details; ``None`` fields fall back to the AWS default chain."""
+
+    endpoint_url: str | None = None
+    region_name: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    max_attempts: int = 5
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"S3Credentials(endpoint_url={self.endpoint_url!r}, region_name={self.region_name!r})"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    uri: str
+    size: int
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def join_uri(base: str, *parts: str) -> str:
+    out = base.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Storage:
+    """Base interface; use :func:`open_storage` to get one for a URI."""
+
+    def exists(self, uri: str) -> bool:
+        raise NotImplementedError
+
+    def list(self, prefix_uri: str) -> list[ObjectInfo]:
+        """Objects below a prefix (recursive), sorted by URI. Empty if none."""
+        raise NotImplementedError
+
+    def read_bytes(self, uri: str) -> bytes:
+        raise NotImplementedError
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def download(self, uri: str, local_path: str | Path) -> None:
+        raise NotImplementedError
+
+    def upload(self, local_path: str | Path, uri: str) -> None:
+        raise NotImplementedError
+
+    def copy(self, src_uri: str, dst_uri: str) -> None:
+        raise NotImplementedError
+
+    def check_root(self, uri: str) -> None:
+        """Raise StorageError when the root (bucket or directory parent) is unusable."""
+        raise NotImplementedError
+
+    def read_text(self, uri: str) -> str:
+        return self.read_bytes(uri).decode("utf-8")
+
+    def write_text(self, uri: str, text: str) -> None:
+        self.write_bytes(uri, text.encode("utf-8"))
+
+    @contextlib.contextmanager
+    def local_copy(self, uri: str) -> Iterator[Path]:
+        """A local path holding the object's bytes for the duration of the block."""
+        with tempfile.TemporaryDirectory(prefix="mlops-loop-") as tmp:
+            dest = Path(tmp) / (uri.rstrip("/").rsplit("/", 1)[-1] or "object")
+            self.download(uri, dest)
+            yield dest
+
+
+class LocalStorage(Storage):
+    def exists(self, uri: str) -> bool:
+        return os.path.exists(uri)
+
+    def list(self, prefix_uri: str) -> list[ObjectInfo]:
+        root = Path(prefix_uri)
+        if root.is_file():
+            return [ObjectInfo(str(root), root.stat().st_size)]
+        if not root.is_dir():
+            return []
+        out = [
+            ObjectInfo(str(p), p.stat().st_size)
+            for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        ]
+        return sorted(out, key=lambda o: o.uri)
+
+    def read_bytes(self, uri: str) -> bytes:
+        try:
+            return Path(uri).read_bytes()
+        except FileNotFoundError as exc:
+            raise StorageError(f"{uri} does not exist", uri=uri) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc}", uri=uri) from exc
+
+    @contextlib.contextmanager
+    def _atomic_target(self, uri: str) -> Iterator[Path]:
+        target = Path(uri)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create folder {target.parent}: {exc}", uri=uri) from exc
+        tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+        try:
+            yield tmp
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        with self._atomic_target(uri) as tmp:
+            tmp.write_bytes(data)
+
+    def download(self, uri: str, local_path: str | Path) -> None:
+        try:
+            shutil.copyfile(uri, local_path)
+        except FileNotFoundError as exc:
+            raise StorageError(f"{uri} does not exist", uri=uri) from exc
+
+    def upload(self, local_path: str | Path, uri: str) -> None:
+        with self._atomic_target(uri) as tmp:
+            shutil.copyfile(local_path, tmp)
+
+    def copy(self, src_uri: str, dst_uri: str) -> None:
+        self.upload(src_uri, dst_uri)
+
+    def check_root(self, uri: str) -> None:
+        path = Path(uri)
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):
+            raise StorageError(f"local storage {uri} is not writable (checked {probe})", uri=uri)
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    if not is_s3(uri):
+        raise StorageError(f"not an s3:// URI: {uri}", uri=uri)
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise StorageError(f"s3 URI has no bucket: {uri}", uri=uri)
+    return bucket, key
+
+
+class S3Storage(Storage):
+    """boto3 client with standard retries; errors become StorageError naming the URI."""
+
+    def __init__(self, credentials: S3Credentials | None = None) -> None:
+        self.credentials = credentials or S3Credentials()
+
+    @cached_property
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        c = self.credentials
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=c.endpoint_url,
+            region_name=c.region_name or "us-east-1",
+            aws_access_key_id=c.aws_access_key_id,
+            aws_secret_access_key=c.aws_secret_access_key,
+            aws_session_token=c.aws_session_token,
+            config=Config(
+                retries={"max_attempts": c.max_attempts, "mode": "standard"},
+                connect_timeout=10,
+                read_timeout=60,
+            ),
+        )
+
+    @contextlib.contextmanager
+    def _errors(self, uri: str, action: str) -> Iterator[None]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            bucket, _ = split_s3(uri)
+            if code in ("NoSuchBucket",):
+                raise StorageError(f"bucket {bucket!r} does not exist ({action} {uri})", uri=uri) from exc
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise StorageError(f"{uri} does not exist", uri=uri) from exc
+            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise StorageError(f"access denied to {uri} ({code}) while trying to {action}", uri=uri) from exc
+            raise StorageError(f"cannot {action} {uri}: {code or exc}", uri=uri) from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"cannot {action} {uri}: {exc}", uri=uri) from exc
+
+    def exists(self, uri: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3(uri)
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            with self._errors(uri, "check"):
+                raise
+
+    def list(self, prefix_uri: str) -> list[ObjectInfo]:
+        bucket, prefix = split_s3(prefix_uri)
+        out: list[ObjectInfo] = []
+        with self._errors(prefix_uri, "list"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    out.append(ObjectInfo(f"s3://{bucket}/{obj['Key']}", int(obj["Size"])))
+        return sorted(out, key=lambda o: o.uri)
+
+    def read_bytes(self, uri: str) -> bytes:
+        bucket, key = split_s3(uri)
+        with self._errors(uri, "read"):
+            body: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        bucket, key = split_s3(uri)
+        with self._errors(uri, "write"):
+            self.client.put_object(Bucket=bucket, Key=key, Body=data)
+
+    def download(self, uri: str, local_path: str | Path) -> None:
+        bucket, key = split_s3(uri)
+        with self._errors(uri, "download"):
+            self.client.download_file(bucket, key, str(local_path))
+
+    def upload(self, local_path: str | Path, uri: str) -> None:
+        bucket, key = split_s3(uri)
+        with self._errors(uri, "upload"):
+            self.client.upload_file(str(local_path), bucket, key)
+
+    def copy(self, src_uri: str, dst_uri: str) -> None:
+        src_bucket, src_key = split_s3(src_uri)
+        bucket, key = split_s3(dst_uri)
+        with self._errors(dst_uri, "copy"):
+            self.client.copy({"Bucket": src_bucket, "Key": src_key}, bucket, key)
+
+    def check_root(self, uri: str) -> None:
+        bucket, _ = split_s3(uri)
+        with self._errors(uri, "reach bucket of"):
+            self.client.head_bucket(Bucket=bucket)
+
+
+def open_storage(uri: str, credentials: S3Credentials | None = None) -> Storage:
+    """The storage backend for ``uri``: S3 for ``s3://``, local otherwise."""
+    if is_s3(uri):
+        return S3Storage(credentials)
+    if "://" in uri and not uri.startswith("file://"):
+        raise StorageError(f"unsupported storage scheme in {uri!r} (use s3:// or a local path)", uri=uri)
+    return LocalStorage()
+
+
+def copy_between(src: Storage, src_uri: str, dst: Storage, dst_uri: str) -> None:
+    """Copy one object between any two backends through a local temp file."""
+    if src is dst or (isinstance(src, LocalStorage) and isinstance(dst, LocalStorage)):
+        dst.copy(src_uri, dst_uri)
+        return
+    with src.local_copy(src_uri) as path:
+        dst.upload(path, dst_uri)
+
+
+def write_json(storage: Storage, uri: str, payload: Any) -> None:
+    import json
+
+    storage.write_text(uri, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(storage: Storage, uri: str) -> Any:
+    import json
+
+    return json.loads(storage.read_text(uri))

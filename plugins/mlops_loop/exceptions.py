@@ -1,0 +1,62 @@
+"""The package's exception types. Each carries the context a person needs to act.
+
+Airflow-free: the trainer image and core modules raise these too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MlopsLoopError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class ConfigError(MlopsLoopError):
+    """A dataset config file is missing, unreadable or invalid.
+
+    The message names the file, the key and the problem.
+    """
+
+
+class StorageError(MlopsLoopError):
+    """A storage URI cannot be read or written (missing bucket, no permission, bad URI)."""
+
+    def __init__(self, message: str, *, uri: str) -> None:
+        super().__init__(message)
+        self.uri = uri
+
+
+class IngestError(MlopsLoopError):
+    """A landed batch cannot be turned into a snapshot (unreadable, empty, wrong format)."""
+
+    def __init__(self, message: str, *, source_uri: str, file_uri: str | None = None) -> None:
+        super().__init__(message)
+        self.source_uri = source_uri
+        self.file_uri = file_uri
+
+
+class NoBatchError(IngestError):
+    """No landed batch exists for the requested logical date."""
+
+
+class QualityGateFailed(MlopsLoopError):
+    """A snapshot failed its Great Expectations suite and was quarantined.
+
+    ``summary`` is the readable text; ``result_uri`` and ``quarantine_uri`` say where the
+    full validation result and the quarantined batch are.
+    """
+
+    def __init__(
+        self,
+        summary: str,
+        *,
+        result_uri: str,
+        quarantine_uri: str,
+        stats: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.result_uri = result_uri
+        self.quarantine_uri = quarantine_uri
+        self.stats = stats or {}
