@@ -60,3 +60,43 @@ class QualityGateFailed(MlopsLoopError):
         self.result_uri = result_uri
         self.quarantine_uri = quarantine_uri
         self.stats = stats or {}
+
+
+class SnapshotNotFoundError(StorageError):
+    """A snapshot URI has no ``manifest.json``: it was never written or its write was
+    interrupted (a snapshot only exists once its manifest does)."""
+
+
+class SourceFileError(IngestError):
+    """One landed file of a batch cannot be read: empty, wrong delimiter or encoding,
+    corrupted Parquet, malformed rows. ``reason`` is a short machine-readable tag
+    (``empty``, ``delimiter``, ``encoding``, ``corrupt``, ``malformed``)."""
+
+    def __init__(self, message: str, *, source_uri: str, file_uri: str, reason: str) -> None:
+        super().__init__(message, source_uri=source_uri, file_uri=file_uri)
+        self.reason = reason
+
+
+class MixedSchemaError(IngestError):
+    """The files of one batch do not share the same columns."""
+
+
+class TrainingError(MlopsLoopError):
+    """Training could not run or finish; no model version was registered.
+
+    ``stage`` says where it stopped (config, snapshots, tracking, fit, log_model, register);
+    ``run_id`` is the MLflow run (ended as FAILED) when one had been started.
+    """
+
+    def __init__(self, message: str, *, stage: str, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.run_id = run_id
+
+
+class TrackingServerError(TrainingError):
+    """The MLflow tracking server did not answer after the client's retries."""
+
+    def __init__(self, message: str, *, tracking_uri: str, stage: str = "tracking", run_id: str | None = None) -> None:
+        super().__init__(message, stage=stage, run_id=run_id)
+        self.tracking_uri = tracking_uri

@@ -169,9 +169,10 @@ class DatasetConfig(_Strict):
     timestamp_column: str | None = None
     quality: QualitySettings = QualitySettings()
     ingest: ChunkSettings = ChunkSettings()
-    # Sections owned by later stages (training, evaluation, drift) are kept as plain
-    # mappings here and validated by their own models when those stages load them.
-    training: dict[str, Any] = Field(default_factory=dict)
+    # Training is typed (TrainingSettings, below) so bad hyperparameters fail when the
+    # config loads; evaluation and drift are kept as plain mappings here and validated by
+    # their own models when those stages load them.
+    training: TrainingSettings = Field(default_factory=lambda: TrainingSettings())
     evaluation: dict[str, Any] = Field(default_factory=dict)
     drift: dict[str, Any] = Field(default_factory=dict)
 
@@ -285,3 +286,115 @@ def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) ->
         return DatasetConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(path, exc)) from exc
+
+
+# --- Training settings (the `training:` section) --------------------------------------
+# Validated here, on the Airflow side, so a bad model type or hyperparameter fails when
+# the config loads or when a task resolves its overrides: before any container starts.
+
+ModelType = Literal["mlp", "hist_gradient_boosting"]
+MODEL_TYPES: tuple[str, ...] = ("mlp", "hist_gradient_boosting")
+
+
+class MlpHyperparameters(_Strict):
+    """PyTorch tabular MLP: Linear -> ReLU -> Dropout per hidden layer, one output unit."""
+
+    hidden_sizes: list[int] = Field(default=[64, 32], min_length=1, max_length=8)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    lr: float = Field(default=1e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
+    weight_decay: float = Field(default=1e-4, ge=0.0, le=1.0)
+    batch_size: int = Field(default=256, ge=8, le=65_536)
+    max_epochs: int = Field(default=30, ge=1, le=1_000)
+    patience: int = Field(
+        default=5, ge=1, le=100, description="Epochs without a better validation loss before stopping."
+    )
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _layer_widths(cls, value: list[int]) -> list[int]:
+        bad = [w for w in value if not 1 <= w <= 4_096]
+        if bad:
+            raise ValueError(f"every hidden layer width must be between 1 and 4096, got {bad}")
+        return value
+
+
+class HistGradientBoostingHyperparameters(_Strict):
+    """scikit-learn HistGradientBoosting{Classifier,Regressor}; early stopping uses the
+    validation snapshot."""
+
+    max_iter: int = Field(default=200, ge=1, le=10_000)
+    learning_rate: float = Field(default=0.1, gt=0.0, le=1.0)
+    max_leaf_nodes: int = Field(default=31, ge=2, le=4_096)
+    max_depth: int | None = Field(default=None, ge=1, le=64)
+    min_samples_leaf: int = Field(default=20, ge=1, le=100_000)
+    l2_regularization: float = Field(default=0.0, ge=0.0, le=1_000.0)
+    early_stopping: bool = True
+    n_iter_no_change: int = Field(default=10, ge=1, le=1_000)
+
+
+class TrainingSettings(_Strict):
+    """How a dataset's model is trained. ``registered_model_name`` and ``experiment_name``
+    left out resolve to ``<dataset>_model`` and ``<dataset>`` (see training_settings())."""
+
+    model_type: ModelType = "mlp"
+    registered_model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+    experiment_name: str | None = Field(default=None, min_length=1, max_length=200)
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: CUDA when the container sees a GPU, else CPU."
+    )
+    class_weight: Literal["balanced", "none"] = Field(
+        default="balanced", description="Weight the rare class up (classification only)."
+    )
+    mlp: MlpHyperparameters = MlpHyperparameters()
+    hist_gradient_boosting: HistGradientBoostingHyperparameters = HistGradientBoostingHyperparameters()
+
+    @property
+    def hyperparameters(self) -> MlpHyperparameters | HistGradientBoostingHyperparameters:
+        """The hyperparameters of the selected model type."""
+        section: MlpHyperparameters | HistGradientBoostingHyperparameters = getattr(self, self.model_type)
+        return section
+
+
+DatasetConfig.model_rebuild()
+
+
+def training_settings(config: DatasetConfig, overrides: dict[str, Any] | None = None) -> TrainingSettings:
+    """The config's training settings with per-run ``overrides`` applied and names resolved.
+
+    ``overrides`` is one flat mapping (a trigger form's or a task's): keys that are
+    TrainingSettings fields (``model_type``, ``seed``, ``registered_model_name``,
+    ``experiment_name``, ``device``, ``class_weight``) replace those; every other key is a
+    hyperparameter of the selected model type (``max_epochs``, ``lr``, ``max_iter``...).
+    Nested sections (``{"mlp": {...}}``) are merged too. Raises ConfigError naming the key
+    (``training.mlp.lr``) and the problem, so bad values fail before a container starts.
+    """
+    raw = config.training.model_dump(mode="json")
+    top_level = set(TrainingSettings.model_fields)
+    model_type = str((overrides or {}).get("model_type", raw["model_type"]))
+    for key, value in (overrides or {}).items():
+        if key in MODEL_TYPES and isinstance(value, dict):
+            raw[key] = {**raw[key], **value}
+        elif key in top_level:
+            raw[key] = value
+        elif model_type in MODEL_TYPES:
+            raw[model_type] = {**raw[model_type], key: value}
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(
+            f"invalid training settings for dataset {config.name!r}:\n"
+            f"  training.model_type: unknown model type {model_type!r} "
+            f"(expected one of {', '.join(MODEL_TYPES)})"
+        )
+    raw["registered_model_name"] = raw.get("registered_model_name") or f"{config.name}_model"
+    raw["experiment_name"] = raw.get("experiment_name") or config.name
+    try:
+        return TrainingSettings.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"invalid training settings for dataset {config.name!r}:"]
+        for err in exc.errors():
+            loc = ".".join(["training", *(str(p) for p in err["loc"])])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown setting {err['loc'][-1]!r} for this section"
+            lines.append(f"  {loc}: {msg}")
+        raise ConfigError("\n".join(lines)) from exc
