@@ -1,3 +1,22 @@
-"""Shared fixtures live in tests/fixtures/ and are registered here."""
+"""Shared test setup. Fixtures live in tests/fixtures/ and are registered here.
 
-pytest_plugins = ["tests.fixtures.servers"]
+Airflow reads its configuration when first imported, so the project-local Airflow home
+(SQLite, under the ignored .local/ folder) is set here, before any test module imports it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".local" / "airflow-test"))
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.setdefault("MLOPS_LOOP_CONFIG_DIR", str(REPO / "include" / "config"))
+# GE and tqdm progress bars only add noise to test logs.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.airflow_db"]

@@ -1,0 +1,1 @@
+"""Airflow-free logic of every stage; importable without Airflow (the trainer image)."""

@@ -1,0 +1,51 @@
+"""Every DAG file parses without errors and without heavy imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+HEAVY = ["pandas", "numpy", "pyarrow", "mlflow", "great_expectations", "sklearn", "torch", "scipy", "boto3", "docker"]
+
+
+def test_dagbag_has_no_import_errors():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"), include_examples=False)
+    assert bag.import_errors == {}
+    assert "mlops_ingest__credit_default" in bag.dag_ids
+    for dag_id in bag.dag_ids:
+        dag = bag.get_dag(dag_id)
+        assert dag.doc_md, f"{dag_id} has no doc_md"
+        assert "mlops_loop" in dag.tags
+
+
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=[p.name for p in DAG_FILES])
+def test_dag_file_imports_nothing_heavy(dag_file):
+    code = (
+        "import json, runpy, sys\n"
+        f"runpy.run_path({str(dag_file)!r})\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert loaded == [], f"{dag_file.name} imports {loaded} at parse time"
+
+
+def test_core_imports_no_airflow():
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import mlops_loop.core as core\n"
+        "for m in pkgutil.walk_packages(core.__path__, 'mlops_loop.core.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print(sorted(k for k in sys.modules if k == 'airflow' or k.startswith('airflow.')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
