@@ -174,7 +174,7 @@ class DatasetConfig(_Strict):
     # their own models when those stages load them.
     training: TrainingSettings = Field(default_factory=lambda: TrainingSettings())
     evaluation: dict[str, Any] = Field(default_factory=dict)
-    drift: dict[str, Any] = Field(default_factory=dict)
+    drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
 
     # Set by load_config: where the file lives, to resolve relative paths.
     config_dir: str = Field(default=".", exclude=True)
@@ -356,9 +356,6 @@ class TrainingSettings(_Strict):
         return section
 
 
-DatasetConfig.model_rebuild()
-
-
 def training_settings(config: DatasetConfig, overrides: dict[str, Any] | None = None) -> TrainingSettings:
     """The config's training settings with per-run ``overrides`` applied and names resolved.
 
@@ -398,3 +395,70 @@ def training_settings(config: DatasetConfig, overrides: dict[str, Any] | None = 
                 msg = f"unknown setting {err['loc'][-1]!r} for this section"
             lines.append(f"  {loc}: {msg}")
         raise ConfigError("\n".join(lines)) from exc
+
+
+# --- Drift settings (the `drift:` section) ---------------------------------------------
+# Thresholds and policy for the nightly drift / decay monitor (core/drift.py).
+
+
+class DriftSettings(_Strict):
+    """Drift and decay policy. Feature verdicts need both a statistically significant
+    change (Benjamini-Hochberg across features at ``alpha``) and a PSI at or above a band."""
+
+    schedule: str = Field(default="0 2 * * *", description="Cron (or preset) of the nightly drift run.")
+    window_days: int = Field(default=7, ge=1, le=366, description="Days of recent data to compare.")
+    features: list[str] | None = Field(
+        default=None, description="Features to monitor; left out: every feature column."
+    )
+    n_bins: int = Field(default=10, ge=2, le=100, description="Quantile bins of the reference.")
+    reference_sample_size: int = Field(
+        default=10_000, ge=100, le=1_000_000, description="Reference values kept per feature for KS."
+    )
+    psi_warn: float = Field(default=0.1, gt=0.0)
+    psi_drift: float = Field(default=0.25, gt=0.0)
+    psi_epsilon: float = Field(
+        default=1e-4, gt=0.0, lt=0.01, description="Floor for empty-bin proportions in PSI."
+    )
+    alpha: float = Field(
+        default=0.05, gt=0.0, lt=1.0, description="False discovery rate (Benjamini-Hochberg)."
+    )
+    min_rows: int = Field(
+        default=500, ge=1, description="Fewer recent rows: verdict insufficient_data, no alarm."
+    )
+    prediction_psi_warn: float = Field(default=0.1, gt=0.0)
+    prediction_psi_drift: float = Field(default=0.25, gt=0.0)
+    decay_metric: str | None = Field(
+        default=None, description="Live metric; left out: roc_auc (classification), rmse (regression)."
+    )
+    decay_tolerance: float = Field(
+        default=0.03,
+        ge=0.0,
+        lt=1.0,
+        description="Relative worsening vs the validation metric that counts as decay, "
+        "required of the whole confidence interval.",
+    )
+    decay_min_rows: int = Field(default=200, ge=10, description="Labelled rows needed for decay.")
+    confidence_level: float = Field(default=0.95, gt=0.5, lt=1.0)
+    retrain_on: list[Literal["drift", "decay"]] = Field(
+        default=["drift", "decay"], description="Verdicts that start retraining."
+    )
+    cool_down_hours: float = Field(
+        default=24.0, ge=0.0, description="At most one drift-triggered retraining per this period."
+    )
+
+    @model_validator(mode="after")
+    def _bands(self) -> DriftSettings:
+        if self.psi_warn > self.psi_drift:
+            raise ValueError(f"psi_warn ({self.psi_warn}) is above psi_drift ({self.psi_drift})")
+        if self.prediction_psi_warn > self.prediction_psi_drift:
+            raise ValueError(
+                f"prediction_psi_warn ({self.prediction_psi_warn}) is above "
+                f"prediction_psi_drift ({self.prediction_psi_drift})"
+            )
+        fields = self.schedule.split()
+        if not (self.schedule.startswith("@") or len(fields) in (5, 6)):
+            raise ValueError(f"schedule {self.schedule!r} is neither a cron expression nor a preset")
+        return self
+
+
+DatasetConfig.model_rebuild(force=True)
