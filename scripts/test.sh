@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command (README: `make test`). Installs what the tests need, idempotently:
+# the virtual environment, a Docker engine and the locally built images. Then lint,
+# type checks and the whole test suite against real servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+export AIRFLOW_HOME="$REPO/.local/airflow-test"
+
+./scripts/bootstrap.sh
+if [ "$(id -u)" -eq 0 ]; then
+    ./scripts/install_docker.sh
+else
+    docker info >/dev/null 2>&1 || { echo "test: no Docker engine and not root to start one; run scripts/install_docker.sh as root" >&2; exit 1; }
+fi
+./include/docker/build_base_image.sh
+./include/docker/build_trainer_image.sh
+
+echo "== ruff"
+ruff check .
+echo "== mypy (core)"
+mypy
+echo "== pytest"
+python -m pytest "$@"
