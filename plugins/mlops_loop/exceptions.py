@@ -100,3 +100,25 @@ class TrackingServerError(TrainingError):
     def __init__(self, message: str, *, tracking_uri: str, stage: str = "tracking", run_id: str | None = None) -> None:
         super().__init__(message, stage=stage, run_id=run_id)
         self.tracking_uri = tracking_uri
+
+
+class DriftError(MlopsLoopError):
+    """Drift or decay monitoring cannot run on the given inputs (a monitored feature missing
+    from the recent data or the profile, a bad profile, labels and scores of different
+    lengths). ``feature`` names the column when one is at fault."""
+
+    def __init__(self, message: str, *, feature: str | None = None) -> None:
+        super().__init__(message)
+        self.feature = feature
+
+
+class ReferenceProfileMissing(DriftError):
+    """The champion has no stored reference profile (or it cannot be read), so drift cannot
+    be measured; build one with core.drift.build_profile from its training data."""
+
+    def __init__(
+        self, message: str, *, profile_uri: str | None = None, model_version: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.profile_uri = profile_uri
+        self.model_version = model_version
