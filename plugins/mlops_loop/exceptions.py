@@ -102,6 +102,38 @@ class TrackingServerError(TrainingError):
         self.tracking_uri = tracking_uri
 
 
+class EvaluationError(MlopsLoopError):
+    """A challenger/champion comparison cannot run on the given inputs (holdout without
+    the target column, labels and scores of different lengths, missing labels)."""
+
+    def __init__(self, message: str, *, metric: str | None = None, rows: int | None = None) -> None:
+        super().__init__(message)
+        self.metric = metric
+        self.rows = rows
+
+
+class RegistryError(MlopsLoopError):
+    """A model registry operation was refused or failed; names the model and version."""
+
+    def __init__(self, message: str, *, model_name: str, version: str | None = None) -> None:
+        super().__init__(message)
+        self.model_name = model_name
+        self.version = version
+
+
+class PromotionLockTimeout(RegistryError):
+    """Another promotion or rollback of the same model held the lock for too long."""
+
+    def __init__(self, message: str, *, model_name: str, lock_name: str, holder: str | None) -> None:
+        super().__init__(message, model_name=model_name)
+        self.lock_name = lock_name
+        self.holder = holder
+
+
+class RollbackRefused(RegistryError):
+    """A rollback target is unknown, deleted or failed validation (and force was not set)."""
+
+
 class DriftError(MlopsLoopError):
     """Drift or decay monitoring cannot run on the given inputs (a monitored feature missing
     from the recent data or the profile, a bad profile, labels and scores of different
@@ -122,3 +154,57 @@ class ReferenceProfileMissing(DriftError):
         super().__init__(message)
         self.profile_uri = profile_uri
         self.model_version = model_version
+
+
+# --- trainer containers (core/containers.py, operators/docker_train.py) ---------------
+
+
+class GpuUnavailableError(MlopsLoopError):
+    """gpu='required' but the Docker host has no NVIDIA GPU runtime. Raised before any
+    container starts."""
+
+    def __init__(self, message: str, *, docker_url: str = "", runtimes: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.docker_url = docker_url
+        self.runtimes = runtimes or []
+
+
+class TrainerImageNotFound(MlopsLoopError):
+    """The trainer image is neither on the Docker host nor pullable."""
+
+    def __init__(self, message: str, *, image: str) -> None:
+        super().__init__(message)
+        self.image = image
+
+
+class TrainerResultError(MlopsLoopError):
+    """The trainer's result.json is missing, unreadable or incomplete."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class TrainerContainerFailed(MlopsLoopError):
+    """A trainer container exited non-zero. ``explanation`` says what the exit code means
+    (137: killed, likely out of memory...), ``logs`` holds the tail of its output and
+    ``error`` the message from its result.json, when it wrote one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int,
+        explanation: str,
+        image: str,
+        command: list[str],
+        logs: str = "",
+        error: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.explanation = explanation
+        self.image = image
+        self.command = command
+        self.logs = logs
+        self.error = error

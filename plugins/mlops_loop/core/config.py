@@ -173,7 +173,7 @@ class DatasetConfig(_Strict):
     # config loads; evaluation and drift are kept as plain mappings here and validated by
     # their own models when those stages load them.
     training: TrainingSettings = Field(default_factory=lambda: TrainingSettings())
-    evaluation: dict[str, Any] = Field(default_factory=dict)
+    evaluation: EvaluationSettings = Field(default_factory=lambda: EvaluationSettings())
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
 
     # Set by load_config: where the file lives, to resolve relative paths.
@@ -459,6 +459,123 @@ class DriftSettings(_Strict):
         if not (self.schedule.startswith("@") or len(fields) in (5, 6)):
             raise ValueError(f"schedule {self.schedule!r} is neither a cron expression nor a preset")
         return self
+
+
+# --- Champion/challenger evaluation (issue 4) -------------------------------------------
+
+# Metric name -> (tasks it applies to, True when higher is better). The metric code lives
+# in core/compare.py; this table is what configs are validated against.
+EVALUATION_METRICS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "roc_auc": (("classification",), True),
+    "pr_auc": (("classification",), True),
+    "f1": (("classification",), True),
+    "accuracy": (("classification",), True),
+    "precision": (("classification",), True),
+    "recall": (("classification",), True),
+    "log_loss": (("classification",), False),
+    "brier": (("classification",), False),
+    "recall_at_precision": (("classification",), True),
+    "rmse": (("regression",), False),
+    "mae": (("regression",), False),
+}
+PRIMARY_METRICS = ("roc_auc", "pr_auc", "f1", "log_loss", "accuracy", "rmse", "mae")
+# Metrics that are a mean of a per-row right/wrong outcome: the only ones McNemar tests.
+ACCURACY_TYPE_METRICS = ("accuracy",)
+
+
+def _known_metric(name: str) -> str:
+    if name not in EVALUATION_METRICS:
+        raise ValueError(f"unknown metric {name!r}; known: {sorted(EVALUATION_METRICS)}")
+    return name
+
+
+class GuardrailSpec(_Strict):
+    """A metric that may not get worse than the reference by more than ``max_regression``
+    (in the metric's own units, direction-aware: for log_loss 'worse' means higher)."""
+
+    metric: str
+    max_regression: float = Field(ge=0.0)
+    at_precision: float | None = Field(
+        default=None, gt=0.0, lt=1.0, description="Only for recall_at_precision."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> GuardrailSpec:
+        _known_metric(self.metric)
+        if (self.metric == "recall_at_precision") != (self.at_precision is not None):
+            raise ValueError("at_precision is required by recall_at_precision and only by it")
+        return self
+
+
+class BudgetSettings(_Strict):
+    """Upper limits for the challenger; left out means no limit."""
+
+    max_latency_ms_per_1k_rows: float | None = Field(default=None, gt=0.0)
+    max_model_size_mb: float | None = Field(default=None, gt=0.0)
+
+
+class EvaluationSettings(_Strict):
+    """How a challenger is judged against the champion (or, for the first model, against a
+    trivial baseline) on the same holdout rows. See core/compare.py:decide()."""
+
+    primary_metric: str = "roc_auc"
+    min_improvement: float = Field(
+        default=0.0, ge=0.0, description="Margin the challenger must beat the reference by."
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    n_bootstrap: int = Field(default=1000, ge=100, le=100_000)
+    method: Literal["bootstrap", "mcnemar"] = "bootstrap"
+    threshold: float = Field(
+        default=0.5, gt=0.0, lt=1.0, description="Probability cut-off for f1/accuracy/precision/recall."
+    )
+    guardrails: list[GuardrailSpec] = Field(default_factory=list)
+    slice_columns: list[str] = Field(default_factory=list)
+    slice_min_rows: int = Field(default=200, ge=1)
+    slice_max_regression: float | None = Field(
+        default=None, ge=0.0, description="Veto when the primary metric drops more in any slice."
+    )
+    budget: BudgetSettings = BudgetSettings()
+    floors: dict[str, float] = Field(
+        default_factory=dict,
+        description="Absolute limits the challenger must meet, e.g. {roc_auc: 0.6} "
+        "(a minimum for higher-is-better metrics, a maximum for the others).",
+    )
+    min_holdout_rows: int = Field(default=500, ge=10)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluationSettings:
+        if self.primary_metric not in PRIMARY_METRICS:
+            raise ValueError(
+                f"primary_metric {self.primary_metric!r} is not supported; use one of {list(PRIMARY_METRICS)}"
+            )
+        if self.method == "mcnemar" and self.primary_metric not in ACCURACY_TYPE_METRICS:
+            raise ValueError(
+                f"method 'mcnemar' tests accuracy-type metrics {list(ACCURACY_TYPE_METRICS)} only, "
+                f"not {self.primary_metric!r}; use method 'bootstrap'"
+            )
+        for name in self.floors:
+            _known_metric(name)
+            if name == "recall_at_precision":
+                raise ValueError("floors: recall_at_precision needs at_precision; use a guardrail")
+        if len(set(self.slice_columns)) != len(self.slice_columns):
+            raise ValueError(f"slice_columns has duplicates: {self.slice_columns}")
+        return self
+
+    @property
+    def task(self) -> str:
+        return EVALUATION_METRICS[self.primary_metric][0][0]
+
+    def check_against(self, task: str, column_names: list[str] | None = None) -> None:
+        """Raise ValueError when a metric does not fit ``task`` or a slice column is unknown."""
+        used = [self.primary_metric, *(g.metric for g in self.guardrails), *self.floors]
+        wrong = [m for m in used if task not in EVALUATION_METRICS[m][0]]
+        if wrong:
+            raise ValueError(f"metrics {wrong} do not apply to a {task} task")
+        if column_names is not None:
+            missing = [c for c in self.slice_columns if c not in column_names]
+            if missing:
+                raise ValueError(f"slice_columns {missing} are not columns of the dataset")
 
 
 DatasetConfig.model_rebuild(force=True)
