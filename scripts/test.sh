@@ -10,6 +10,7 @@ export AIRFLOW_HOME="$REPO/.local/airflow-test"
 ./scripts/bootstrap.sh
 if [ "$(id -u)" -eq 0 ]; then
     ./scripts/install_docker.sh
+    command -v docker-compose >/dev/null 2>&1 || apt-get install -y -qq docker-compose >/dev/null
 else
     docker info >/dev/null 2>&1 || { echo "test: no Docker engine and not root to start one; run scripts/install_docker.sh as root" >&2; exit 1; }
 fi
