@@ -208,3 +208,13 @@ class TrainerContainerFailed(MlopsLoopError):
         self.command = command
         self.logs = logs
         self.error = error
+
+
+class QualitySuiteError(MlopsLoopError):
+    """A Great Expectations suite file is unreadable, not valid JSON, or names an unknown
+    expectation type or bad arguments. The message names the file and the expectation."""
+
+    def __init__(self, message: str, *, suite_path: str, expectation: str | None = None) -> None:
+        super().__init__(message)
+        self.suite_path = suite_path
+        self.expectation = expectation
