@@ -1,0 +1,1 @@
+"""Airflow Connections turned into the plain client settings that core/ takes."""

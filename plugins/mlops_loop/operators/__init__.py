@@ -1,0 +1,33 @@
+"""The package's Airflow operators, one per stage.
+
+Imports are lazy: ``from mlops_loop.operators import IngestSnapshotOperator`` loads only
+that operator's module, so a DAG file that uses one stage does not import the others.
+To add an operator, add ``"ClassName": "module"`` to ``_EXPORTS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "IngestSnapshotOperator": "ingest",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from mlops_loop.operators.ingest import IngestSnapshotOperator as IngestSnapshotOperator
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
