@@ -1,0 +1,326 @@
+"""Running trainer commands in containers: the Airflow-free decisions and file handling.
+
+The Airflow side (operators/docker_train.py) starts the trainer image as
+``python -m mlops_loop.training <command> --request /mlops/io/request.json
+--result /mlops/io/result.json``. This module decides whether the container gets the GPU,
+builds and writes the request, reads the result back, explains exit codes and names the
+host paths the container must see. Everything here takes plain data (``docker info`` as a
+dict, exit codes as ints), so it is tested without a Docker engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mlops_loop.core.config import DatasetConfig
+from mlops_loop.core.storage import is_s3
+from mlops_loop.exceptions import GpuUnavailableError, TrainerResultError
+
+# Where the request/result folder is mounted inside the container, and the file names.
+CONTAINER_IO_DIR = "/mlops/io"
+REQUEST_FILE = "request.json"
+RESULT_FILE = "result.json"
+TRAINER_COMMANDS = ("train", "evaluate", "score")
+DEFAULT_TRAINER_IMAGE = "mlops-loop/trainer:latest"
+
+GpuMode = Literal["auto", "required", "none"]
+GPU_MODES: tuple[str, ...] = ("auto", "required", "none")
+
+
+# --- GPU -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuDecision:
+    """Whether a container gets the host's GPUs, and why (for the task log)."""
+
+    use_gpu: bool
+    reason: str
+    warn: bool = False
+
+
+def nvidia_runtime_available(docker_info: Mapping[str, Any]) -> bool:
+    """True when the Docker host has the NVIDIA container runtime (``docker info``'s
+    ``Runtimes`` holds an ``nvidia`` entry, or it is the default runtime)."""
+    runtimes = docker_info.get("Runtimes") or {}
+    names = set(runtimes) | {str(docker_info.get("DefaultRuntime") or "")}
+    return any("nvidia" in name.lower() for name in names)
+
+
+def check_gpu_mode(gpu: str) -> GpuMode:
+    if gpu not in GPU_MODES:
+        raise ValueError(f"gpu must be one of {', '.join(GPU_MODES)}, got {gpu!r}")
+    return gpu  # type: ignore[return-value]
+
+
+def decide_gpu(gpu: str, docker_info: Mapping[str, Any] | None, *, docker_url: str = "") -> GpuDecision:
+    """Decide GPU use from the mode and the Docker host's ``info()``.
+
+    - ``none``: CPU; ``docker_info`` is not needed (pass None: the host is not asked).
+    - ``auto``: the GPU when the host has the NVIDIA runtime, else CPU with a warning.
+    - ``required``: the GPU, or GpuUnavailableError before any container starts.
+    """
+    mode = check_gpu_mode(gpu)
+    if mode == "none":
+        return GpuDecision(use_gpu=False, reason="gpu='none': running on the CPU")
+    if docker_info is None:
+        raise ValueError(f"gpu={mode!r} needs the Docker host's info() to decide")
+    runtimes = sorted(docker_info.get("Runtimes") or {})
+    where = f"Docker host {docker_url}" if docker_url else "the Docker host"
+    if nvidia_runtime_available(docker_info):
+        return GpuDecision(use_gpu=True, reason=f"{where} has the NVIDIA runtime: requesting all GPUs")
+    if mode == "required":
+        raise GpuUnavailableError(
+            f"gpu='required' but {where} has no NVIDIA GPU runtime "
+            f"(runtimes: {', '.join(runtimes) or 'none'}); install the NVIDIA Container Toolkit "
+            "there, point docker_url at a GPU host, or use gpu='auto' to fall back to the CPU",
+            docker_url=docker_url,
+            runtimes=runtimes,
+        )
+    return GpuDecision(
+        use_gpu=False,
+        reason=f"gpu='auto': {where} has no NVIDIA GPU runtime "
+        f"(runtimes: {', '.join(runtimes) or 'none'}); training on the CPU",
+        warn=True,
+    )
+
+
+# --- exit codes ----------------------------------------------------------------------
+
+# The trainer's own exit codes (mlops_loop.training.__main__.EXIT_CODES), then the
+# shell's and Docker's conventions.
+_EXIT_CODES = {
+    1: "unexpected error in the trainer (see the traceback in the log tail)",
+    2: "the trainer rejected its request, dataset config, hyperparameters or command line",
+    3: "snapshot data problem: a snapshot is missing or unreadable, or its labels are unusable",
+    4: "the MLflow tracking server was unreachable from the container",
+    5: "fitting, logging or registering the model failed",
+    125: "the container could not be started by the Docker engine",
+    126: "the entrypoint exists in the image but cannot be executed",
+    127: "the entrypoint was not found in the image (is this the trainer image?)",
+}
+
+
+def explain_exit_code(exit_code: int, *, oom_killed: bool = False, mem_limit: str | int | float | None = None) -> str:
+    """A person-readable reason for a container's exit code.
+
+    ``oom_killed`` is Docker's ``State.OOMKilled``; ``mem_limit`` the container's limit,
+    named in the out-of-memory explanations.
+    """
+    limit = f"mem_limit {mem_limit}" if mem_limit not in (None, "", 0) else "no mem_limit set"
+    if oom_killed:
+        return (
+            f"exit code {exit_code}: killed by the kernel for running out of memory ({limit}); "
+            "raise mem_limit or lower the batch size"
+        )
+    if exit_code == 0:
+        return "exit code 0: success"
+    if exit_code == 137:
+        return (
+            f"exit code 137: killed (SIGKILL), likely out of memory ({limit}), "
+            "or stopped by `docker kill` / the task being killed"
+        )
+    if exit_code == 139:
+        return "exit code 139: segmentation fault (SIGSEGV) in native code (torch, a CUDA driver, a C extension)"
+    if exit_code == 143:
+        return "exit code 143: terminated (SIGTERM), the container was stopped (`docker stop`, task killed)"
+    if exit_code == 134:
+        return "exit code 134: aborted (SIGABRT) by native code, often a failed assertion or a CUDA error"
+    if exit_code in _EXIT_CODES:
+        return f"exit code {exit_code}: {_EXIT_CODES[exit_code]}"
+    if 128 < exit_code < 128 + 65:
+        try:
+            name = signal.Signals(exit_code - 128).name
+        except ValueError:
+            name = f"signal {exit_code - 128}"
+        return f"exit code {exit_code}: killed by {name}"
+    if exit_code < 0:
+        return f"exit code {exit_code}: the container did not report an exit status"
+    return f"exit code {exit_code}: the trainer exited with an error status"
+
+
+def log_tail(lines: Sequence[str], max_lines: int = 30) -> str:
+    """The last ``max_lines`` non-empty lines, for exception messages."""
+    kept = [line for line in lines if line.strip()]
+    return "\n".join(kept[-max_lines:])
+
+
+# --- requests and results ------------------------------------------------------------
+
+
+def container_command(command: str) -> list[str]:
+    """Arguments after the image's entrypoint (``python -m mlops_loop.training``)."""
+    if command not in TRAINER_COMMANDS:
+        raise ValueError(f"trainer command must be one of {', '.join(TRAINER_COMMANDS)}, got {command!r}")
+    return [
+        command,
+        "--request",
+        f"{CONTAINER_IO_DIR}/{REQUEST_FILE}",
+        "--result",
+        f"{CONTAINER_IO_DIR}/{RESULT_FILE}",
+    ]
+
+
+def dataset_config_payload(config: DatasetConfig) -> dict[str, Any]:
+    """The config as the container receives it: its JSON dump plus ``config_dir`` (which
+    the dump leaves out), so ``DatasetConfig.model_validate`` rebuilds it unchanged."""
+    return {**config.model_dump(mode="json"), "config_dir": config.config_dir}
+
+
+class TrainResult(BaseModel):
+    """What the trainer writes to result.json after ``train`` (checked on the Airflow
+    side; the request model is mlops_loop.training.train.TrainingRequest)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ok"]
+    run_id: str
+    model_uri: str
+    model_name: str
+    model_version: str
+    metrics: dict[str, float | None]  # the trainer writes non-finite values as null
+    device: Literal["cpu", "cuda"]
+
+
+def image_tags(image: str, image_info: Mapping[str, Any]) -> dict[str, str]:
+    """Tags naming the trainer image exactly, from ``docker inspect`` of it: the id
+    (content digest), the registry digest when it came from one, and the labels
+    build_trainer_image.sh sets (git revision, hash of the sources in the image)."""
+    labels = (image_info.get("Config") or {}).get("Labels") or {}
+    tags = {"trainer_image": image, "trainer_image_id": str(image_info.get("Id", ""))}
+    digests = image_info.get("RepoDigests") or []
+    if digests:
+        tags["trainer_image_digest"] = str(digests[0])
+    if labels.get("org.opencontainers.image.revision"):
+        tags["code_version"] = str(labels["org.opencontainers.image.revision"])
+    if labels.get("mlops-loop.source-hash"):
+        tags["trainer_source_hash"] = str(labels["mlops-loop.source-hash"])
+    return tags
+
+
+def with_tags(request: BaseModel | Mapping[str, Any], tags: Mapping[str, str]) -> BaseModel | dict[str, Any]:
+    """The request with ``tags`` merged into its ``tags`` (requests without a ``tags``
+    field are returned unchanged)."""
+    if isinstance(request, BaseModel):
+        if "tags" not in type(request).model_fields:
+            return request
+        current = dict(getattr(request, "tags", None) or {})
+        return request.model_copy(update={"tags": {**current, **tags}})
+    if "tags" not in request:
+        return dict(request)
+    return {**request, "tags": {**request["tags"], **tags}}
+
+
+def make_io_dir(root: str | None = None) -> Path:
+    """A fresh folder for request.json/result.json, writable by the container's
+    (non-root, other uid) user. ``root`` must be a path the Docker engine sees at the same
+    place (when Airflow itself runs in a container, a folder shared with the host)."""
+    if root:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="mlops-loop-io-", dir=root))
+    # The trainer runs as another uid; the folder name is random and lives only for one task.
+    path.chmod(0o777)
+    return path
+
+
+def write_request(io_dir: str | Path, request: BaseModel | Mapping[str, Any]) -> Path:
+    """Write request.json (atomically, world-readable) and return its host path."""
+    payload = request.model_dump(mode="json") if isinstance(request, BaseModel) else dict(request)
+    target = Path(io_dir) / REQUEST_FILE
+    tmp = target.with_name(f".{REQUEST_FILE}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.chmod(0o644)
+    os.replace(tmp, target)
+    return target
+
+
+def read_result_file(io_dir: str | Path) -> dict[str, Any] | None:
+    """result.json as written by the trainer, or None when there is none.
+
+    Raises TrainerResultError when the file exists but is not a JSON object.
+    """
+    path = Path(io_dir) / RESULT_FILE
+    if not path.exists():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TrainerResultError(f"the trainer's {RESULT_FILE} is not valid JSON: {exc}", path=str(path)) from exc
+    if not isinstance(payload, dict):
+        raise TrainerResultError(
+            f"the trainer's {RESULT_FILE} must be a JSON object, got {type(payload).__name__}", path=str(path)
+        )
+    return payload
+
+
+def read_result(io_dir: str | Path, model: type[BaseModel] | None = None) -> dict[str, Any]:
+    """result.json of a trainer that exited 0, checked: present, ``status`` ok and, when
+    ``model`` is given (TrainResult for ``train``), of that shape. Returns the dict as
+    written (extra keys kept)."""
+    path = Path(io_dir) / RESULT_FILE
+    payload = read_result_file(io_dir)
+    if payload is None:
+        raise TrainerResultError(
+            f"the trainer exited 0 but wrote no {RESULT_FILE} (expected at {CONTAINER_IO_DIR}/{RESULT_FILE})",
+            path=str(path),
+        )
+    if payload.get("status") != "ok":
+        raise TrainerResultError(
+            f"the trainer exited 0 but {RESULT_FILE} says status={payload.get('status')!r}: "
+            f"{payload.get('error', 'no error message')}",
+            path=str(path),
+        )
+    if model is not None:
+        try:
+            model.model_validate(payload)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+            )
+            raise TrainerResultError(f"the trainer's {RESULT_FILE} is incomplete: {problems}", path=str(path)) from exc
+    return payload
+
+
+# --- what the container must see ----------------------------------------------------
+
+
+def local_read_only_paths(uris: Iterable[str | None]) -> list[str]:
+    """Local (non-S3) paths among ``uris``, absolute, without the ones already inside
+    another: each is bind-mounted read-only at the SAME path in the container, so URIs in
+    the request stay valid there."""
+    paths: list[str] = []
+    for uri in uris:
+        if not uri or is_s3(uri) or "://" in uri.removeprefix("file://"):
+            continue
+        path = os.path.abspath(uri.removeprefix("file://"))
+        paths.append(path.rstrip("/") or "/")
+    kept: list[str] = []
+    for path in sorted(set(paths), key=len):
+        if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
+            kept.append(path)
+    return sorted(kept)
+
+
+def check_tracking_uri(uri: str | None) -> str:
+    """The container logs to MLflow over HTTP(S); a local file/SQLite store on the worker
+    is not reachable from there."""
+    if not uri:
+        raise ValueError(
+            "no MLflow tracking URI: pass mlflow_tracking_uri or set MLFLOW_TRACKING_URI "
+            "(an http(s):// MLflow server the container can reach)"
+        )
+    if not uri.startswith(("http://", "https://")):
+        raise ValueError(
+            f"MLflow tracking URI {uri!r} is not an http(s) server; the trainer container "
+            "cannot use a tracking store on the worker's disk: start an MLflow server"
+        )
+    return uri
