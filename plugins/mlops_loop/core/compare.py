@@ -1,0 +1,847 @@
+"""Champion/challenger comparison on the same holdout rows, as a statistical decision.
+
+Metrics are vectorised NumPy functions over labels and scores (for classification the
+score is the probability of the positive class; for regression the prediction). Each one
+also accepts a bootstrap *weight matrix* of shape ``(resamples, rows)``: row ``j`` of it
+counts how often each holdout row was drawn into resample ``j``. A weighted metric over
+the original rows equals the metric over the resampled rows, so rank metrics (ROC AUC,
+PR AUC) need one sort per model instead of one sort per resample, and resamples are
+processed in blocks that fit a memory budget (1M rows x 1,000 resamples never exists in
+memory at once).
+
+:func:`paired_bootstrap` resamples rows once and scores both models on each resample
+(a paired comparison), :func:`mcnemar` tests paired right/wrong outcomes, and
+:func:`decide` turns the comparison plus guardrails, slices, floors and a latency/size
+budget into a :class:`Decision` with readable reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from mlops_loop.core.config import EVALUATION_METRICS
+from mlops_loop.exceptions import EvaluationError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlops_loop.core.config import EvaluationSettings, GuardrailSpec
+
+FloatArray = NDArray[np.float64]
+Outcome = Literal["promote", "reject", "insufficient_data"]
+
+# Bytes one (resamples x rows) float64 block may take; a few such temporaries live at once.
+DEFAULT_BLOCK_BYTES = 32 * 1024 * 1024
+# Below this many discordant pairs McNemar uses the exact binomial test.
+MCNEMAR_EXACT_BELOW = 25
+# Slices shown per column at most (largest first); the rest are counted, not evaluated.
+MAX_SLICES_PER_COLUMN = 50
+LOG_LOSS_EPS = 1e-15
+
+
+def higher_is_better(metric: str) -> bool:
+    try:
+        return EVALUATION_METRICS[metric][1]
+    except KeyError:
+        raise EvaluationError(f"unknown metric {metric!r}", metric=metric) from None
+
+
+def metric_task(metric: str) -> str:
+    return EVALUATION_METRICS[metric][0][0]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _weights_2d(weights: ArrayLike | None, n: int) -> tuple[FloatArray, bool]:
+    """``(resamples, n)`` float weights and whether the caller passed a matrix."""
+    if weights is None:
+        return np.ones((1, n)), False
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim == 1:
+        if w.shape[0] != n:
+            raise EvaluationError(f"weights have {w.shape[0]} entries for {n} rows", rows=n)
+        return w[None, :], False
+    if w.ndim != 2 or w.shape[1] != n:
+        raise EvaluationError(f"weights must be (resamples, {n}), got {w.shape}", rows=n)
+    return w, True
+
+
+def _out(values: FloatArray, matrix: bool) -> Any:
+    return values if matrix else float(values[0])
+
+
+def _safe_div(num: FloatArray, den: FloatArray) -> FloatArray:
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+@dataclass(frozen=True)
+class _RankIndex:
+    """Rows sorted by descending score, and where each run of tied scores ends."""
+
+    order: NDArray[np.intp]
+    positive_sorted: NDArray[np.bool_]
+    ends: NDArray[np.intp] | None  # None: no ties, every row is its own group
+
+    @classmethod
+    def build(cls, y: FloatArray, score: FloatArray) -> _RankIndex:
+        order = np.argsort(-score, kind="stable")
+        s = score[order]
+        ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+        return cls(order=order, positive_sorted=y[order] == 1, ends=None if ends.size == s.size else ends)
+
+    def group_sums(self, w: NDArray[Any]) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """Per tie group, shape (resamples, groups): weight of positives, of negatives, and
+        their running totals through the group (in descending score order)."""
+        ws = np.take(w, self.order, axis=1)
+        pos = np.where(self.positive_sorted, ws, 0)
+        neg = ws - pos
+        cum_pos = np.cumsum(pos, axis=1, dtype=np.float64)
+        cum_neg = np.cumsum(neg, axis=1, dtype=np.float64)
+        if self.ends is None:
+            return pos.astype(np.float64), neg.astype(np.float64), cum_pos, cum_neg
+        cum_pos, cum_neg = cum_pos[:, self.ends], cum_neg[:, self.ends]
+        pos_g = np.diff(cum_pos, axis=1, prepend=0.0)
+        neg_g = np.diff(cum_neg, axis=1, prepend=0.0)
+        return pos_g, neg_g, cum_pos, cum_neg
+
+
+def _roc_auc_ranked(idx: _RankIndex, w: NDArray[Any]) -> FloatArray:
+    pos, neg, _, cum_neg = idx.group_sums(w)
+    n_pos, n_neg = pos.sum(axis=1), cum_neg[:, -1]
+    # Negatives scored strictly below each group (descending order); ties count half.
+    below = n_neg[:, None] - cum_neg
+    below += 0.5 * neg
+    num = np.einsum("ij,ij->i", pos, below)
+    return _safe_div(num, n_pos * n_neg)
+
+
+def _pr_curve_ranked(idx: _RankIndex, w: NDArray[Any]) -> tuple[FloatArray, FloatArray, FloatArray]:
+    pos, _, tp, fp = idx.group_sums(w)
+    precision = _safe_div(tp, tp + fp)
+    return pos, tp, precision
+
+
+def _pr_auc_ranked(idx: _RankIndex, w: NDArray[Any]) -> FloatArray:
+    """Average precision (sklearn's definition): sum over thresholds of recall gain x precision."""
+    pos, tp, precision = _pr_curve_ranked(idx, w)
+    n_pos = tp[:, -1]
+    gain = np.einsum("ij,ij->i", pos, np.nan_to_num(precision))
+    return _safe_div(gain, n_pos)
+
+
+def _recall_at_precision_ranked(idx: _RankIndex, w: NDArray[Any], at_precision: float) -> FloatArray:
+    _, tp, precision = _pr_curve_ranked(idx, w)
+    n_pos = tp[:, -1]
+    recall = _safe_div(tp, n_pos[:, None])
+    ok = np.nan_to_num(precision) >= at_precision
+    best = np.where(ok, np.nan_to_num(recall), 0.0).max(axis=1)
+    return np.where(n_pos > 0, best, np.nan)
+
+
+def roc_auc(y: ArrayLike, score: ArrayLike, weights: ArrayLike | None = None) -> Any:
+    """Area under the ROC curve from rank statistics (ties count half). NaN with one class."""
+    yy, ss = np.asarray(y, dtype=np.float64), np.asarray(score, dtype=np.float64)
+    w, matrix = _weights_2d(weights, yy.shape[0])
+    return _out(_roc_auc_ranked(_RankIndex.build(yy, ss), w), matrix)
+
+
+def pr_auc(y: ArrayLike, score: ArrayLike, weights: ArrayLike | None = None) -> Any:
+    """Average precision (area under the precision-recall step curve)."""
+    yy, ss = np.asarray(y, dtype=np.float64), np.asarray(score, dtype=np.float64)
+    w, matrix = _weights_2d(weights, yy.shape[0])
+    return _out(_pr_auc_ranked(_RankIndex.build(yy, ss), w), matrix)
+
+
+def recall_at_precision(
+    y: ArrayLike, score: ArrayLike, at_precision: float, weights: ArrayLike | None = None
+) -> Any:
+    """Highest recall over thresholds whose precision is at least ``at_precision`` (0 if none)."""
+    yy, ss = np.asarray(y, dtype=np.float64), np.asarray(score, dtype=np.float64)
+    w, matrix = _weights_2d(weights, yy.shape[0])
+    return _out(_recall_at_precision_ranked(_RankIndex.build(yy, ss), w, at_precision), matrix)
+
+
+def _row_loss(metric: str, y: FloatArray, score: FloatArray, threshold: float) -> FloatArray:
+    """Per-row loss whose weighted mean is the metric (before the square root for rmse)."""
+    if metric == "log_loss":
+        p = np.clip(score, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
+        return -(y * np.log(p) + (1 - y) * np.log1p(-p))
+    if metric == "brier":
+        return (score - y) ** 2
+    if metric == "accuracy":
+        return ((score >= threshold) == (y == 1)).astype(np.float64)
+    if metric == "rmse":
+        return (score - y) ** 2
+    if metric == "mae":
+        return np.abs(score - y)
+    raise EvaluationError(f"{metric!r} is not a mean of per-row losses", metric=metric)
+
+
+MEAN_METRICS = ("log_loss", "brier", "accuracy", "rmse", "mae")
+COUNT_METRICS = ("f1", "precision", "recall")
+RANK_METRICS = ("roc_auc", "pr_auc", "recall_at_precision")
+
+
+def _mean_metric(metric: str, loss: FloatArray, w: NDArray[Any]) -> FloatArray:
+    value: FloatArray = (w @ loss) / w.sum(axis=1, dtype=np.float64)
+    return np.sqrt(value) if metric == "rmse" else value
+
+
+def _confusion_rows(y: FloatArray, score: FloatArray, threshold: float) -> FloatArray:
+    pred = score >= threshold
+    truth = y == 1
+    return np.stack([pred & truth, pred & ~truth, ~pred & truth]).astype(np.float64).T
+
+
+def _count_metric(metric: str, conf: FloatArray, w: NDArray[Any]) -> FloatArray:
+    tp, fp, fn = (w @ conf).T
+    if metric == "precision":
+        return np.nan_to_num(_safe_div(tp, tp + fp))
+    if metric == "recall":
+        return _safe_div(tp, tp + fn)
+    return np.nan_to_num(_safe_div(2 * tp, 2 * tp + fp + fn))
+
+
+def _prepare(
+    metric: str, y: FloatArray, score: FloatArray, threshold: float, at_precision: float | None
+) -> Callable[[NDArray[Any]], FloatArray]:
+    """Precompute what ``metric`` needs once; return a function of a weight matrix."""
+    if metric in MEAN_METRICS:
+        loss = _row_loss(metric, y, score, threshold)
+        return lambda w: _mean_metric(metric, loss, w)
+    if metric in COUNT_METRICS:
+        conf = _confusion_rows(y, score, threshold)
+        return lambda w: _count_metric(metric, conf, w)
+    idx = _RankIndex.build(y, score)
+    if metric == "roc_auc":
+        return lambda w: _roc_auc_ranked(idx, w)
+    if metric == "pr_auc":
+        return lambda w: _pr_auc_ranked(idx, w)
+    if metric == "recall_at_precision":
+        if at_precision is None:
+            raise EvaluationError("recall_at_precision needs at_precision", metric=metric)
+        return lambda w: _recall_at_precision_ranked(idx, w, at_precision)
+    raise EvaluationError(f"unknown metric {metric!r}", metric=metric)
+
+
+def metric_value(
+    metric: str,
+    y: ArrayLike,
+    score: ArrayLike,
+    weights: ArrayLike | None = None,
+    *,
+    threshold: float = 0.5,
+    at_precision: float | None = None,
+) -> Any:
+    """Any supported metric by name; a float, or one value per weight row for a matrix."""
+    yy, ss = np.asarray(y, dtype=np.float64), np.asarray(score, dtype=np.float64)
+    w, matrix = _weights_2d(weights, yy.shape[0])
+    return _out(_prepare(metric, yy, ss, threshold, at_precision)(w), matrix)
+
+
+def log_loss(y: ArrayLike, score: ArrayLike, weights: ArrayLike | None = None) -> Any:
+    return metric_value("log_loss", y, score, weights)
+
+
+def brier(y: ArrayLike, score: ArrayLike, weights: ArrayLike | None = None) -> Any:
+    return metric_value("brier", y, score, weights)
+
+
+def accuracy(y: ArrayLike, score: ArrayLike, weights: ArrayLike | None = None, threshold: float = 0.5) -> Any:
+    return metric_value("accuracy", y, score, weights, threshold=threshold)
+
+
+def f1(y: ArrayLike, score: ArrayLike, weights: ArrayLike | None = None, threshold: float = 0.5) -> Any:
+    return metric_value("f1", y, score, weights, threshold=threshold)
+
+
+def rmse(y: ArrayLike, pred: ArrayLike, weights: ArrayLike | None = None) -> Any:
+    return metric_value("rmse", y, pred, weights)
+
+
+def mae(y: ArrayLike, pred: ArrayLike, weights: ArrayLike | None = None) -> Any:
+    return metric_value("mae", y, pred, weights)
+
+
+# ------------------------------------------------------------------ paired comparison
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Paired bootstrap of ``metric(a) - metric(b)`` on the same resampled rows.
+
+    ``diff``/``ci_low``/``ci_high`` are in raw metric units (a minus b, two-sided percentile
+    interval); ``improvement*`` are the same turned so that positive means *a is better*
+    (for lower-is-better metrics the sign flips). ``p_better`` is the share of resamples
+    where a is strictly better. Resamples where the metric is undefined (one class drawn)
+    are dropped and counted in ``n_degenerate``.
+    """
+
+    metric: str
+    value_a: float
+    value_b: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_better: float
+    confidence: float
+    n_resamples: int
+    n_degenerate: int
+    higher_is_better: bool
+
+    @property
+    def improvement(self) -> float:
+        return self.diff if self.higher_is_better else -self.diff
+
+    @property
+    def improvement_ci(self) -> tuple[float, float]:
+        if self.higher_is_better:
+            return self.ci_low, self.ci_high
+        return -self.ci_high, -self.ci_low
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["improvement"] = self.improvement
+        out["improvement_ci"] = list(self.improvement_ci)
+        return _json_safe(out)
+
+
+def bootstrap_weights(n_rows: int, n_resamples: int, rng: np.random.Generator) -> NDArray[Any]:
+    """``(n_resamples, n_rows)`` draw counts: row j counts how often each row was drawn
+    into resample j (a multinomial bootstrap). uint8 when the counts fit, to save memory
+    bandwidth in the gathers that follow."""
+    dtype = np.int32 if n_resamples * n_rows < 2**31 else np.int64
+    idx: NDArray[Any] = rng.integers(0, n_rows, size=(n_resamples, n_rows), dtype=dtype)
+    offsets: NDArray[Any] = np.arange(n_resamples, dtype=dtype) * n_rows
+    idx += offsets[:, None]
+    counts = np.bincount(idx.ravel(), minlength=n_resamples * n_rows).reshape(n_resamples, n_rows)
+    return counts.astype(np.uint8 if counts.max() <= 255 else np.int32)
+
+
+def block_resamples(n_rows: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
+    return max(1, min(1000, block_bytes // (8 * max(n_rows, 1))))
+
+
+def paired_bootstrap(
+    y: ArrayLike,
+    score_a: ArrayLike,
+    score_b: ArrayLike,
+    metric: str,
+    n: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    *,
+    threshold: float = 0.5,
+    at_precision: float | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> BootstrapResult:
+    """Paired bootstrap CI of ``metric(score_a) - metric(score_b)``.
+
+    Every resample draws rows with replacement once and scores both models on the same
+    draw, so row-level noise shared by both models cancels. Deterministic for a seed.
+    """
+    yy = np.asarray(y, dtype=np.float64)
+    sa, sb = np.asarray(score_a, dtype=np.float64), np.asarray(score_b, dtype=np.float64)
+    if not (yy.shape == sa.shape == sb.shape) or yy.ndim != 1:
+        raise EvaluationError(
+            f"labels and scores must be 1-D and equally long, got {yy.shape}, {sa.shape}, {sb.shape}",
+            metric=metric,
+        )
+    if n < 1:
+        raise EvaluationError(f"n_bootstrap must be positive, got {n}", metric=metric)
+    rows = yy.shape[0]
+    fa = _prepare(metric, yy, sa, threshold, at_precision)
+    fb = _prepare(metric, yy, sb, threshold, at_precision)
+    ones = np.ones((1, rows))
+    value_a, value_b = float(fa(ones)[0]), float(fb(ones)[0])
+
+    rng = np.random.default_rng(seed)
+    step = block_resamples(rows, block_bytes)
+    diffs = np.empty(n)
+    done = 0
+    while done < n:
+        b = min(step, n - done)
+        w = bootstrap_weights(rows, b, rng)
+        diffs[done : done + b] = fa(w) - fb(w)
+        done += b
+    valid = diffs[np.isfinite(diffs)]
+    alpha = 1.0 - confidence
+    if valid.size:
+        ci_low, ci_high = (float(v) for v in np.quantile(valid, [alpha / 2, 1 - alpha / 2]))
+        better = valid > 0 if higher_is_better(metric) else valid < 0
+        p_better = float(better.mean())
+    else:
+        ci_low = ci_high = p_better = math.nan
+    return BootstrapResult(
+        metric=metric,
+        value_a=value_a,
+        value_b=value_b,
+        diff=value_a - value_b,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        p_better=p_better,
+        confidence=confidence,
+        n_resamples=n,
+        n_degenerate=int(n - valid.size),
+        higher_is_better=higher_is_better(metric),
+    )
+
+
+@dataclass(frozen=True)
+class McNemarResult:
+    """McNemar's test on paired right/wrong outcomes.
+
+    ``a_only``: rows a got right and b got wrong; ``b_only``: the reverse. ``method`` is
+    ``exact`` (binomial test, few discordant rows) or ``chi2`` (with continuity correction).
+    """
+
+    a_only: int
+    b_only: int
+    statistic: float
+    p_value: float
+    method: Literal["exact", "chi2", "none"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe(asdict(self))
+
+
+def mcnemar(
+    y: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike, *, exact_below: int = MCNEMAR_EXACT_BELOW
+) -> McNemarResult:
+    """Two-sided McNemar test of whether a and b are right on different rows equally often."""
+    from scipy import stats
+
+    yy, pa, pb = np.asarray(y), np.asarray(pred_a), np.asarray(pred_b)
+    if not (yy.shape == pa.shape == pb.shape):
+        raise EvaluationError(f"labels and predictions differ in shape: {yy.shape}, {pa.shape}, {pb.shape}")
+    right_a, right_b = pa == yy, pb == yy
+    a_only = int(np.count_nonzero(right_a & ~right_b))
+    b_only = int(np.count_nonzero(~right_a & right_b))
+    discordant = a_only + b_only
+    if discordant == 0:
+        return McNemarResult(a_only, b_only, 0.0, 1.0, "none")
+    if discordant < exact_below:
+        res = stats.binomtest(a_only, discordant, 0.5, alternative="two-sided")
+        return McNemarResult(a_only, b_only, float(min(a_only, b_only)), float(res.pvalue), "exact")
+    stat = (abs(a_only - b_only) - 1.0) ** 2 / discordant
+    return McNemarResult(a_only, b_only, float(stat), float(stats.chi2.sf(stat, df=1)), "chi2")
+
+
+def baseline_scores(y_reference: ArrayLike, task: str, n_rows: int | None = None) -> FloatArray:
+    """The trivial model: the positive-class prior (classification) or the mean (regression)
+    of ``y_reference`` (training labels when available, else the holdout's), repeated
+    ``n_rows`` times (default: as many as ``y_reference``)."""
+    yy = np.asarray(y_reference, dtype=np.float64)
+    if yy.size == 0 or not np.isfinite(yy).all():
+        raise EvaluationError("baseline needs at least one non-missing label", rows=int(yy.size))
+    if task not in ("classification", "regression"):
+        raise EvaluationError(f"unknown task {task!r}")
+    return np.full(yy.size if n_rows is None else n_rows, float(yy.mean()))
+
+
+# ------------------------------------------------------------------------- the decision
+
+
+def make_decision_id(
+    challenger_version: str | None, champion_version: str | None, holdout_sha256: str | None
+) -> str:
+    """Deterministic id: the same challenger, champion and holdout give the same id."""
+    payload = json.dumps([str(challenger_version), str(champion_version or "baseline"), holdout_sha256])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Decision:
+    """The outcome of one champion/challenger evaluation, readable and JSON-serialisable."""
+
+    outcome: Outcome
+    reasons: list[str]
+    task: str
+    primary_metric: str
+    higher_is_better: bool
+    method: str
+    compared_against: str
+    n_rows: int
+    decision_id: str
+    challenger_version: str | None = None
+    champion_version: str | None = None
+    holdout_sha256: str | None = None
+    challenger_value: float | None = None
+    reference_value: float | None = None
+    improvement: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    confidence: float | None = None
+    min_improvement: float | None = None
+    p_value: float | None = None
+    p_better: float | None = None
+    test: dict[str, Any] = field(default_factory=dict)
+    guardrails: list[dict[str, Any]] = field(default_factory=list)
+    floors: list[dict[str, Any]] = field(default_factory=list)
+    slices: list[dict[str, Any]] = field(default_factory=list)
+    budget: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def promote(self) -> bool:
+        return self.outcome == "promote"
+
+    @property
+    def validation_status(self) -> str:
+        return {"promote": "passed", "reject": "failed"}.get(self.outcome, "inconclusive")
+
+    def summary(self) -> str:
+        return f"{self.outcome}: " + "; ".join(self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _json_safe(asdict(self))
+        out["validation_status"] = self.validation_status
+        return out
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def _check_inputs(
+    y: ArrayLike, scores: Mapping[str, ArrayLike | None], task: str
+) -> tuple[FloatArray, dict[str, FloatArray]]:
+    try:
+        yy = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise EvaluationError(f"holdout labels are not numeric: {exc}") from exc
+    if yy.ndim != 1:
+        raise EvaluationError(f"holdout labels must be 1-D, got shape {yy.shape}")
+    n = yy.shape[0]
+    if not np.isfinite(yy).all():
+        raise EvaluationError(
+            f"holdout labels have {int((~np.isfinite(yy)).sum())} missing values", rows=n
+        )
+    if task == "classification" and n and not np.isin(yy, (0.0, 1.0)).all():
+        bad = sorted({float(v) for v in np.unique(yy) if v not in (0.0, 1.0)})[:5]
+        raise EvaluationError(f"classification labels must be 0/1, found {bad}", rows=n)
+    out: dict[str, FloatArray] = {}
+    for name, s in scores.items():
+        if s is None:
+            continue
+        arr = np.asarray(s, dtype=np.float64)
+        if arr.shape != (n,):
+            raise EvaluationError(f"{name} scores have shape {arr.shape}, labels ({n},)", rows=n)
+        if not np.isfinite(arr).all():
+            raise EvaluationError(f"{name} scores have {int((~np.isfinite(arr)).sum())} NaN/inf values", rows=n)
+        if task == "classification" and n and (arr.min() < 0 or arr.max() > 1):
+            raise EvaluationError(
+                f"{name} scores must be probabilities in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]", rows=n
+            )
+        out[name] = arr
+    return yy, out
+
+
+def _evaluate_guardrail(
+    spec: GuardrailSpec, y: FloatArray, chal: FloatArray, ref: FloatArray, threshold: float
+) -> dict[str, Any]:
+    c = metric_value(spec.metric, y, chal, threshold=threshold, at_precision=spec.at_precision)
+    r = metric_value(spec.metric, y, ref, threshold=threshold, at_precision=spec.at_precision)
+    hib = higher_is_better(spec.metric)
+    regression = (r - c) if hib else (c - r)
+    name = spec.metric if spec.at_precision is None else f"{spec.metric}@{spec.at_precision:g}"
+    comparable = math.isfinite(c) and math.isfinite(r)
+    passed = (not comparable) or regression <= spec.max_regression + 1e-12
+    return {
+        "name": name,
+        "metric": spec.metric,
+        "challenger": c,
+        "reference": r,
+        "regression": regression if comparable else None,
+        "max_regression": spec.max_regression,
+        "passed": passed,
+        "note": "" if comparable else "undefined on this holdout; not enforced",
+    }
+
+
+def _slice_labels(values: ArrayLike) -> NDArray[np.str_]:
+    arr = np.asarray(values, dtype=object)
+    out = np.empty(arr.shape[0], dtype=object)
+    for i, v in enumerate(arr):
+        out[i] = "(missing)" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+    return out.astype(str)
+
+
+def _evaluate_slices(
+    slices: Mapping[str, ArrayLike],
+    y: FloatArray,
+    chal: FloatArray,
+    ref: FloatArray,
+    settings: EvaluationSettings,
+) -> list[dict[str, Any]]:
+    metric = settings.primary_metric
+    hib = higher_is_better(metric)
+    rows: list[dict[str, Any]] = []
+    for column in settings.slice_columns or list(slices):
+        if column not in slices:
+            raise EvaluationError(f"slice column {column!r} is missing from the holdout", metric=metric)
+        labels = _slice_labels(slices[column])
+        if labels.shape[0] != y.shape[0]:
+            raise EvaluationError(f"slice column {column!r} has {labels.shape[0]} rows, labels {y.shape[0]}")
+        values, counts = np.unique(labels, return_counts=True)
+        ranked = sorted(zip(values.tolist(), counts.tolist(), strict=True), key=lambda t: (-t[1], t[0]))
+        for i, (value, count) in enumerate(ranked):
+            row: dict[str, Any] = {"column": column, "value": value, "rows": int(count)}
+            if i >= MAX_SLICES_PER_COLUMN:
+                row.update(status="skipped", note=f"beyond the {MAX_SLICES_PER_COLUMN} largest slices")
+            elif count < settings.slice_min_rows:
+                row.update(status="skipped", note=f"fewer than {settings.slice_min_rows} rows")
+            else:
+                mask = labels == value
+                c = metric_value(metric, y[mask], chal[mask], threshold=settings.threshold)
+                r = metric_value(metric, y[mask], ref[mask], threshold=settings.threshold)
+                if not (math.isfinite(c) and math.isfinite(r)):
+                    row.update(status="skipped", note="metric undefined (one class)", challenger=c, reference=r)
+                else:
+                    regression = (r - c) if hib else (c - r)
+                    limit = settings.slice_max_regression
+                    ok = limit is None or regression <= limit + 1e-12
+                    row.update(
+                        status="passed" if ok else "failed",
+                        challenger=c,
+                        reference=r,
+                        regression=regression,
+                        max_regression=limit,
+                    )
+            rows.append(row)
+    return rows
+
+
+BUDGET_KEYS = {
+    "latency_ms_per_1k_rows": "max_latency_ms_per_1k_rows",
+    "model_size_mb": "max_model_size_mb",
+}
+
+
+def _evaluate_budget(
+    settings: EvaluationSettings, observed: Mapping[str, float] | None
+) -> list[dict[str, Any]]:
+    observed = dict(observed or {})
+    unknown = sorted(set(observed) - set(BUDGET_KEYS))
+    if unknown:
+        raise EvaluationError(f"unknown budget measurements {unknown}; known: {sorted(BUDGET_KEYS)}")
+    out = []
+    for key, limit_name in BUDGET_KEYS.items():
+        limit = getattr(settings.budget, limit_name)
+        value = observed.get(key)
+        if limit is None:
+            out.append({"name": key, "observed": value, "limit": None, "passed": True, "note": "no limit"})
+        elif value is None:
+            out.append({"name": key, "observed": None, "limit": limit, "passed": False, "note": "not measured"})
+        else:
+            out.append({"name": key, "observed": float(value), "limit": limit, "passed": float(value) <= limit})
+    return out
+
+
+def decide(
+    y: ArrayLike,
+    challenger_scores: ArrayLike,
+    champion_scores: ArrayLike | None,
+    settings: EvaluationSettings,
+    slices: Mapping[str, ArrayLike] | None = None,
+    budget_observed: Mapping[str, float] | None = None,
+    *,
+    challenger_version: str | None = None,
+    champion_version: str | None = None,
+    holdout_sha256: str | None = None,
+    baseline_labels: ArrayLike | None = None,
+    notes: Sequence[str] = (),
+) -> Decision:
+    """Promote, reject, or 'insufficient_data', with readable reasons.
+
+    The challenger is compared with the champion on the same rows, or without a champion
+    with the trivial baseline (:func:`baseline_scores` of ``baseline_labels``, default the
+    holdout labels). Promotion needs: the ``settings.confidence`` interval of the primary
+    metric's improvement lies above zero and its lower end is at least
+    ``settings.min_improvement`` (bootstrap); or for McNemar, a significant test in the
+    challenger's favour with an observed improvement of at least the margin; and every
+    guardrail, slice check, floor and budget limit passes. Raises EvaluationError on
+    malformed inputs (missing labels, shape mismatch, non-probability scores).
+    """
+    task = metric_task(settings.primary_metric)
+    settings.check_against(task)
+    yy, scores = _check_inputs(y, {"challenger": challenger_scores, "champion": champion_scores}, task)
+    n = int(yy.shape[0])
+    chal = scores["challenger"]
+    metric = settings.primary_metric
+    hib = higher_is_better(metric)
+    if champion_scores is not None:
+        ref = scores["champion"]
+        compared_against = f"champion:{champion_version}" if champion_version else "champion"
+    else:
+        ref = baseline_scores(yy if baseline_labels is None else baseline_labels, task, n)
+        compared_against = "baseline"
+    decision = Decision(
+        outcome="insufficient_data",
+        reasons=[],
+        task=task,
+        primary_metric=metric,
+        higher_is_better=hib,
+        method=settings.method,
+        compared_against=compared_against,
+        n_rows=n,
+        decision_id=make_decision_id(challenger_version, champion_version, holdout_sha256),
+        challenger_version=challenger_version,
+        champion_version=champion_version,
+        holdout_sha256=holdout_sha256,
+        confidence=settings.confidence,
+        min_improvement=settings.min_improvement,
+        notes=list(notes),
+    )
+    if n < settings.min_holdout_rows:
+        decision.reasons.append(
+            f"holdout has {n} rows, fewer than min_holdout_rows={settings.min_holdout_rows}: "
+            "too small to compare models"
+        )
+        return decision
+    if task == "classification":
+        positives = int(yy.sum())
+        if positives in (0, n):
+            decision.reasons.append(
+                f"holdout labels are all {int(yy[0])} ({n} rows): {metric} cannot tell models apart"
+            )
+            return decision
+
+    # Primary comparison.
+    decision.challenger_value = metric_value(metric, yy, chal, threshold=settings.threshold)
+    decision.reference_value = metric_value(metric, yy, ref, threshold=settings.threshold)
+    reasons_fail: list[str] = []
+    primary_ok: bool
+    if settings.method == "mcnemar":
+        pred_c = (chal >= settings.threshold).astype(np.int8)
+        pred_r = (ref >= settings.threshold).astype(np.int8)
+        test = mcnemar(yy.astype(np.int8), pred_c, pred_r)
+        improvement = float(decision.challenger_value - decision.reference_value)
+        # Paired-proportion (Wald) interval for the accuracy difference, for the record.
+        from scipy import stats
+
+        d = (test.a_only - test.b_only) / n
+        se = math.sqrt(max(test.a_only + test.b_only - n * d * d, 0.0)) / n
+        z = float(stats.norm.ppf(0.5 + settings.confidence / 2))
+        decision.improvement, decision.ci_low, decision.ci_high = improvement, d - z * se, d + z * se
+        decision.p_value = test.p_value
+        decision.test = {"name": "mcnemar", **test.to_dict()}
+        alpha = 1 - settings.confidence
+        primary_ok = test.a_only > test.b_only and test.p_value < alpha and improvement >= settings.min_improvement
+        if not primary_ok:
+            reasons_fail.append(
+                f"{metric} {_fmt(decision.challenger_value)} vs {_fmt(decision.reference_value)} "
+                f"({compared_against}): McNemar p={test.p_value:.4g} (challenger right on "
+                f"{test.a_only} rows the reference missed, wrong on {test.b_only}), needs a "
+                f"significant gain at confidence {settings.confidence} and >= {settings.min_improvement}"
+            )
+    else:
+        boot = paired_bootstrap(
+            yy, chal, ref, metric, settings.n_bootstrap, settings.confidence, settings.seed,
+            threshold=settings.threshold,
+        )  # fmt: skip
+        low, high = boot.improvement_ci
+        decision.improvement, decision.ci_low, decision.ci_high = boot.improvement, low, high
+        decision.p_better = boot.p_better
+        decision.test = {"name": "paired_bootstrap", **boot.to_dict()}
+        if boot.n_degenerate > 0.1 * boot.n_resamples:
+            decision.reasons.append(
+                f"{boot.n_degenerate} of {boot.n_resamples} bootstrap resamples had only one class: "
+                "the holdout has too few rows of the minority class"
+            )
+            return decision
+        primary_ok = low > 0 and low >= settings.min_improvement
+        if not primary_ok:
+            reasons_fail.append(
+                f"{metric} {_fmt(decision.challenger_value)} vs {_fmt(decision.reference_value)} "
+                f"({compared_against}): improvement {_fmt(boot.improvement)}, "
+                f"{settings.confidence:.0%} CI [{_fmt(low)}, {_fmt(high)}] does not clear "
+                f"min_improvement {settings.min_improvement} (and zero)"
+            )
+
+    # Vetoes.
+    decision.guardrails = [
+        _evaluate_guardrail(g, yy, chal, ref, settings.threshold) for g in settings.guardrails
+    ]
+    for g in decision.guardrails:
+        if not g["passed"]:
+            reasons_fail.append(
+                f"guardrail {g['name']} regressed by {_fmt(g['regression'])} "
+                f"({_fmt(g['challenger'])} vs {_fmt(g['reference'])}), more than {g['max_regression']}"
+            )
+    for name, limit in settings.floors.items():
+        value = metric_value(name, yy, chal, threshold=settings.threshold)
+        ok = math.isfinite(value) and (value >= limit if higher_is_better(name) else value <= limit)
+        bound = "min" if higher_is_better(name) else "max"
+        decision.floors.append({"metric": name, "challenger": value, bound: limit, "passed": ok})
+        if not ok:
+            reasons_fail.append(f"floor: {name} {_fmt(value)} does not meet {bound} {limit}")
+    if slices or settings.slice_columns:
+        decision.slices = _evaluate_slices(slices or {}, yy, chal, ref, settings)
+        for s in decision.slices:
+            if s["status"] == "failed":
+                reasons_fail.append(
+                    f"slice {s['column']}={s['value']} ({s['rows']} rows): {metric} regressed by "
+                    f"{_fmt(s['regression'])}, more than {s['max_regression']}"
+                )
+    decision.budget = _evaluate_budget(settings, budget_observed)
+    for b in decision.budget:
+        if not b["passed"]:
+            if b.get("note") == "not measured":
+                reasons_fail.append(f"budget {b['name']} has a limit ({b['limit']}) but was not measured")
+            else:
+                reasons_fail.append(f"budget {b['name']} {b['observed']:.4g} exceeds {b['limit']}")
+
+    if primary_ok and not reasons_fail:
+        decision.outcome = "promote"
+        ci = f" ({settings.confidence:.0%} CI [{_fmt(decision.ci_low)}, {_fmt(decision.ci_high)}])"
+        decision.reasons.append(
+            f"{metric} {_fmt(decision.challenger_value)} vs {_fmt(decision.reference_value)} "
+            f"({compared_against}): improvement {_fmt(decision.improvement)}{ci} clears "
+            f"min_improvement {settings.min_improvement}; all guardrails, floors, slices and budget pass"
+        )
+    else:
+        decision.outcome = "reject"
+        decision.reasons.extend(reasons_fail)
+    return decision
+
+
+def holdout_arrays(
+    frame: pd.DataFrame, target: str, slice_columns: Sequence[str] = ()
+) -> tuple[FloatArray, dict[str, NDArray[Any]]]:
+    """Labels and slice columns from a holdout DataFrame, with clear errors for a missing
+    target or slice column (what an evaluation operator hands to :func:`decide`)."""
+    missing = [c for c in (target, *slice_columns) if c not in frame.columns]
+    if missing:
+        what = "target column" if target in missing else "slice columns"
+        raise EvaluationError(
+            f"holdout has no {what} {missing}; it has {list(frame.columns)[:20]}", rows=len(frame)
+        )
+    y = frame[target]
+    if y.isna().any():
+        raise EvaluationError(f"holdout target {target!r} has {int(y.isna().sum())} missing values", rows=len(frame))
+    labels = np.asarray(y.astype("float64").to_numpy(), dtype=np.float64)
+    return labels, {c: frame[c].to_numpy(dtype=object) for c in slice_columns}
