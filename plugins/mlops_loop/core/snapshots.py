@@ -989,6 +989,21 @@ def _publish_s3(
 # --------------------------------------------------------------------------- ingest
 
 
+def _check_bucket(storage: Storage, uri: str, key: str) -> None:
+    """StorageError naming the bucket (and the config key) when it is missing or unusable."""
+    try:
+        storage.check_root(uri)
+    except StorageError as exc:
+        bucket = split_s3(uri)[0]
+        response = getattr(exc.__cause__, "response", None) or {}
+        code = str(response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise StorageError(f"bucket {bucket!r} does not exist ({key}: {uri})", uri=uri) from exc
+        raise StorageError(
+            f"bucket {bucket!r} is not usable ({key}: {uri}): {exc}", uri=uri
+        ) from exc
+
+
 def ingest_batch(
     config: DatasetConfig, ds: str, *, credentials: S3Credentials | None = None
 ) -> SnapshotResult:
@@ -1009,9 +1024,9 @@ def ingest_batch(
     src = open_storage(source_uri, credentials)
     # Name a missing or unreachable bucket before doing any work.
     if is_s3(root):
-        dst.check_root(root)
+        _check_bucket(dst, root, "storage.root")
     if is_s3(source_uri) and not (is_s3(root) and split_s3(source_uri)[0] == split_s3(root)[0]):
-        src.check_root(source_uri)
+        _check_bucket(src, source_uri, "source.uri")
     listed = list_batch_files(src, source_uri, fmt, ds)
 
     with tempfile.TemporaryDirectory(prefix="mlops-loop-ingest-") as tmp:
