@@ -189,3 +189,15 @@ def test_operator_reads_keys_from_an_airflow_connection(
     assert out["rows"] == ROWS and out["created"] is True
     assert storage.exists(out["manifest_uri"])
     assert op.execute(context={})["created"] is False
+
+
+def test_storage_errors_against_the_real_server(s3_credentials, s3_bucket):
+    storage = S3Storage(s3_credentials)
+    with pytest.raises(StorageError, match=f"{s3_bucket}/nope.csv does not exist"):
+        storage.read_bytes(f"{s3_bucket}/nope.csv")
+    assert storage.exists(f"{s3_bucket}/nope.csv") is False
+    assert storage.list(f"{s3_bucket}/empty/") == []
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-x' does not exist"):
+        storage.list("s3://no-such-bucket-x/raw/")
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-x' does not exist"):
+        storage.write_bytes("s3://no-such-bucket-x/k", b"x")

@@ -1,0 +1,256 @@
+"""core.storage: local atomic writes, listing, missing objects, URI handling, and how S3
+errors are reported (the real S3 path runs in tests/integration/test_ingest_s3.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops_loop.core import storage as storage_mod
+from mlops_loop.core.storage import (
+    LocalStorage,
+    S3Credentials,
+    S3Storage,
+    copy_between,
+    join_uri,
+    open_storage,
+    read_json,
+    sha256_file,
+    split_s3,
+    write_json,
+)
+from mlops_loop.exceptions import StorageError
+
+
+@pytest.fixture
+def local() -> LocalStorage:
+    return LocalStorage()
+
+
+def test_write_read_round_trip_creates_folders(local, tmp_path):
+    uri = str(tmp_path / "a" / "b" / "c.txt")
+    local.write_text(uri, "hello")
+    assert local.read_text(uri) == "hello"
+    assert local.exists(uri)
+    assert [p.name for p in (tmp_path / "a" / "b").iterdir()] == ["c.txt"]
+
+
+def test_failed_write_keeps_the_old_content_and_leaves_no_temp_file(local, tmp_path, monkeypatch):
+    uri = str(tmp_path / "report.json")
+    local.write_text(uri, "old")
+
+    def half_written(self: Path, data: bytes) -> int:  # fault injection: crash mid-write
+        with open(self, "wb") as fh:
+            fh.write(data[:2])
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_written)
+    with pytest.raises(OSError, match="no space left"):
+        local.write_text(uri, "new content")
+    monkeypatch.undo()
+
+    assert Path(uri).read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_upload_is_atomic_too(local, tmp_path, monkeypatch):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x" * 1000)
+    dst = str(tmp_path / "out" / "dst.bin")
+
+    def broken_copy(a, b):  # fault injection
+        Path(b).write_bytes(b"xx")
+        raise OSError("interrupted")
+
+    monkeypatch.setattr(storage_mod.shutil, "copyfile", broken_copy)
+    with pytest.raises(OSError, match="interrupted"):
+        local.upload(src, dst)
+    monkeypatch.undo()
+    assert not Path(dst).exists() and list((tmp_path / "out").iterdir()) == []
+
+    local.upload(src, dst)
+    assert sha256_file(dst) == sha256_file(src)
+
+
+def test_list_is_recursive_sorted_and_skips_temp_files(local, tmp_path):
+    for rel in ("b/2.csv", "a.csv", "b/1.csv", "b/.tmp-123-x.csv"):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rel)
+    listed = local.list(str(tmp_path))
+    assert [Path(o.uri).relative_to(tmp_path).as_posix() for o in listed] == [
+        "a.csv",
+        "b/1.csv",
+        "b/2.csv",
+    ]
+    assert [o.size for o in listed] == [5, 7, 7]
+    assert listed[1].name == "1.csv"
+    assert [o.name for o in local.list(str(tmp_path / "a.csv"))] == ["a.csv"]
+    assert local.list(str(tmp_path / "missing")) == []
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        pytest.param(lambda s, uri, tmp: s.read_bytes(uri), id="read"),
+        pytest.param(lambda s, uri, tmp: s.download(uri, tmp / "x"), id="download"),
+        pytest.param(lambda s, uri, tmp: read_json(s, uri), id="read-json"),
+    ],
+)
+def test_missing_local_file_is_named(local, tmp_path, action):
+    uri = str(tmp_path / "nope" / "manifest.json")
+    with pytest.raises(StorageError, match=r"nope/manifest\.json does not exist") as info:
+        action(local, uri, tmp_path)
+    assert info.value.uri == uri
+    assert not local.exists(uri)
+
+
+def test_json_and_local_copy(local, tmp_path):
+    uri = str(tmp_path / "m.json")
+    write_json(local, uri, {"b": 1, "a": [1, 2]})
+    assert read_json(local, uri) == {"a": [1, 2], "b": 1}
+    assert Path(uri).read_text().startswith('{\n  "a"')  # sorted, readable
+    with local.local_copy(uri) as path:
+        assert path.read_bytes() == Path(uri).read_bytes()
+    assert not path.exists()
+    copy_between(local, uri, local, str(tmp_path / "copy" / "m.json"))
+    assert read_json(local, str(tmp_path / "copy" / "m.json")) == {"a": [1, 2], "b": 1}
+
+
+@pytest.mark.parametrize(
+    ("uri", "kind"),
+    [
+        pytest.param("s3://bucket/key", S3Storage, id="s3"),
+        pytest.param("/abs/path", LocalStorage, id="local"),
+        pytest.param("file:///abs/path", LocalStorage, id="file-scheme"),
+    ],
+)
+def test_open_storage(uri, kind):
+    assert isinstance(open_storage(uri), kind)
+
+
+def test_open_storage_rejects_other_schemes():
+    with pytest.raises(StorageError, match=r"unsupported storage scheme in 'gs://b/k'"):
+        open_storage("gs://b/k")
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        pytest.param("s3://bucket/a/b.csv", ("bucket", "a/b.csv"), id="key"),
+        pytest.param("s3://bucket", ("bucket", ""), id="bucket-only"),
+        pytest.param("s3://bucket/", ("bucket", ""), id="bucket-slash"),
+    ],
+)
+def test_split_s3(uri, expected):
+    assert split_s3(uri) == expected
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        pytest.param("s3://", "s3 URI has no bucket", id="no-bucket"),
+        pytest.param("/local/path", "not an s3:// URI", id="not-s3"),
+    ],
+)
+def test_split_s3_errors(uri, message):
+    with pytest.raises(StorageError, match=message):
+        split_s3(uri)
+
+
+def test_join_uri():
+    assert join_uri("s3://b/root/", "/snapshots/", "abc") == "s3://b/root/snapshots/abc"
+    assert join_uri("/data", "x") == "/data/x"
+
+
+def test_credentials_never_print_secrets():
+    creds = S3Credentials(
+        aws_access_key_id="AKIAEXAMPLE", aws_secret_access_key="very-secret-value"
+    )
+    assert "very-secret" not in repr(creds) and "AKIA" not in repr(creds)
+
+
+# --------------------------------------------------------------------------- S3 error reporting
+# Fault injection with botocore's Stubber: the responses a real endpoint gives for errors
+# that a local test server cannot produce (access denied); the real-server path beside
+# these is tests/integration/test_ingest_s3.py.
+
+
+@pytest.fixture
+def stubbed():
+    from botocore.stub import Stubber
+
+    s3 = S3Storage(
+        S3Credentials(
+            endpoint_url="http://127.0.0.1:9",
+            aws_access_key_id="k",
+            aws_secret_access_key="s",
+            max_attempts=1,
+        )
+    )
+    with Stubber(s3.client) as stub:
+        yield s3, stub
+        stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    ("method", "code", "status", "message"),
+    [
+        pytest.param(
+            "get_object",
+            "NoSuchBucket",
+            404,
+            r"bucket 'b' does not exist \(read s3://b/k\)",
+            id="read-no-bucket",
+        ),
+        pytest.param("get_object", "NoSuchKey", 404, r"s3://b/k does not exist", id="read-no-key"),
+        pytest.param(
+            "get_object",
+            "AccessDenied",
+            403,
+            r"access denied to s3://b/k \(AccessDenied\) while trying to read",
+            id="read-denied",
+        ),
+        pytest.param(
+            "get_object",
+            "InvalidAccessKeyId",
+            403,
+            r"access denied to s3://b/k \(InvalidAccessKeyId\)",
+            id="read-bad-key",
+        ),
+        pytest.param(
+            "get_object", "SlowDown", 503, r"cannot read s3://b/k: SlowDown", id="read-other"
+        ),
+        pytest.param(
+            "put_object",
+            "NoSuchBucket",
+            404,
+            r"bucket 'b' does not exist \(write s3://b/k\)",
+            id="write-no-bucket",
+        ),
+        pytest.param(
+            "list_objects_v2", "AccessDenied", 403, r"access denied to s3://b/k", id="list-denied"
+        ),
+    ],
+)
+def test_s3_errors_name_the_uri_and_problem(stubbed, method, code, status, message):
+    s3, stub = stubbed
+    stub.add_client_error(method, service_error_code=code, http_status_code=status)
+    action = {
+        "get_object": lambda: s3.read_bytes("s3://b/k"),
+        "put_object": lambda: s3.write_bytes("s3://b/k", b"x"),
+        "list_objects_v2": lambda: s3.list("s3://b/k"),
+    }[method]
+    with pytest.raises(StorageError, match=message) as info:
+        action()
+    assert info.value.uri == "s3://b/k"
+
+
+def test_s3_exists_is_false_only_for_not_found(stubbed):
+    s3, stub = stubbed
+    stub.add_client_error("head_object", service_error_code="404", http_status_code=404)
+    assert s3.exists("s3://b/missing") is False
+    stub.add_client_error("head_object", service_error_code="403", http_status_code=403)
+    with pytest.raises(StorageError, match="access denied to s3://b/secret"):
+        s3.exists("s3://b/secret")
