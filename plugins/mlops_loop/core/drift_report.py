@@ -176,14 +176,15 @@ def cdf_chart(
 # --------------------------------------------------------------------------- sections
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#212121;margin:24px auto;max-width:1100px;padding:0 16px}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#212121;margin:24px auto;max-width:1280px;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #e0e0e0;padding-bottom:4px}
 .meta{color:#616161;margin-bottom:14px}.cards{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0}
 .card{border:1px solid #e0e0e0;border-radius:8px;padding:10px 14px;min-width:180px}.card b{display:block;color:#616161;font-weight:500;font-size:12px;text-transform:uppercase;letter-spacing:.04em}
 .pill{display:inline-block;color:#fff;border-radius:10px;padding:1px 9px;font-size:12px;font-weight:600;text-transform:uppercase;letter-spacing:.03em}
 .card .pill{font-size:15px;padding:3px 12px;margin-top:4px}
-table{border-collapse:collapse;width:100%;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
-th{background:#fafafa;font-weight:600}td.l,th.l{text-align:left}td.reason{white-space:normal;text-align:left;color:#424242;min-width:260px}
+table{border-collapse:collapse;width:100%;font-size:13px}th,td{padding:4px 7px;border-bottom:1px solid #eee;text-align:right;vertical-align:top}
+.wide{overflow-x:auto}td.n{white-space:nowrap}
+th{background:#fafafa;font-weight:600}td.l,th.l{text-align:left}td{white-space:nowrap}td.reason{white-space:normal;text-align:left;color:#424242;min-width:200px;font-size:12px}
 details{border:1px solid #e0e0e0;border-radius:8px;margin:8px 0;padding:6px 12px}summary{cursor:pointer;font-weight:600}
 .charts{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start;margin-top:8px}.tick{font-size:10px;fill:#616161}
 .legend span{display:inline-block;width:11px;height:11px;margin:0 4px -1px 10px;border-radius:2px}
@@ -206,7 +207,7 @@ def _summary_table(features: list[FeatureDrift]) -> str:
             f'<td class="l"><a href="#f-{_e(f.name)}">{_e(f.name)}</a></td><td class="l">{_e(f.kind)}</td>'
             f"<td>{_pill(f.verdict)}</td><td>{_num(f.psi)}</td><td class='l'>{_e(f.test)}</td>"
             f"<td>{_num(f.statistic)}</td><td>{_num(f.p_value)}</td><td>{_num(f.p_adjusted)}</td>"
-            f"<td>{_num(f.js_distance)}</td><td>{_pct(f.missing_reference)} &rarr; {_pct(f.missing_current)}</td>"
+            f"<td>{_num(f.js_distance)}</td><td class='n'>{_pct(f.missing_reference)} &rarr; {_pct(f.missing_current)}</td>"
             f"<td>{f.n:,}</td><td class='reason'>{_e(f.reason)}</td></tr>"
         )
     head = (
@@ -214,7 +215,7 @@ def _summary_table(features: list[FeatureDrift]) -> str:
         "<th>statistic</th><th>p</th><th>BH-adjusted p</th><th>JS distance</th><th>missing ref &rarr; cur</th>"
         "<th>rows</th><th class='l'>why</th></tr>"
     )
-    return f"<table>{head}{''.join(rows)}</table>"
+    return f"<div class='wide'><table>{head}{''.join(rows)}</table></div>"
 
 
 def _stats_line(f: FeatureDrift) -> str:
