@@ -1,0 +1,535 @@
+"""Training orchestration, as run inside the trainer container (or as a local process).
+
+One call, :func:`run_training`, takes a :class:`TrainingRequest` and:
+
+1. validates the dataset config and the training settings (with the request's overrides);
+2. reads the snapshot manifests (their sha256 become tags) and checks the MLflow server
+   answers, before any data is read or a run is started;
+3. in one MLflow run: logs params, the two input datasets (``mlflow.data``, digest and
+   name from the snapshot hash, source = snapshot URI, contexts ``training`` and
+   ``validation``), per-epoch metrics (step = epoch/iteration), final validation metrics
+   and the model (pyfunc, signature + input example; contract in ``models.py``);
+4. registers a new version of the registered model as the last step of that run, with the
+   run's tags copied onto the version. Any failure before that ends the run as FAILED and
+   registers nothing; a failure after the version was created deletes that version again.
+
+Tags on the run and the version (keys in ``*_TAG`` constants below): the request's own tags
+(``airflow_dag_id``, ``airflow_run_id``, ``airflow_task_id``, ``trainer_image``,
+``code_version``, ...) plus ``dataset``, ``model_type``, ``seed``, ``device``,
+``config_hash``, ``train_snapshot_uri``, ``train_snapshot_sha256``, ``valid_snapshot_uri``,
+``valid_snapshot_sha256``.
+
+Final metric names (validation snapshot): classification ``roc_auc``, ``pr_auc``,
+``log_loss``, ``brier``, ``f1`` (threshold 0.5); regression ``rmse``, ``mae``, ``r2``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlops_loop.core.config import DatasetConfig, TrainingSettings, training_settings
+from mlops_loop.core.storage import S3Credentials
+from mlops_loop.exceptions import ConfigError, MlopsLoopError, TrackingServerError, TrainingError
+
+S3_ENDPOINT_ENV = "MLOPS_LOOP_S3_ENDPOINT_URL"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+# MLflow's HTTP client retries a dead server with exponential backoff; its defaults (7
+# retries, factor 2, 120 s timeout) take minutes to give up. These settle in ~15 s unless
+# the environment sets its own.
+MLFLOW_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
+DATASET_TAG = "dataset"
+MODEL_TYPE_TAG = "model_type"
+SEED_TAG = "seed"
+DEVICE_TAG = "device"
+CONFIG_HASH_TAG = "config_hash"
+TRAIN_URI_TAG = "train_snapshot_uri"
+TRAIN_SHA_TAG = "train_snapshot_sha256"
+VALID_URI_TAG = "valid_snapshot_uri"
+VALID_SHA_TAG = "valid_snapshot_sha256"
+MODEL_ARTIFACT_NAME = "model"
+DATASET_DIGEST_CHARS = 32  # MLflow caps dataset digests at 36 characters
+
+Log = Callable[[str], None]
+
+
+class TrainingRequest(BaseModel):
+    """What the operator hands the trainer (request.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: dict[str, Any] = Field(description="DatasetConfig.model_dump(mode='json') plus config_dir.")
+    train_snapshot_uri: str = Field(min_length=1)
+    valid_snapshot_uri: str = Field(min_length=1)
+    registered_model_name: str | None = None
+    experiment_name: str | None = None
+    seed: int | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+def print_flushed(line: str) -> None:
+    print(line, flush=True)
+
+
+def s3_credentials_from_env(environ: dict[str, str] | None = None) -> S3Credentials:
+    """S3 credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN /
+    AWS_DEFAULT_REGION and MLOPS_LOOP_S3_ENDPOINT_URL; unset ones fall back to boto3's chain."""
+    env = os.environ if environ is None else environ
+    return S3Credentials(
+        endpoint_url=env.get(S3_ENDPOINT_ENV) or None,
+        region_name=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or None,
+        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+        aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
+    )
+
+
+def resolve_settings(request: TrainingRequest) -> tuple[DatasetConfig, TrainingSettings]:
+    """The request's dataset config and its training settings with the request's overrides.
+    Raises ConfigError naming the key."""
+    try:
+        config = DatasetConfig.model_validate(request.config)
+    except ValidationError as exc:
+        lines = ["invalid dataset config in the training request:"]
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {loc}: {err['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("\n".join(lines)) from exc
+    overrides = dict(request.hyperparameters)
+    for key in ("seed", "registered_model_name", "experiment_name"):
+        value = getattr(request, key)
+        if value is not None:
+            overrides[key] = value
+    return config, training_settings(config, overrides)
+
+
+def run_training(
+    request: TrainingRequest,
+    *,
+    tracking_uri: str | None = None,
+    credentials: S3Credentials | None = None,
+    log: Log = print_flushed,
+) -> dict[str, Any]:
+    """Train, log and register one model; returns the result document (see module doc).
+
+    Raises ConfigError (bad config or hyperparameters), TrainingError (stage ``snapshots``,
+    ``data``, ``fit``, ``log_model``, ``register``) or TrackingServerError (MLflow down).
+    """
+    config, settings = resolve_settings(request)
+    tracking_uri = tracking_uri or os.environ.get(TRACKING_URI_ENV)
+    if not tracking_uri:
+        raise TrainingError(f"no MLflow tracking server: set {TRACKING_URI_ENV}", stage="tracking")
+    for key, value in MLFLOW_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    credentials = credentials if credentials is not None else s3_credentials_from_env()
+    model_name = str(settings.registered_model_name)
+
+    train_manifest = _manifest(request.train_snapshot_uri, credentials)
+    valid_manifest = _manifest(request.valid_snapshot_uri, credentials)
+    experiment_id = _experiment_id(tracking_uri, str(settings.experiment_name))
+
+    columns = [*config.feature_columns, config.target]
+    train_df = _read(request.train_snapshot_uri, credentials, columns, config)
+    valid_df = _read(request.valid_snapshot_uri, credentials, columns, config)
+    log(
+        f"training {settings.model_type} for {config.name}: {len(train_df)} train rows "
+        f"({request.train_snapshot_uri}), {len(valid_df)} validation rows"
+    )
+
+    from mlops_loop.training import models
+
+    device = models.resolve_device(settings.device) if settings.model_type == "mlp" else "cpu"
+    tags = {
+        **request.tags,
+        DATASET_TAG: config.name,
+        MODEL_TYPE_TAG: settings.model_type,
+        SEED_TAG: str(settings.seed),
+        DEVICE_TAG: device,
+        CONFIG_HASH_TAG: config.config_hash(),
+        TRAIN_URI_TAG: request.train_snapshot_uri,
+        TRAIN_SHA_TAG: str(train_manifest.get("sha256", "")),
+        VALID_URI_TAG: request.valid_snapshot_uri,
+        VALID_SHA_TAG: str(valid_manifest.get("sha256", "")),
+    }
+    params = _params(settings, device, len(train_df), len(valid_df))
+
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    run_id: str | None = None
+    try:
+        with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
+            run_id = run.info.run_id
+            log(f"MLflow run {run_id} in experiment {settings.experiment_name!r} at {tracking_uri}")
+            mlflow.log_params(params)
+            _log_inputs(config, train_df, valid_df, tags)
+            with _stage("fit", run_id):
+                model, fit_info = _fit(config, settings, device, train_df, valid_df, log)
+            metrics = validation_metrics(
+                config.task, valid_df[config.target].to_numpy(), model.predict(valid_df)
+            )
+            mlflow.log_metrics({**metrics, **fit_info})
+            log("validation: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            with _stage("log_model", run_id):
+                model_info = _log_model(model, train_df, config)
+            with _stage("register", run_id):
+                version = _register(model_info.model_uri, model_name, {**tags, "run_id": run_id})
+            try:
+                mlflow.set_tag("registered_model_version", f"{model_name}/{version}")
+            except Exception:
+                _delete_version(tracking_uri, model_name, version)
+                raise
+    except MlopsLoopError:
+        raise
+    except Exception as exc:
+        if _is_connection_error(exc):
+            raise TrackingServerError(
+                f"lost the MLflow tracking server at {tracking_uri}: {_short(exc)}",
+                tracking_uri=tracking_uri,
+                stage="tracking",
+                run_id=run_id,
+            ) from exc
+        raise TrainingError(f"training failed: {_short(exc)}", stage="fit", run_id=run_id) from exc
+
+    log(f"registered {model_name} version {version} (run {run_id})")
+    return {
+        "status": "ok",
+        "run_id": run_id,
+        "model_uri": f"models:/{model_name}/{version}",
+        "model_name": model_name,
+        "model_version": str(version),
+        "metrics": metrics,
+        "device": device,
+        "params": params,
+        "tags": tags,
+        "timing": {k: v for k, v in fit_info.items() if k in ("train_seconds", "train_rows_per_second")},
+    }
+
+
+# --- steps ------------------------------------------------------------------------------
+
+
+def _manifest(uri: str, credentials: S3Credentials) -> dict[str, Any]:
+    from mlops_loop.core.snapshots import load_manifest
+
+    try:
+        return load_manifest(uri, credentials=credentials)
+    except MlopsLoopError as exc:
+        raise TrainingError(f"cannot read snapshot {uri}: {exc}", stage="snapshots") from exc
+
+
+def _read(uri: str, credentials: S3Credentials, columns: list[str], config: DatasetConfig) -> pd.DataFrame:
+    from mlops_loop.core.snapshots import read_snapshot
+
+    try:
+        frame = read_snapshot(uri, credentials=credentials, columns=columns)
+    except MlopsLoopError as exc:
+        raise TrainingError(f"cannot read snapshot {uri}: {exc}", stage="data") from exc
+    except (KeyError, ValueError) as exc:
+        raise TrainingError(
+            f"snapshot {uri} lacks columns the config needs ({exc}); expected {columns}", stage="data"
+        ) from exc
+    missing_target = int(frame[config.target].isna().sum())
+    if missing_target:
+        frame = frame[frame[config.target].notna()].reset_index(drop=True)
+    if frame.empty:
+        raise TrainingError(f"snapshot {uri} has no rows with a label ({config.target!r})", stage="data")
+    if config.task == "classification":
+        labels = frame[config.target]
+        values = set(pd.unique(labels.astype("float64")))
+        if not values <= {0.0, 1.0}:
+            shown = sorted(map(str, pd.unique(labels)))[:10]
+            raise TrainingError(
+                f"snapshot {uri}: binary classification needs labels 0/1 (or false/true) in "
+                f"{config.target!r}, found {shown}",
+                stage="data",
+            )
+        frame[config.target] = labels.astype("float64").astype("int64")
+    return frame
+
+
+def _experiment_id(tracking_uri: str, name: str) -> str:
+    """Checks the server answers (after the client's retries) and returns the experiment."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        try:
+            return str(client.create_experiment(name))
+        except Exception:  # created concurrently by another task
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return str(experiment.experiment_id)
+    except Exception as exc:
+        retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
+        raise TrackingServerError(
+            f"MLflow tracking server at {tracking_uri} did not answer (after {retries} retries): "
+            f"{_short(exc)}",
+            tracking_uri=tracking_uri,
+        ) from exc
+
+
+def _params(settings: TrainingSettings, device: str, train_rows: int, valid_rows: int) -> dict[str, Any]:
+    hp = settings.hyperparameters.model_dump(mode="json")
+    return {
+        "model_type": settings.model_type,
+        "seed": settings.seed,
+        "device": device,
+        "class_weight": settings.class_weight,
+        "train_rows": train_rows,
+        "valid_rows": valid_rows,
+        **{k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in hp.items()},
+    }
+
+
+def _log_inputs(config: DatasetConfig, train_df: pd.DataFrame, valid_df: pd.DataFrame, tags: dict[str, str]) -> None:
+    import mlflow
+    import mlflow.data
+
+    for frame, context, uri_tag, sha_tag in (
+        (train_df, "training", TRAIN_URI_TAG, TRAIN_SHA_TAG),
+        (valid_df, "validation", VALID_URI_TAG, VALID_SHA_TAG),
+    ):
+        sha = tags[sha_tag] or "unknown"
+        with warnings.catch_warnings():
+            # MLflow hints about int columns in the dataset's schema and about a local
+            # path's two source readings: both irrelevant for a lineage record.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                frame,
+                source=tags[uri_tag],
+                targets=config.target,
+                name=f"{config.name}@{sha}",
+                digest=sha[:DATASET_DIGEST_CHARS],
+            )
+            mlflow.log_input(dataset, context=context)
+
+
+def _fit(
+    config: DatasetConfig,
+    settings: TrainingSettings,
+    device: str,
+    train_df: pd.DataFrame,
+    valid_df: pd.DataFrame,
+    log: Log,
+) -> tuple[Any, dict[str, float]]:
+    import mlflow
+
+    from mlops_loop.training import models
+
+    kinds = models.feature_kinds(config)
+    task = config.task
+    preprocessor = models.build_preprocessor(kinds, settings.model_type)
+    x_train = preprocessor.fit_transform(train_df)
+    x_valid = preprocessor.transform(valid_df)
+    y_train = train_df[config.target].to_numpy(dtype="float64")
+    y_valid = valid_df[config.target].to_numpy(dtype="float64")
+    mlflow.log_param("n_model_inputs", int(x_train.shape[1]))
+
+    if settings.model_type == "mlp":
+        hp = settings.mlp
+        mean, std = 0.0, 1.0
+        if task == "regression":
+            mean, std = float(y_train.mean()), float(y_train.std() or 1.0)
+        max_epochs = hp.max_epochs
+
+        def on_epoch(report: models.EpochReport) -> None:
+            mlflow.log_metrics(report.metrics, step=report.epoch)
+            shown = " ".join(f"{k}={v:.4f}" for k, v in report.metrics.items() if k != "epoch_rows_per_second")
+            rate = report.metrics.get("epoch_rows_per_second", float("nan"))
+            log(f"epoch {report.epoch}/{max_epochs} {shown} rows/s={rate:,.0f}")
+
+        fit = models.fit_mlp(
+            np.asarray(x_train, dtype=np.float32),
+            ((y_train - mean) / std).astype(np.float32),
+            np.asarray(x_valid, dtype=np.float32),
+            ((y_valid - mean) / std).astype(np.float32),
+            hp=hp,
+            task=task,
+            class_weight=settings.class_weight,
+            seed=settings.seed,
+            device=device,
+            on_epoch=on_epoch,
+        )
+        log(
+            f"best epoch {fit.best_epoch} of {fit.epochs_run}"
+            + (" (early stop)" if fit.stopped_early else "")
+            + f"; {fit.rows_per_second:,.0f} rows/s on {device}"
+        )
+        network = {
+            "n_inputs": int(x_train.shape[1]),
+            "hidden_sizes": list(hp.hidden_sizes),
+            "dropout": hp.dropout,
+            "weights": fit.weights,
+        }
+        model = models.TabularModel(
+            kind="mlp", task=task, preprocessor=preprocessor, network=network, target_mean=mean, target_std=std
+        )
+        info = {
+            "best_epoch": float(fit.best_epoch),
+            "epochs_run": float(fit.epochs_run),
+            "train_seconds": fit.train_seconds,
+            "train_rows_per_second": fit.rows_per_second,
+        }
+        return model, info
+
+    hgb = settings.hist_gradient_boosting
+    n_numeric = sum(1 for k in kinds.values() if k != "categorical")
+    estimator = models.build_hist_gradient_boosting(
+        hgb,
+        task=task,
+        class_weight=settings.class_weight,
+        seed=settings.seed,
+        categorical_indices=list(range(n_numeric, x_train.shape[1])),
+        verbose=1,
+    )
+    started = time.perf_counter()
+    # verbose=1: sklearn prints one line per iteration to stdout, which streams to the log.
+    if hgb.early_stopping:
+        estimator.fit(x_train, y_train, X_val=x_valid, y_val=y_valid)
+    else:
+        estimator.fit(x_train, y_train)
+    seconds = time.perf_counter() - started
+    _log_iterations(estimator)
+    model = models.TabularModel(kind="hist_gradient_boosting", task=task, preprocessor=preprocessor, estimator=estimator)
+    rows = len(train_df) * int(estimator.n_iter_)
+    info = {
+        "best_iteration": float(estimator.n_iter_),
+        "train_seconds": seconds,
+        "train_rows_per_second": rows / seconds if seconds > 0 else float("nan"),
+    }
+    return model, info
+
+
+def _log_iterations(estimator: Any) -> None:
+    """HistGradientBoosting's per-iteration losses as step metrics (scores are -loss)."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = []
+    for key, scores in (("train_loss", "train_score_"), ("valid_loss", "validation_score_")):
+        for step, score in enumerate(getattr(estimator, scores, [])):
+            if step > 0:  # index 0 is the constant baseline before the first tree
+                metrics.append(Metric(key, -float(score), now, step))
+    run = mlflow.active_run()
+    assert run is not None
+    for start in range(0, len(metrics), 1000):
+        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[start : start + 1000])
+
+
+def validation_metrics(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Final metrics of a model's predictions (the output contract) on labelled rows."""
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true, dtype="float64")
+    y_pred = np.asarray(y_pred, dtype="float64")
+    if task == "regression":
+        return {
+            "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
+            "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+            "r2": float(skm.r2_score(y_true, y_pred)),
+        }
+    both = len(np.unique(y_true)) == 2
+    prob = np.clip(y_pred, 1e-7, 1 - 1e-7)
+    return {
+        "roc_auc": float(skm.roc_auc_score(y_true, y_pred)) if both else float("nan"),
+        "pr_auc": float(skm.average_precision_score(y_true, y_pred)) if both else float("nan"),
+        "log_loss": float(skm.log_loss(y_true, prob, labels=[0, 1])),
+        "brier": float(skm.brier_score_loss(y_true, y_pred)),
+        "f1": float(skm.f1_score(y_true, (y_pred >= 0.5).astype(int), zero_division=0)),
+    }
+
+
+def _log_model(model: Any, train_df: pd.DataFrame, config: DatasetConfig) -> Any:
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from mlops_loop.training import models
+
+    kinds = models.feature_kinds(config)
+    signature = ModelSignature(inputs=models.input_schema(kinds), outputs=Schema([ColSpec("double")]))
+    with warnings.catch_warnings():
+        # The signature is explicit; MLflow's hint about integer columns in the input
+        # example does not apply (the schema declares numbers as double).
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        return mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT_NAME,
+            python_model=models.TabularPyfuncModel(model),
+            signature=signature,
+            input_example=models.input_example(train_df, kinds),
+            pip_requirements=_requirements(model.kind),
+        )
+
+
+def _requirements(kind: str) -> list[str]:
+    """Pinned from the running environment, so MLflow need not infer them (slow)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["mlflow", "pandas", "numpy", "scikit-learn", "pyarrow", "pydantic", "pyyaml"]
+    if kind == "mlp":
+        names.append("torch")
+    pins = []
+    for name in names:
+        try:
+            pins.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def _register(model_uri: str, name: str, tags: dict[str, str]) -> str:
+    import mlflow
+
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    return str(version.version)
+
+
+def _delete_version(tracking_uri: str, name: str, version: str) -> None:
+    from mlflow import MlflowClient
+
+    with contextlib.suppress(Exception):
+        MlflowClient(tracking_uri=tracking_uri).delete_model_version(name, version)
+
+
+@contextlib.contextmanager
+def _stage(stage: str, run_id: str | None) -> Iterator[None]:
+    try:
+        yield
+    except MlopsLoopError:
+        raise
+    except Exception as exc:
+        if _is_connection_error(exc):
+            raise
+        raise TrainingError(f"{stage} failed: {_short(exc)}", stage=stage, run_id=run_id) from exc
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    markers = ("Max retries exceeded", "Connection refused", "ConnectionError", "Failed to establish")
+    return any(m in text for m in markers)
+
+
+def _short(exc: BaseException, limit: int = 600) -> str:
+    text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, MlopsLoopError) else str(exc)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
