@@ -10,7 +10,10 @@
 #   2. a wheelhouse built with the host's pip from constraints.txt (cached under
 #      .local/wheelhouse/<hash of pyproject+constraints>), torch taken from the on-disk CPU
 #      wheel (/opt/wheels), never a CUDA build;
-#   3. docker build with OFFLINE=1: pip installs with --no-index from that wheelhouse.
+#   3. docker build with OFFLINE=1: pip installs with --no-index from that wheelhouse,
+#      served on 127.0.0.1 for the duration of the build (so no wheel lands in a layer);
+#      dependencies and the package are separate layers, so a code change rebuilds only
+#      the small package layer.
 # --online: GPU hosts with a registry: default BASE_IMAGE (PyTorch CUDA runtime) and the
 #   package index; the wheelhouse then holds only the mlops_loop wheel.
 #
@@ -60,14 +63,34 @@ if [ "${force}" = 0 ] && docker image inspect "${tag}" >/dev/null 2>&1; then
 fi
 
 started=$(date +%s)
+mkdir -p "${repo}/.local"
 context=$(mktemp -d "${repo}/.local/trainer-context.XXXXXX")
-trap 'rm -rf "${context}"' EXIT
+server_pid=""
+cleanup() {
+    if [ -n "${server_pid}" ]; then kill "${server_pid}" 2>/dev/null || true; fi
+    rm -rf "${context}"
+}
+trap cleanup EXIT
 mkdir -p "${context}/wheelhouse"
 cp constraints.txt "${context}/constraints.txt"
+# The package's dependencies and [trainer] extra, read from pyproject.toml: the image's
+# dependency layer is keyed on this file, not on the package's code.
+"${python}" - >"${context}/requirements.txt" <<'PY'
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print("\n".join([*project["dependencies"], *project["optional-dependencies"]["trainer"]]))
+PY
 
-# The package's own wheel (always; it is what changes between builds).
-"${python}" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "${context}/wheelhouse" . \
+# The package's own wheel (always; it is what changes between builds), built from a clean
+# copy of the sources so no stale build/ folder can leak removed modules into it.
+src="${context}/src"
+mkdir -p "${src}/plugins"
+cp pyproject.toml README.md "${src}/"
+cp -r plugins/mlops_loop "${src}/plugins/"
+find "${src}" -name '__pycache__' -type d -prune -exec rm -rf {} +
+"${python}" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "${context}/wheelhouse" "${src}" \
     >&2
+rm -rf "${src}"
 
 build_args=()
 if [ "${online}" = 0 ]; then
@@ -86,26 +109,42 @@ if [ "${online}" = 0 ]; then
     if [ ! -f "${cache}/.complete" ]; then
         echo "build_trainer_image.sh: building the dependency wheelhouse in ${cache}" >&2
         rm -rf "${cache}" && mkdir -p "${cache}"
-        # Resolve the trainer extra (without Airflow) under the project's pins; the
-        # project wheel itself is rebuilt per image, so drop it from the cache.
+        # Resolve the trainer extra (without Airflow) under the project's pins, torch from
+        # the on-disk CPU wheel.
         "${python}" -m pip wheel --quiet --wheel-dir "${cache}" \
-            --constraint constraints.txt "${torch_wheel}" ".[trainer]" >&2
-        rm -f "${cache}"/mlops_loop-*.whl
+            --constraint constraints.txt --requirement "${context}/requirements.txt" "${torch_wheel}" \
+            2> >(grep -v "^WARNING: Location" >&2)
         touch "${cache}/.complete"
     fi
-    # Hard links: no copy of ~1 GB of wheels into the build context.
-    ln "${cache}"/*.whl "${context}/wheelhouse/" 2>/dev/null || cp "${cache}"/*.whl "${context}/wheelhouse/"
-    build_args+=(--build-arg "BASE_IMAGE=${base}" --build-arg OFFLINE=1)
+    # Serve the wheelhouse to the build on 127.0.0.1 (the build runs with --network host):
+    # no wheel is copied into the build context or an image layer. The port is fixed
+    # because it is part of the dependency layer's cache key.
+    port="${WHEELHOUSE_PORT:-38517}"
+    "${python}" -m http.server "${port}" --bind 127.0.0.1 --directory "${cache}" >/dev/null 2>&1 &
+    server_pid=$!
+    for _ in $(seq 50); do
+        "${python}" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${port}/')" \
+            2>/dev/null && break
+        sleep 0.2
+    done
+    if ! kill -0 "${server_pid}" 2>/dev/null; then
+        echo "build_trainer_image.sh: cannot serve the wheelhouse on 127.0.0.1:${port} (set WHEELHOUSE_PORT)" >&2
+        exit 1
+    fi
+    build_args+=(--network host --build-arg "BASE_IMAGE=${base}" --build-arg OFFLINE=1
+                 --build-arg "WHEELHOUSE_URL=http://127.0.0.1:${port}/")
 elif [ -n "${BASE_IMAGE:-}" ]; then
     build_args+=(--build-arg "BASE_IMAGE=${BASE_IMAGE}")
 fi
 
 code_version=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo "build_trainer_image.sh: docker build ${tag}" >&2
-docker build --quiet "${build_args[@]}" \
+DOCKER_BUILDKIT=0 docker build --quiet "${build_args[@]}" \
     --label "org.opencontainers.image.revision=${code_version}" \
     --label "mlops-loop.source-hash=${source_hash}" \
-    -f "${dockerfile}" -t "${tag}" -t "${name}:latest${mode_suffix}" "${context}" >&2
+    -f "${dockerfile}" -t "${tag}" -t "${name}:latest${mode_suffix}" "${context}" \
+    2> >(grep -v -E "^(DEPRECATED: The legacy builder|  +Install the buildx|  +https://docs.docker.com/go/buildx)" >&2) \
+    >/dev/null
 
 echo "build_trainer_image.sh: built ${tag} in $(( $(date +%s) - started ))s" \
      "($(docker image inspect --format '{{.Size}}' "${tag}" | awk '{printf "%.0f MB", $1/1e6}'))" >&2

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mlops_loop.core.config import DatasetConfig
-from mlops_loop.core.storage import is_s3
+from mlops_loop.core.storage import S3Credentials, is_s3
 from mlops_loop.exceptions import GpuUnavailableError, TrainerResultError
 
 # Where the request/result folder is mounted inside the container, and the file names.
@@ -31,6 +31,8 @@ REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
 TRAINER_COMMANDS = ("train", "evaluate", "score")
 DEFAULT_TRAINER_IMAGE = "mlops-loop/trainer:latest"
+# The trainer reads its S3 endpoint from here (boto3 has no standard variable for it).
+S3_ENDPOINT_ENV = "MLOPS_LOOP_S3_ENDPOINT_URL"
 
 GpuMode = Literal["auto", "required", "none"]
 GPU_MODES: tuple[str, ...] = ("auto", "required", "none")
@@ -308,6 +310,29 @@ def local_read_only_paths(uris: Iterable[str | None]) -> list[str]:
         if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
             kept.append(path)
     return sorted(kept)
+
+
+def container_environment(
+    tracking_uri: str, credentials: S3Credentials | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(environment, private environment) for a trainer container: the MLflow server, the
+    S3 endpoint and region, and the S3 keys, which go in the private part (DockerOperator's
+    ``private_environment``: not templated, not rendered, never logged)."""
+    env = {"MLFLOW_TRACKING_URI": tracking_uri}
+    secrets: dict[str, str] = {}
+    if credentials is not None:
+        if credentials.endpoint_url:
+            env[S3_ENDPOINT_ENV] = credentials.endpoint_url
+        if credentials.region_name:
+            env["AWS_DEFAULT_REGION"] = credentials.region_name
+        for key, value in (
+            ("AWS_ACCESS_KEY_ID", credentials.aws_access_key_id),
+            ("AWS_SECRET_ACCESS_KEY", credentials.aws_secret_access_key),
+            ("AWS_SESSION_TOKEN", credentials.aws_session_token),
+        ):
+            if value:
+                secrets[key] = value
+    return env, secrets
 
 
 def check_tracking_uri(uri: str | None) -> str:

@@ -28,11 +28,11 @@ if TYPE_CHECKING:
 
     from mlops_loop.core.config import DatasetConfig
     from mlops_loop.core.containers import GpuDecision
+    from mlops_loop.core.storage import S3Credentials
 
 # Env vars read at run time (never at parse time) when the matching argument is left out.
 IO_ROOT_ENV = "MLOPS_LOOP_TRAINER_IO_ROOT"
 NETWORK_ENV = "MLOPS_LOOP_TRAINER_NETWORK"
-S3_ENDPOINT_ENV = "MLOPS_LOOP_S3_ENDPOINT_URL"
 
 _DOCKER_FIELDS = tuple(f for f in DockerOperator.template_fields if f != "command")
 
@@ -55,9 +55,9 @@ class TrainerContainerOperator(DockerOperator):
         ``$MLFLOW_TRACKING_URI`` of the worker. (templated)
     :param read_only_paths: Host paths bind-mounted read-only at the same path (local
         storage roots, so local URIs stay valid in the container). (templated)
-    :param aws_conn_id: Airflow Connection with the S3 key (login) and secret (password);
-        passed as private environment, never logged. Extra ``endpoint_url`` /
-        ``region_name`` are used when the arguments below are left out.
+    :param aws_conn_id: Airflow Connection with the S3 key (login) and secret (password),
+        passed as private environment (never logged); its extra ``endpoint_url`` /
+        ``region_name`` win over the two arguments below (as in mlops_loop.hooks.s3).
     :param s3_endpoint_url: S3-compatible endpoint for the container. (templated)
     :param s3_region: AWS region for the container. (templated)
     :param io_dir_root: Host folder for the per-task request/result folder; it must be
@@ -145,6 +145,7 @@ class TrainerContainerOperator(DockerOperator):
             CONTAINER_IO_DIR,
             check_tracking_uri,
             container_command,
+            container_environment,
             image_tags,
             local_read_only_paths,
             make_io_dir,
@@ -167,8 +168,9 @@ class TrainerContainerOperator(DockerOperator):
         self.command = command
         self.network_mode = self.network_mode or os.environ.get(NETWORK_ENV) or "host"
         self.device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])] if decision.use_gpu else None
-        self.environment = {**self.environment, **self._container_environment(tracking_uri)}
-        self._private_environment = {**self._private_environment, **self._s3_secrets()}
+        env, secrets = container_environment(tracking_uri, self.s3_credentials())
+        self.environment = {**self.environment, **env}
+        self._private_environment = {**self._private_environment, **secrets}  # never logged
         self._io_dir = make_io_dir(self.io_dir_root or os.environ.get(IO_ROOT_ENV))
         try:
             write_request(self._io_dir, request)
@@ -303,35 +305,16 @@ class TrainerContainerOperator(DockerOperator):
 
     # --- environment --------------------------------------------------------------------
 
-    def _container_environment(self, tracking_uri: str) -> dict[str, str]:
-        env = {"MLFLOW_TRACKING_URI": tracking_uri}
-        conn = self._s3_connection_extra()
-        endpoint = self.s3_endpoint_url or conn.get("endpoint_url")
-        region = self.s3_region or conn.get("region_name")
-        if endpoint:
-            env[S3_ENDPOINT_ENV] = str(endpoint)
-        if region:
-            env["AWS_DEFAULT_REGION"] = str(region)
-        return env
+    def s3_credentials(self) -> S3Credentials | None:
+        """S3 endpoint, region and keys for the container (keys from ``aws_conn_id``);
+        None when nothing S3 is configured."""
+        from mlops_loop.core.config import S3Settings
+        from mlops_loop.hooks.s3 import s3_credentials_for
 
-    def _s3_connection(self) -> Any:
-        if not self.aws_conn_id:
-            return None
-        if not hasattr(self, "_s3_conn"):
-            from airflow.sdk import BaseHook
-
-            self._s3_conn = BaseHook.get_connection(self.aws_conn_id)
-        return self._s3_conn
-
-    def _s3_connection_extra(self) -> dict[str, Any]:
-        conn = self._s3_connection()
-        return dict(conn.extra_dejson) if conn is not None else {}
-
-    def _s3_secrets(self) -> dict[str, str]:
-        conn = self._s3_connection()
-        if conn is None or not conn.login:
-            return {}
-        return {"AWS_ACCESS_KEY_ID": conn.login, "AWS_SECRET_ACCESS_KEY": conn.password or ""}
+        settings = S3Settings(
+            aws_conn_id=self.aws_conn_id, endpoint_url=self.s3_endpoint_url, region_name=self.s3_region
+        )
+        return s3_credentials_for(settings)
 
     def _check_device(self, result: dict[str, Any], decision: GpuDecision) -> None:
         device = result.get("device")
@@ -407,10 +390,6 @@ class DockerTrainOperator(TrainerContainerOperator):
         # Raises ConfigError naming the key (training.mlp.lr ...) before any container.
         settings = training_settings(config, overrides)
         self._config = config
-        if config.storage.s3.aws_conn_id and not self.aws_conn_id:
-            self.aws_conn_id = config.storage.s3.aws_conn_id
-        self.s3_endpoint_url = self.s3_endpoint_url or config.storage.s3.endpoint_url
-        self.s3_region = self.s3_region or config.storage.s3.region_name
         hyperparameters = {
             k: v for k, v in overrides.items() if k not in ("registered_model_name", "seed")
         }
@@ -427,6 +406,15 @@ class DockerTrainOperator(TrainerContainerOperator):
     def container_read_only_paths(self, request: BaseModel | dict[str, Any]) -> list[str]:
         config: DatasetConfig = self._config
         return [*self.read_only_paths, config.root, self.train_snapshot_uri, self.valid_snapshot_uri]
+
+    def s3_credentials(self) -> S3Credentials | None:
+        """The dataset's S3 settings (``storage.s3``; keys from its ``aws_conn_id``
+        Connection) when its storage is on S3; the operator's own arguments win."""
+        from mlops_loop.hooks.s3 import dataset_s3_credentials
+
+        if self.aws_conn_id or self.s3_endpoint_url or self.s3_region:
+            return super().s3_credentials()
+        return dataset_s3_credentials(self._config)
 
     def result_model(self) -> type[BaseModel]:
         from mlops_loop.core.containers import TrainResult

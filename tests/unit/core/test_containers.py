@@ -17,6 +17,7 @@ from mlops_loop.core.containers import (
     TrainResult,
     check_tracking_uri,
     container_command,
+    container_environment,
     dataset_config_payload,
     decide_gpu,
     explain_exit_code,
@@ -30,6 +31,7 @@ from mlops_loop.core.containers import (
     with_tags,
     write_request,
 )
+from mlops_loop.core.storage import S3Credentials
 from mlops_loop.exceptions import GpuUnavailableError, TrainerResultError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -309,3 +311,35 @@ def test_check_tracking_uri_rejects(uri, match):
 
 def test_check_tracking_uri_accepts_http():
     assert check_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+# --- environment ---------------------------------------------------------------------
+
+
+def test_container_environment_local_storage():
+    env, secrets = container_environment("http://127.0.0.1:5000", None)
+    assert env == {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
+    assert secrets == {}
+
+
+def test_container_environment_keeps_keys_private():
+    creds = S3Credentials(
+        endpoint_url="http://127.0.0.1:9000",
+        region_name="us-east-1",
+        aws_access_key_id="AKIA-test",
+        aws_secret_access_key="s3cr3t",
+    )
+    env, secrets = container_environment("http://mlflow:5000", creds)
+    assert env == {
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "MLOPS_LOOP_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    assert secrets == {"AWS_ACCESS_KEY_ID": "AKIA-test", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+    assert "s3cr3t" not in repr(env)
+
+
+def test_container_environment_default_chain_passes_no_keys():
+    env, secrets = container_environment("http://m", S3Credentials(region_name="eu-west-1"))
+    assert env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    assert secrets == {}

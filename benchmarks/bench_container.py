@@ -1,0 +1,186 @@
+"""Container overhead: the same training run in the trainer image vs directly on the host.
+
+Both sides train the same model on the same snapshots, log to the same local MLflow server
+and register a version, in one run, alternating (host, container, host, container...):
+- host: ``python -m mlops_loop.training train`` as a subprocess of the host venv;
+- container: DockerTrainOperator.execute (image check, container create/start, streamed
+  log, result.json, container removal): what a task pays.
+The table reports median wall-clock seconds and the ratio (target <= 1.15x), plus the
+trainer's own fit time from result.json when it reports one.
+
+Optionally the image build: ``--build warm`` (re-run with an existing tag: the skip path,
+then ``--force``: dependency layer from cache, package layer rebuilt, as after a code
+change) and ``--build cold`` (removes the trainer images, the base image and the wheelhouse
+cache first: minutes).
+
+Run: .local/venv/bin/python benchmarks/bench_container.py [--rows 40000] [--repeat 2]
+     [--build none|warm|cold]
+Needs a Docker engine (scripts/install_docker.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "include" / "config" / "credit_default.yaml")
+BUILD = ["bash", str(REPO / "include" / "docker" / "build_trainer_image.sh")]
+
+
+def _build(*extra: str) -> tuple[float, str]:
+    started = time.perf_counter()
+    proc = subprocess.run([*BUILD, *extra], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"image build failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - started, proc.stdout.strip().splitlines()[-1]
+
+
+def bench_build(mode: str) -> list[tuple[str, float]]:
+    rows: list[tuple[str, float]] = []
+    if mode == "cold":
+        images = subprocess.run(
+            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "mlops-loop/*"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()
+        for image in images:
+            subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
+        subprocess.run(["docker", "builder", "prune", "-af"], capture_output=True, check=False)
+        shutil.rmtree(REPO / ".local" / "wheelhouse", ignore_errors=True)
+        secs, _ = _build()
+        rows.append(("cold build (base image + wheelhouse + both layers)", secs))
+    secs, _ = _build()
+    rows.append(("warm, unchanged sources (tag exists: skipped)", secs))
+    secs, _ = _build("--force")
+    rows.append(("warm, package layer rebuilt (as after a code change)", secs))
+    return rows
+
+
+def _prepare(root: Path, rows: int) -> tuple[str, str]:
+    from mlops_loop.core.config import STORAGE_ROOT_ENV, load_config
+    from mlops_loop.core.snapshots import ingest_batch
+    from mlops_loop.sample_data import generate_batch, land_batch
+
+    os.environ[STORAGE_ROOT_ENV] = str(root)
+    config = load_config(CONFIG)
+    land_batch(generate_batch("2026-04-01", rows, seed=5), config.root, "2026-04-01")
+    land_batch(generate_batch("2026-04-02", max(rows // 4, 500), seed=5), config.root, "2026-04-02")
+    return ingest_batch(config, "2026-04-01").snapshot_uri, ingest_batch(config, "2026-04-02").snapshot_uri
+
+
+def _request(train_uri: str, valid_uri: str, hyper: dict[str, Any], name: str) -> dict[str, Any]:
+    from mlops_loop.core.config import load_config
+    from mlops_loop.core.containers import dataset_config_payload
+
+    return {
+        "config": dataset_config_payload(load_config(CONFIG)),
+        "train_snapshot_uri": train_uri,
+        "valid_snapshot_uri": valid_uri,
+        "registered_model_name": name,
+        "seed": 1,
+        "hyperparameters": hyper,
+        "tags": {"bench": "host"},
+    }
+
+
+def run_host(work: Path, request: dict[str, Any], tracking_uri: str) -> tuple[float, dict[str, Any]]:
+    req, res = work / "request.json", work / "result.json"
+    req.write_text(json.dumps(request))
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "mlops_loop.training", "train", "--request", str(req), "--result", str(res)],
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )
+    return time.perf_counter() - started, json.loads(res.read_text())
+
+
+def run_container(
+    image: str, train_uri: str, valid_uri: str, hyper: dict[str, Any], name: str, tracking_uri: str
+) -> tuple[float, dict[str, Any]]:
+    from mlops_loop.operators.docker_train import DockerTrainOperator
+
+    op = DockerTrainOperator(
+        task_id="bench",
+        config_path=CONFIG,
+        train_snapshot_uri=train_uri,
+        valid_snapshot_uri=valid_uri,
+        registered_model_name=name,
+        seed=1,
+        hyperparameters=hyper,
+        image=image,
+        gpu="none",
+        mlflow_tracking_uri=tracking_uri,
+    )
+    op.log.setLevel(logging.WARNING)  # the container's lines would flood the table
+    started = time.perf_counter()
+    result = op.execute({"ti": SimpleNamespace(dag_id="bench", run_id="bench", task_id="bench")})
+    return time.perf_counter() - started, result
+
+
+def _fit_seconds(result: dict[str, Any]) -> float | None:
+    timing = result.get("timing") or {}
+    for key in ("fit_seconds", "fit", "train_seconds"):
+        if isinstance(timing.get(key), (int, float)):
+            return float(timing[key])
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=40_000, help="training rows")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=2, help="runs per side")
+    parser.add_argument("--build", choices=("none", "warm", "cold"), default="none")
+    args = parser.parse_args()
+
+    from mlops_loop.devstack import start_mlflow_server
+
+    build_rows = bench_build(args.build) if args.build != "none" else []
+    _, image = _build()  # the image for the current sources (skipped when up to date)
+    hyper = {"model_type": "mlp", "max_epochs": args.epochs, "patience": args.epochs, "hidden_sizes": [64, 32]}
+
+    with tempfile.TemporaryDirectory(prefix="bench-container-") as tmp:
+        work = Path(tmp)
+        (work / "storage").mkdir(mode=0o755)
+        work.chmod(0o755)  # the container's user reads the snapshots
+        train_uri, valid_uri = _prepare(work / "storage", args.rows)
+        with start_mlflow_server(work / "mlflow") as server:
+            host: list[tuple[float, dict[str, Any]]] = []
+            box: list[tuple[float, dict[str, Any]]] = []
+            for i in range(args.repeat):
+                host.append(run_host(work, _request(train_uri, valid_uri, hyper, "bench_host"), server.url))
+                box.append(run_container(image, train_uri, valid_uri, hyper, "bench_container", server.url))
+                print(f"round {i + 1}: host {host[-1][0]:.1f}s, container {box[-1][0]:.1f}s", file=sys.stderr)
+
+    h = statistics.median(s for s, _ in host)
+    c = statistics.median(s for s, _ in box)
+    print(f"\nContainer overhead ({args.rows} training rows, MLP {args.epochs} epochs, "
+          f"median of {args.repeat} alternating runs, {os.cpu_count()} cores)\n")
+    print("| run | wall s | trainer fit s | ratio to host |")
+    print("|---|---:|---:|---:|")
+    for label, secs, runs in (("host process", h, host), ("trainer container (DockerTrainOperator)", c, box)):
+        fits = [f for f in (_fit_seconds(r) for _, r in runs) if f is not None]
+        fit = f"{statistics.median(fits):.1f}" if fits else "n/a"
+        print(f"| {label} | {secs:.1f} | {fit} | {secs / h:.2f}x |")
+    print(f"\nratio {c / h:.2f}x (target <= 1.15x): {'met' if c / h <= 1.15 else 'NOT met'}")
+    if build_rows:
+        print("\n| trainer image build | s |\n|---|---:|")
+        for label, secs in build_rows:
+            print(f"| {label} | {secs:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

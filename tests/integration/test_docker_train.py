@@ -1,0 +1,257 @@
+"""DockerTrainOperator against the REAL Docker engine and the real trainer image.
+
+Needs a running engine (scripts/install_docker.sh) and builds the trainer image with
+include/docker/build_trainer_image.sh when its tag for the current sources is missing
+(seconds when it exists). Training logs to a real MLflow server on 127.0.0.1, reached from
+the container through network mode ``host``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from mlops_loop.core.config import STORAGE_ROOT_ENV, load_config
+from mlops_loop.core.snapshots import ingest_batch
+from mlops_loop.devstack import LocalServer
+from mlops_loop.exceptions import GpuUnavailableError, TrainerContainerFailed, TrainerImageNotFound
+from mlops_loop.operators.docker_train import DockerTrainOperator
+from mlops_loop.sample_data import generate_batch, land_batch
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = str(REPO / "include" / "config" / "credit_default.yaml")
+FAST = {"model_type": "mlp", "max_epochs": 3, "patience": 2, "batch_size": 128, "hidden_sizes": [16, 8]}
+LABEL = "mlops-loop-test"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        message = f"no Docker engine ({exc}); start one with scripts/install_docker.sh"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return client
+
+
+@pytest.fixture(scope="session")
+def trainer_image(docker_client: Any) -> str:
+    """The trainer image for the current sources (built when missing)."""
+    proc = subprocess.run(
+        ["bash", str(REPO / "include" / "docker" / "build_trainer_image.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, f"trainer image build failed:\n{proc.stderr[-4000:]}"
+    return proc.stdout.strip().splitlines()[-1]
+
+
+class Data(SimpleNamespace):
+    root: str
+    train_uri: str
+    valid_uri: str
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Two real snapshots written by ingestion, under a storage root the operator finds
+    through $MLOPS_LOOP_STORAGE_ROOT (the config file itself is the repo's)."""
+    base = tmp_path_factory.mktemp("docker-train")
+    storage = base / "storage"  # readable by the container's user (pytest's tmp is 0700)
+    storage.mkdir(mode=0o755)
+    base.chmod(0o755)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(STORAGE_ROOT_ENV, str(storage))
+        config = load_config(CONFIG)
+        land_batch(generate_batch("2026-03-01", 1_500, seed=3), config.root, "2026-03-01")
+        land_batch(generate_batch("2026-03-02", 400, seed=3), config.root, "2026-03-02")
+        train = ingest_batch(config, "2026-03-01")
+        valid = ingest_batch(config, "2026-03-02")
+        yield Data(root=config.root, train_uri=train.snapshot_uri, valid_uri=valid.snapshot_uri)
+
+
+@pytest.fixture
+def storage_env(data: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STORAGE_ROOT_ENV, str(Path(data.root).parent))
+
+
+def _context(task_id: str = "train") -> dict[str, Any]:
+    ti = SimpleNamespace(dag_id="test_docker_train", run_id="manual__2026-03-02", task_id=task_id)
+    return {"ti": ti}
+
+
+def _op(data: Any, image: str, tracking_uri: str, io_root: Path, **kwargs: Any) -> DockerTrainOperator:
+    args: dict[str, Any] = {
+        "task_id": "train",
+        "config_path": CONFIG,
+        "train_snapshot_uri": data.train_uri,
+        "valid_snapshot_uri": data.valid_uri,
+        "hyperparameters": dict(FAST),
+        "image": image,
+        "mlflow_tracking_uri": tracking_uri,
+        "io_dir_root": str(io_root),
+        "mem_limit": "3g",
+        "labels": {LABEL: "1"},
+    }
+    args.update(kwargs)
+    return DockerTrainOperator(**args)
+
+
+def _test_containers(client: Any) -> list[Any]:
+    return client.containers.list(all=True, filters={"label": LABEL})
+
+
+def test_image_entrypoint_runs_without_airflow_as_non_root(docker_client: Any, trainer_image: str):
+    help_text = docker_client.containers.run(trainer_image, remove=True).decode()
+    assert "train" in help_text
+    probe = docker_client.containers.run(
+        trainer_image,
+        entrypoint=["python", "-c"],
+        command=[
+            "import os, importlib.util as u; "
+            "print(os.getuid(), u.find_spec('airflow') is None, u.find_spec('torch') is not None)"
+        ],
+        remove=True,
+    ).decode()
+    uid, no_airflow, has_torch = probe.split()
+    assert uid != "0"
+    assert (no_airflow, has_torch) == ("True", "True")
+
+
+def test_train_in_container_registers_a_model(
+    docker_client: Any,
+    trainer_image: str,
+    mlflow_server: LocalServer,
+    data: Any,
+    storage_env: None,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+):
+    caplog.set_level(logging.INFO)
+    op = _op(data, trainer_image, mlflow_server.url, tmp_path / "io", registered_model_name="docker_train_test")
+
+    result = op.execute(_context())
+
+    assert result["status"] == "ok"
+    assert result["model_name"] == "docker_train_test"
+    assert result["device"] == "cpu"
+    assert 0.0 <= result["metrics"]["roc_auc"] <= 1.0
+    # The container's own output went through the task log, line by line.
+    assert any("epoch" in r.getMessage().lower() for r in caplog.records)
+    # No GPU runtime here: auto falls back to the CPU and says so.
+    assert any(r.levelno == logging.WARNING and "no NVIDIA GPU runtime" in r.getMessage() for r in caplog.records)
+    # Nothing left behind: no container, no request/result folder.
+    assert _test_containers(docker_client) == []
+    assert list((tmp_path / "io").iterdir()) == []
+
+    from mlflow import MlflowClient
+
+    version = MlflowClient(mlflow_server.url).get_model_version("docker_train_test", result["model_version"])
+    assert version.tags["airflow_dag_id"] == "test_docker_train"
+    assert version.tags["airflow_task_id"] == "train"
+    image_id = docker_client.images.get(trainer_image).id
+    assert version.tags["trainer_image_id"] == image_id
+    assert version.tags["trainer_image"] == trainer_image
+
+
+def test_trainer_error_is_explained_with_its_exit_code(
+    docker_client: Any, trainer_image: str, mlflow_server: LocalServer, data: Any, storage_env: None, tmp_path: Path
+):
+    missing = f"{data.root}/snapshots/{'0' * 64}"
+    op = _op(data, trainer_image, mlflow_server.url, tmp_path / "io", valid_snapshot_uri=missing)
+
+    with pytest.raises(TrainerContainerFailed) as err:
+        op.execute(_context())
+
+    assert err.value.exit_code == 3
+    assert "snapshot data problem" in str(err.value)
+    assert err.value.error and "0" * 64 in err.value.error  # from the trainer's result.json
+    assert _test_containers(docker_client) == []
+    assert list((tmp_path / "io").iterdir()) == []
+
+
+def test_memory_limit_kill_is_explained(
+    docker_client: Any, trainer_image: str, mlflow_server: LocalServer, data: Any, storage_env: None, tmp_path: Path
+):
+    op = _op(data, trainer_image, mlflow_server.url, tmp_path / "io", mem_limit="20m", gpu="none")
+
+    with pytest.raises(TrainerContainerFailed) as err:
+        op.execute(_context())
+
+    assert err.value.exit_code == 137
+    assert "out of memory (mem_limit 20m)" in str(err.value)
+    assert _test_containers(docker_client) == []
+
+
+def test_missing_image_is_a_clear_error(
+    docker_client: Any, mlflow_server: LocalServer, data: Any, storage_env: None, tmp_path: Path
+):
+    op = _op(data, "mlops-loop/no-such-trainer:never", mlflow_server.url, tmp_path / "io")
+
+    with pytest.raises(TrainerImageNotFound, match=r"build it with include/docker/build_trainer_image\.sh") as err:
+        op.execute(_context())
+
+    assert err.value.image == "mlops-loop/no-such-trainer:never"
+    assert _test_containers(docker_client) == []
+
+
+def test_gpu_required_fails_before_any_container(
+    docker_client: Any, trainer_image: str, mlflow_server: LocalServer, data: Any, storage_env: None, tmp_path: Path
+):
+    if "nvidia" in (docker_client.info().get("Runtimes") or {}):
+        pytest.skip("this Docker host has a GPU runtime")
+    op = _op(data, trainer_image, mlflow_server.url, tmp_path / "io", gpu="required")
+
+    with pytest.raises(GpuUnavailableError, match="no NVIDIA GPU runtime"):
+        op.execute(_context())
+
+    assert op.container is None
+    assert _test_containers(docker_client) == []
+
+
+def test_on_kill_stops_and_removes_the_container(
+    docker_client: Any, trainer_image: str, mlflow_server: LocalServer, data: Any, storage_env: None, tmp_path: Path
+):
+    slow = {**FAST, "max_epochs": 500, "patience": 500, "batch_size": 16}
+    op = _op(data, trainer_image, mlflow_server.url, tmp_path / "io", hyperparameters=slow, gpu="none")
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            op.execute(_context())
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and thread.is_alive():
+        running = [c for c in _test_containers(docker_client) if c.status == "running"]
+        if running:
+            break
+        time.sleep(0.5)
+    assert thread.is_alive(), f"training ended before it could be killed: {outcome}"
+
+    op.on_kill()
+    thread.join(timeout=60)
+
+    assert not thread.is_alive()
+    assert "error" in outcome  # a killed task never returns a result
+    assert _test_containers(docker_client) == []
+    assert list((tmp_path / "io").iterdir()) == []
