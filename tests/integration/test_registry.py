@@ -1,0 +1,252 @@
+"""Champion alias operations against a real MLflow tracking server: compare-and-set
+promotion, racing promotions from separate processes, rollback, validation tags."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from mlops_loop.core import registry
+from mlops_loop.core.compare import Decision
+from mlops_loop.exceptions import PromotionLockTimeout, RegistryError, RollbackRefused
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def model_uri(mlflow_server) -> str:
+    """One tiny sklearn model logged once; every test registers versions of it."""
+    import mlflow
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    mlflow.set_tracking_uri(mlflow_server.url)
+    mlflow.set_experiment("test-registry")
+    x = np.array([[0.0], [1.0], [2.0], [3.0]])
+    model = LogisticRegression().fit(x, [0, 0, 1, 1])
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model")
+    return str(info.model_uri)
+
+
+@pytest.fixture
+def client(mlflow_server):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=mlflow_server.url)
+
+
+@pytest.fixture
+def model_name(request) -> str:
+    return f"reg-{request.node.name[:30]}-{uuid.uuid4().hex[:6]}".replace("[", "-").replace("]", "")
+
+
+def register(client, name: str, model_uri: str, n: int = 1) -> list[str]:
+    """Register ``n`` versions of the logged model under ``name``."""
+    import mlflow
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    return [str(mlflow.register_model(model_uri, name).version) for _ in range(n)]
+
+
+def passed(client, name: str, version: str) -> None:
+    registry.mark_validation(client, name, version, {"outcome": "promote", "decision_id": "d", "reasons": ["ok"]})
+
+
+def test_first_promotion_then_stale_cas(client, model_name, model_uri):
+    v1, v2, v3 = register(client, model_name, model_uri, 3)
+    assert registry.get_champion(client, model_name) is None
+
+    first = registry.promote(
+        client, model_name, v1, expected_champion=None, decision_uri="s3://b/d1/decision.json",
+        airflow_run="train/manual__1", reason="beats baseline",
+    )  # fmt: skip
+    assert first.outcome == "promoted" and first.previous_champion is None
+    assert registry.get_champion(client, model_name) == v1
+    tags = client.get_model_version(model_name, v1).tags
+    assert tags["previous_champion"] == "none"
+    assert tags["decision_uri"] == "s3://b/d1/decision.json"
+    assert tags["airflow_run"] == "train/manual__1"
+    assert tags["promoted_at"]
+
+    second = registry.promote(
+        client, model_name, v2, expected_champion=v1, decision_uri="u2", airflow_run="r2", reason="better"
+    )
+    assert second.outcome == "promoted" and second.previous_champion == v1
+
+    # v3 was evaluated against v1, but v2 is champion now: do not overwrite.
+    stale = registry.promote(
+        client, model_name, v3, expected_champion=v1, decision_uri="u3", airflow_run="r3", reason="better"
+    )
+    assert stale.outcome == "stale"
+    assert f"version {v1}" in stale.detail and f"version {v2}" in stale.detail
+    assert registry.get_champion(client, model_name) == v2
+    assert "promoted_at" not in client.get_model_version(model_name, v3).tags
+
+    trail = registry.audit_trail(client, model_name)
+    assert [(e["seq"], e["from"], e["to"]) for e in trail] == [(1, None, v1), (2, v1, v2)]
+    # No lock left behind.
+    assert registry._registered_model(client, registry.lock_name(model_name)) is None
+
+
+def test_rerun_of_promote_is_a_noop(client, model_name, model_uri):
+    (v1,) = register(client, model_name, model_uri)
+    kwargs: dict[str, Any] = dict(expected_champion=None, decision_uri="u", airflow_run="r", reason="x")
+    assert registry.promote(client, model_name, v1, **kwargs).outcome == "promoted"
+    promoted_at = client.get_model_version(model_name, v1).tags["promoted_at"]
+    again = registry.promote(client, model_name, v1, **kwargs)
+    assert again.outcome == "noop"
+    assert client.get_model_version(model_name, v1).tags["promoted_at"] == promoted_at
+    assert len(registry.audit_trail(client, model_name)) == 1
+
+
+def test_promote_unknown_version_is_an_error(client, model_name, model_uri):
+    register(client, model_name, model_uri)
+    with pytest.raises(RegistryError, match=r"version 99 .* does not exist"):
+        registry.promote(client, model_name, "99", expected_champion=None, decision_uri=None, airflow_run=None, reason="x")
+
+
+def _race_worker(url: str, name: str, version: str, expected: str, start_at: float, out: Any) -> None:
+    import mlflow
+
+    from mlops_loop.core import registry as reg
+
+    client = mlflow.MlflowClient(tracking_uri=url)
+    time.sleep(max(0.0, start_at - time.time()))
+    result = reg.promote(
+        client, name, version, expected_champion=expected, decision_uri=f"u{version}",
+        airflow_run=f"race-{version}", reason="race",
+    )  # fmt: skip
+    out.put(result.to_dict())
+
+
+def test_racing_promotions_from_two_processes_have_one_winner(client, model_name, model_uri, mlflow_server):
+    v1, v2, v3 = register(client, model_name, model_uri, 3)
+    registry.promote(client, model_name, v1, expected_champion=None, decision_uri="u", airflow_run="r", reason="first")
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    start_at = time.time() + 6.0  # both children import mlflow first, then start together
+    procs = [
+        ctx.Process(target=_race_worker, args=(mlflow_server.url, model_name, v, v1, start_at, out))
+        for v in (v2, v3)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+
+    outcomes = sorted(r["outcome"] for r in results)
+    assert outcomes == ["promoted", "stale"], results
+    winner = next(r for r in results if r["outcome"] == "promoted")
+    loser = next(r for r in results if r["outcome"] == "stale")
+    assert registry.get_champion(client, model_name) == winner["version"]
+    assert loser["current_champion"] == winner["version"]
+    trail = registry.audit_trail(client, model_name)
+    # No lost update: one entry per move, the winner's move recorded from v1.
+    assert [(e["from"], e["to"]) for e in trail] == [(None, v1), (v1, winner["version"])]
+    assert registry._registered_model(client, registry.lock_name(model_name)) is None
+
+
+def test_held_lock_times_out_and_expired_lock_is_broken(client, model_name, model_uri):
+    (v1,) = register(client, model_name, model_uri)
+    lname = registry.lock_name(model_name)
+    client.create_registered_model(
+        lname, tags={"lock.owner": "other", "lock.holder": "elsewhere:1", "lock.expires_at": f"{time.time() + 600}"}
+    )
+    with pytest.raises(PromotionLockTimeout, match="elsewhere:1"):
+        registry.promote(
+            client, model_name, v1, expected_champion=None, decision_uri=None, airflow_run=None,
+            reason="x", lock_timeout=1.0,
+        )  # fmt: skip
+    assert registry.get_champion(client, model_name) is None
+    # The holder died: its lease ran out, so the next promotion breaks the lock.
+    client.set_registered_model_tag(lname, "lock.expires_at", f"{time.time() - 1}")
+    result = registry.promote(
+        client, model_name, v1, expected_champion=None, decision_uri=None, airflow_run=None, reason="x"
+    )
+    assert result.outcome == "promoted"
+
+
+def test_rollback_restores_previous_champion_and_walks_back(client, model_name, model_uri):
+    v1, v2, v3 = register(client, model_name, model_uri, 3)
+    for v in (v1, v2, v3):
+        passed(client, model_name, v)
+    kw: dict[str, Any] = dict(decision_uri="u", airflow_run="r", reason="better")
+    registry.promote(client, model_name, v1, expected_champion=None, **kw)
+    registry.promote(client, model_name, v2, expected_champion=v1, **kw)
+    registry.promote(client, model_name, v3, expected_champion=v2, **kw)
+
+    back = registry.rollback(client, model_name, reason="v3 misbehaves in production", airflow_run="rollback/1")
+    assert back.outcome == "rolled_back" and back.previous_champion == v3 and back.version == v2
+    assert registry.get_champion(client, model_name) == v2
+    tags = client.get_model_version(model_name, v2).tags
+    assert tags["rollback_reason"] == "v3 misbehaves in production"
+    assert tags["previous_champion"] == v3
+    # A second rollback goes further back instead of flipping to v3 again.
+    assert registry.rollback(client, model_name, reason="v2 too").version == v1
+    trail = registry.audit_trail(client, model_name)
+    assert [(e["action"], e["from"], e["to"]) for e in trail][-2:] == [("rollback", v3, v2), ("rollback", v2, v1)]
+    # Named target that passed validation.
+    assert registry.rollback(client, model_name, to_version=v3, reason="fixed upstream").version == v3
+
+
+def test_rollback_refuses_unknown_failed_and_unvalidated_versions(client, model_name, model_uri):
+    v1, v2, v3 = register(client, model_name, model_uri, 3)
+    passed(client, model_name, v1)
+    registry.mark_validation(client, model_name, v2, {"outcome": "reject", "decision_id": "d2", "reasons": ["worse"]})
+    registry.promote(client, model_name, v1, expected_champion=None, decision_uri="u", airflow_run="r", reason="x")
+
+    with pytest.raises(RollbackRefused, match="needs a reason"):
+        registry.rollback(client, model_name, to_version=v1, reason=" ")
+    with pytest.raises(RollbackRefused, match=r"version 42 .* does not exist"):
+        registry.rollback(client, model_name, to_version="42", reason="typo")
+    with pytest.raises(RollbackRefused, match="validation_status=failed"):
+        registry.rollback(client, model_name, to_version=v2, reason="try it")
+    with pytest.raises(RollbackRefused, match="validation_status=none"):
+        registry.rollback(client, model_name, to_version=v3, reason="try it")
+    with pytest.raises(RollbackRefused, match="no previous champion"):
+        registry.rollback(client, model_name, reason="nothing before v1")
+    assert registry.get_champion(client, model_name) == v1
+
+    forced = registry.rollback(client, model_name, to_version=v2, reason="incident 7: v1 broken", force=True)
+    assert forced.outcome == "rolled_back" and registry.get_champion(client, model_name) == v2
+    assert client.get_model_version(model_name, v2).tags["rollback_reason"].startswith("[forced] ")
+    assert registry.audit_trail(client, model_name)[-1]["forced"] is True
+
+
+def test_champion_alias_to_deleted_version(client, model_name, model_uri):
+    v1, v2 = register(client, model_name, model_uri, 2)
+    registry.promote(client, model_name, v1, expected_champion=None, decision_uri="u", airflow_run="r", reason="x")
+    client.delete_model_version(model_name, v1)
+
+    status = registry.champion_status(client, model_name)
+    assert status.state == "deleted" and status.version is None and status.deleted_version == v1
+    assert "was deleted" in status.detail
+    assert registry.get_champion(client, model_name) is None
+    # An evaluation that still saw v1 is stale; one that saw no champion may promote.
+    stale = registry.promote(client, model_name, v2, expected_champion=v1, decision_uri="u", airflow_run="r", reason="x")
+    assert stale.outcome == "stale" and "deleted" in stale.detail
+    ok = registry.promote(client, model_name, v2, expected_champion=None, decision_uri="u", airflow_run="r", reason="x")
+    assert ok.outcome == "promoted" and registry.get_champion(client, model_name) == v2
+
+
+def test_mark_validation_tags_from_a_decision(client, model_name, model_uri):
+    (v1,) = register(client, model_name, model_uri)
+    decision = Decision(
+        outcome="reject", reasons=["guardrail brier regressed"], task="classification",
+        primary_metric="roc_auc", higher_is_better=True, method="bootstrap",
+        compared_against="champion:3", n_rows=1000, decision_id="abc123",
+    )  # fmt: skip
+    tags = registry.mark_validation(client, model_name, v1, decision, decision_uri="/r/decision.json")
+    stored = client.get_model_version(model_name, v1).tags
+    assert stored["validation_status"] == "failed" == tags["validation_status"]
+    assert stored["decision_id"] == "abc123"
+    assert stored["validation_reason"] == "reject: guardrail brier regressed"
+    assert stored["decision_uri"] == "/r/decision.json"
