@@ -421,6 +421,18 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(text)
 
 
+def _parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        # A timestamp at midnight (how many tools write dates) is a date; any other time
+        # of day is not.
+        value = datetime.fromisoformat(text)
+        if value.tzinfo is not None or value.time() != datetime.min.time():
+            raise
+        return value.date()
+
+
 def _parse_timestamp(text: str) -> datetime:
     value = datetime.fromisoformat(text)
     if value.tzinfo is not None:
@@ -432,7 +444,7 @@ PYTHON_PARSERS: dict[ColumnType, Callable[[str], Any]] = {
     ColumnType.INTEGER: _parse_int,
     ColumnType.FLOAT: float,
     ColumnType.BOOLEAN: _parse_bool,
-    ColumnType.DATE: date.fromisoformat,
+    ColumnType.DATE: _parse_date,
     ColumnType.TIMESTAMP: _parse_timestamp,
 }
 
@@ -487,6 +499,16 @@ def _parse_text(arr: pa.Array, ctype: ColumnType) -> Conversion:
     return _parse_each(text, ctype)
 
 
+def _has_time_of_day(timestamps: pa.Array, dates: pa.Array) -> bool:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_timestamp(timestamps.type):
+        return False
+    same = pc.equal(pc.cast(dates, timestamps.type), timestamps)
+    return pc.all(same).as_py() is False
+
+
 def convert_column(arr: pa.Array, ctype: ColumnType) -> Conversion:
     """Convert one column chunk to the Arrow type of ``ctype``; values that do not parse
     are counted (and nulled in the returned array)."""
@@ -508,9 +530,15 @@ def convert_column(arr: pa.Array, ctype: ColumnType) -> Conversion:
         )
         if typed_ok:
             try:
-                return Conversion(pc.cast(arr, target, safe=True))
+                converted = pc.cast(arr, target, safe=True)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                pass
+                converted = None
+            # Arrow casts timestamps to dates by dropping the time of day; a date column
+            # holding times is a mismatch, not something to truncate.
+            if converted is not None and not (
+                ctype is ColumnType.DATE and _has_time_of_day(arr, converted)
+            ):
+                return Conversion(converted)
         arr = to_text(arr)
     return _parse_text(arr, ctype)
 
@@ -566,7 +594,8 @@ class _Reader:
         )
 
     # -- CSV
-    def _csv_block_size(self) -> int:
+    def _csv_block_size(self, rows: int) -> int:
+        """Bytes per read block for about ``rows`` rows (Arrow reads CSV by bytes)."""
         with open(self.file.local_path, "rb") as fh:
             sample = fh.read(1 << 20)
         if self.file.name.lower().endswith((".gz", ".bz2")):
@@ -574,7 +603,7 @@ class _Reader:
         lines = sample.split(b"\n")
         longest = max((len(x) for x in lines), default=1)
         per_row = max(1.0, len(sample) / max(1, len(lines)))
-        wanted = int(per_row * self.config.ingest.rows_per_chunk)
+        wanted = int(per_row * rows)
         return max(4096, 4 * longest + 1024, min(wanted, 1 << 30))
 
     def _csv_error(self, exc: BaseException) -> SourceFileError:
@@ -593,7 +622,7 @@ class _Reader:
             "malformed",
         )
 
-    def _open_csv(self, column_types: dict[str, pa.DataType] | None) -> Any:
+    def _open_csv(self, column_types: dict[str, pa.DataType] | None, rows: int) -> Any:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
@@ -602,7 +631,7 @@ class _Reader:
             return pacsv.open_csv(
                 str(self.file.local_path),
                 read_options=pacsv.ReadOptions(
-                    encoding=_arrow_encoding(csv.encoding), block_size=self._csv_block_size()
+                    encoding=_arrow_encoding(csv.encoding), block_size=self._csv_block_size(rows)
                 ),
                 parse_options=pacsv.ParseOptions(
                     delimiter=csv.delimiter, quote_char=csv.quote_char, newlines_in_values=True
@@ -618,7 +647,7 @@ class _Reader:
 
     def _csv_names(self) -> list[str]:
         csv = self.config.source.csv
-        reader = self._open_csv(None)
+        reader = self._open_csv(None, rows=256)  # the header and a few rows
         names: list[str] = list(reader.schema.names)
         reader.close()
         if len(names) == 1 and len(self.config.columns) > 1:
@@ -669,7 +698,9 @@ class _Reader:
         if self.fmt == "csv":
             import pyarrow as pa
 
-            reader = self._open_csv({n: pa.string() for n in names})
+            reader = self._open_csv(
+                {n: pa.string() for n in names}, rows=self.config.ingest.rows_per_chunk
+            )
             try:
                 while True:
                     try:
