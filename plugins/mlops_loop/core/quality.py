@@ -5,7 +5,7 @@ Suites are plain JSON in GE's own format (``name`` + ``expectations`` with ``typ
 
 - :func:`suite_from_config` derives the validity checks from the dataset config's schema
   (columns, types, nulls, ranges, categories, id uniqueness, row count).
-- :func:`starter_suite` adds profile checks from a reference snapshot (means and quantiles
+- :func:`starter_suite` adds profile checks from a reference snapshot (means and medians
   within widened bounds, observed category sets) for a person to review; each
   expectation's ``meta.source`` says whether it came from the schema or the profile.
 - :func:`validate_snapshot` runs the config's suite on a snapshot. Pass: the validation
@@ -48,12 +48,12 @@ log = logging.getLogger(__name__)
 SOURCE_SCHEMA = "schema"
 SOURCE_PROFILE = "profile"
 TABLE = "(table)"
+NO_DATA = "no values to compute a statistic on"
 EXAMPLES = 5
 # Half-width of a profile bound, in reference standard deviations. Loose enough that a
 # drifted but valid batch passes (drift is monitored elsewhere), tight enough to catch a
 # units change such as income in thousands instead of units.
 DEFAULT_TOLERANCE = 1.5
-PROFILE_QUANTILES = (0.05, 0.5, 0.95)
 # Up to this many distinct values, a text column is treated as categorical by the profile.
 MAX_PROFILE_CATEGORIES = 50
 # A category must be this common to be required in every batch: expected count at the
@@ -196,8 +196,17 @@ def _round_out(value: float, *, down: bool, digits: int = 4) -> float:
     return float(f"{rounded:.{digits + 2}g}")
 
 
-def _bounds(center: float, width: float) -> tuple[float, float]:
-    return _round_out(center - width, down=True), _round_out(center + width, down=False)
+def _bounds(
+    center: float, width: float, floor: float | None = None, ceiling: float | None = None
+) -> tuple[float, float]:
+    """center +/- width, rounded outwards and kept inside the schema's [min, max]."""
+    lo = _round_out(center - width, down=True)
+    hi = _round_out(center + width, down=False)
+    if floor is not None:
+        lo = max(lo, float(floor))
+    if ceiling is not None:
+        hi = min(hi, float(ceiling))
+    return lo, hi
 
 
 def _read_reference(
@@ -224,7 +233,7 @@ def starter_suite(
     """Schema checks plus profile checks from a reference snapshot, for a person to review.
 
     ``reference`` is a DataFrame, a snapshot URI, or several snapshot URIs (pooled). For
-    each numeric feature: mean and the 5/50/95 % quantiles within ``tolerance`` reference
+    each numeric feature: mean and median within ``tolerance`` reference
     standard deviations. For each categorical feature: values within the observed set
     (when the schema declares none) or common categories still present.
     """
@@ -248,7 +257,7 @@ def starter_suite(
             std = float(numbers.std(ddof=1)) if len(numbers) > 1 else 0.0
             mean = float(numbers.mean())
             width = tolerance * std if std > 0 else max(abs(mean) * 0.1, 1e-6)
-            lo, hi = _bounds(mean, width)
+            lo, hi = _bounds(mean, width, spec.min, spec.max)
             exps.append(
                 _expectation(
                     "expect_column_mean_to_be_between",
@@ -259,22 +268,18 @@ def starter_suite(
                     max_value=hi,
                 )
             )
-            quantiles = [float(numbers.quantile(p)) for p in PROFILE_QUANTILES]
+            # Median rather than expect_column_quantile_values_to_be_between: GE 1.24 under
+            # numpy 2 puts numpy bools in that result and then cannot store it as JSON.
+            median = float(numbers.median())
+            lo, hi = _bounds(median, width, spec.min, spec.max)
             exps.append(
                 _expectation(
-                    "expect_column_quantile_values_to_be_between",
+                    "expect_column_median_to_be_between",
                     SOURCE_PROFILE,
-                    "reference quantiles "
-                    + ", ".join(
-                        f"{p:.0%}={v:.6g}"
-                        for p, v in zip(PROFILE_QUANTILES, quantiles, strict=True)
-                    )
-                    + f" +/- {tolerance} std",
+                    f"reference median {median:.6g} +/- {tolerance} std",
                     column=name,
-                    quantile_ranges={
-                        "quantiles": list(PROFILE_QUANTILES),
-                        "value_ranges": [list(_bounds(v, width)) for v in quantiles],
-                    },
+                    min_value=lo,
+                    max_value=hi,
                 )
             )
         elif spec.type in (ColumnType.CATEGORY, ColumnType.STRING):
@@ -503,6 +508,8 @@ def _expected_text(kind: str, kw: dict[str, Any]) -> str:
     if "value_set" in kw:
         values = list(kw["value_set"])
         shown = ", ".join(_fmt(v) for v in values[:10]) + (", ..." if len(values) > 10 else "")
+        if kind == "expect_column_distinct_values_to_contain_set":
+            return f"each of {{{shown}}} to appear"
         return f"values in {{{shown}}}"
     if "quantile_ranges" in kw:
         qr = kw["quantile_ranges"]
@@ -514,7 +521,7 @@ def _expected_text(kind: str, kw: dict[str, Any]) -> str:
         )
     if "min_value" in kw or "max_value" in kw:
         lo, hi = kw.get("min_value"), kw.get("max_value")
-        what = "mean" if "mean" in kind else "values"
+        what = next((w for w in ("mean", "median", "stdev") if w in kind), "values")
         if lo is not None and hi is not None:
             return f"{what} between {_fmt(lo)} and {_fmt(hi)}"
         return f"{what} >= {_fmt(lo)}" if lo is not None else f"{what} <= {_fmt(hi)}"
@@ -573,10 +580,9 @@ def _failure_line(
             parts.append(f"unexpected columns {extra}")
         return TABLE, f"{kind}: " + ("; ".join(parts) or f"observed {observed}")
     if kind == "expect_table_row_count_to_be_between":
-        return (
-            TABLE,
-            f"{kind}: observed {res.get('observed_value')} rows, expected {_expected_text(kind, kw)}",
-        )
+        lo, hi = kw.get("min_value"), kw.get("max_value")
+        bounds = f"at least {lo}" if hi is None else f"{lo} to {hi}"
+        return TABLE, f"{kind}: observed {res.get('observed_value')} rows, expected {bounds} rows"
     if column in missing:
         return None  # reported once, with the table's column check
     if kind == "expect_column_values_to_be_in_type_list" and column in mismatches:
@@ -590,7 +596,13 @@ def _failure_line(
         if column in mismatches:
             return column, f"{kind}: not evaluated (the column holds values of the wrong type)"
         return column, f"{kind}: could not be evaluated: {error}"
+    if "observed_value" in res and res["observed_value"] is None and "unexpected_count" not in res:
+        return column, NO_DATA
     line = f"{kind}: expected {_expected_text(kind, kw)}"
+    if kind == "expect_column_distinct_values_to_contain_set":
+        seen = set(res.get("observed_value") or [])
+        absent = [v for v in kw.get("value_set") or [] if v not in seen]
+        return column, f"{line}; absent: {', '.join(_fmt(v) for v in absent)}"
     if "observed_value" in res:
         line += f", observed {_fmt(res['observed_value'])}"
     if "unexpected_count" in res:
@@ -650,7 +662,15 @@ def format_summary(
             lines.append((got[0], rank, got[1]))
     order = {c: i for i, c in enumerate(column_order)}
     lines.sort(key=lambda cl: (cl[0] != TABLE, order.get(cl[0], len(order)), cl[0], cl[1]))
-    body = [f"- {col}: {text}" for col, _, text in lines]
+    body = [f"- {col}: {text}" for col, _, text in lines if text != NO_DATA]
+    no_data = sorted(
+        {col for col, _, text in lines if text == NO_DATA}, key=lambda c: order.get(c, 0)
+    )
+    if no_data:
+        body.append(
+            f"- {len(no_data)} column(s) have no non-null values, so their statistics could not "
+            f"be checked: {', '.join(no_data)}"
+        )
     for col in sorted(missing, key=lambda c: order.get(c, len(order))):
         body.append(f"- {col}: column is missing from the batch; its checks did not run")
     return "\n".join([head, *body])
