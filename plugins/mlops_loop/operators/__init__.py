@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS: dict[str, str] = {
+    "DataQualityOperator": "quality",
     "IngestSnapshotOperator": "ingest",
 }
 
@@ -18,6 +19,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from mlops_loop.operators.ingest import IngestSnapshotOperator as IngestSnapshotOperator
+    from mlops_loop.operators.quality import DataQualityOperator as DataQualityOperator
 
 
 def __getattr__(name: str) -> Any:
