@@ -815,3 +815,41 @@ def test_load_manifest_of_a_missing_snapshot(tmp_path):
     with pytest.raises(SnapshotNotFoundError, match="no snapshot at") as info:
         load_manifest(str(tmp_path / "snapshots" / ("0" * 64)))
     assert info.value.uri.endswith("0" * 64)
+
+
+@pytest.mark.parametrize("variant", ["gzip", "utf8-bom"])
+def test_compressed_and_bom_csv_read_like_plain_csv(config, root, tmp_path, variant):
+    import gzip
+
+    df = generate_batch(DS, 50)
+    if variant == "gzip":
+        with gzip.open(batch_dir(root) / "part-000.csv.gz", "wt", encoding="utf-8") as fh:
+            df.to_csv(fh, index=False)
+    else:
+        df.to_csv(batch_dir(root) / "part-000.csv", index=False, encoding="utf-8-sig")
+
+    result = ingest_batch(config, DS)
+
+    manifest = load_manifest(result.snapshot_uri)
+    assert (
+        manifest["missing_columns"],
+        manifest["unexpected_columns"],
+        manifest["type_mismatches"],
+    ) == ([], [], {})
+    plain = tmp_path / "plain"
+    land_batch(df, plain, DS)
+    expected = ingest_batch(
+        load_config(CREDIT_CONFIG, overrides={"storage": {"root": str(plain)}}), DS
+    )
+    assert read_snapshot_table(result.snapshot_uri).equals(
+        read_snapshot_table(expected.snapshot_uri)
+    )
+
+
+def test_quoted_delimiters_and_newlines_inside_values(config, root):
+    df = generate_batch(DS, 30)
+    df["purpose"] = df["purpose"].astype(object)
+    df.loc[1, "purpose"] = 'two\nlines, with "quotes"'
+    land_batch(df, root, DS)
+    out = read_snapshot(ingest_batch(config, DS).snapshot_uri)
+    assert out["purpose"].iloc[1] == 'two\nlines, with "quotes"' and len(out) == 30
