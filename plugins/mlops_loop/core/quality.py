@@ -664,14 +664,15 @@ def format_summary(
     lines.sort(key=lambda cl: (cl[0] != TABLE, order.get(cl[0], len(order)), cl[0], cl[1]))
     body = [f"- {col}: {text}" for col, _, text in lines if text != NO_DATA]
     no_data = sorted(
-        {col for col, _, text in lines if text == NO_DATA}, key=lambda c: order.get(c, 0)
+        {col for col, _, text in lines if text == NO_DATA},
+        key=lambda c: (order.get(c, len(order)), c),
     )
     if no_data:
         body.append(
             f"- {len(no_data)} column(s) have no non-null values, so their statistics could not "
             f"be checked: {', '.join(no_data)}"
         )
-    for col in sorted(missing, key=lambda c: order.get(c, len(order))):
+    for col in sorted(missing, key=lambda c: (order.get(c, len(order)), c)):
         body.append(f"- {col}: column is missing from the batch; its checks did not run")
     return "\n".join([head, *body])
 
