@@ -6,9 +6,12 @@ or more CSV or Parquet files) becomes an immutable snapshot under
 last. A snapshot exists only once its manifest does.
 
 The sha256 is computed from the source files' checksums and names, the part of the config
-that shapes the output (columns and their types, format, CSV options) and
-:data:`SNAPSHOT_FORMAT_VERSION`, *before* anything is written: re-ingesting the same batch
-finds the manifest and writes nothing.
+that shapes the output (columns and their types, format, CSV options),
+:data:`SNAPSHOT_FORMAT_VERSION`, and the dataset name and logical date, *before* anything is
+written: re-ingesting the same batch finds the manifest and writes nothing. The dataset and
+date are part of the address because the manifest records them and the batch's source files:
+byte-identical batches landed for two dates get two snapshots, so each manifest's ``ds`` and
+``source`` are right (the quality gate checks the date and quarantines those files).
 
 Types are normalised per the config, but bad values are never coerced away: when any
 non-null value of a column cannot be parsed as its declared type, the whole column is kept
@@ -336,13 +339,17 @@ def normalisation_settings(config: DatasetConfig) -> dict[str, Any]:
     }
 
 
-def content_hash(config: DatasetConfig, files: Sequence[tuple[str, str]]) -> str:
-    """sha256 of (source file names + checksums, normalisation settings, format version).
+def content_hash(config: DatasetConfig, ds: str, files: Sequence[tuple[str, str]]) -> str:
+    """sha256 of (source file names + checksums, normalisation settings, format version,
+    dataset name, logical date).
 
-    ``files`` is a sequence of ``(name relative to the batch prefix, sha256)``.
+    ``files`` is a sequence of ``(name relative to the batch prefix, sha256)``. Where the
+    batch lives (local folder or bucket) and the quality thresholds do not count.
     """
     payload = {
         "format_version": SNAPSHOT_FORMAT_VERSION,
+        "dataset": config.name,
+        "ds": ds,
         "files": sorted([name, sha] for name, sha in files),
         "normalisation": normalisation_settings(config),
     }
@@ -1062,7 +1069,7 @@ def ingest_batch(
 
     with tempfile.TemporaryDirectory(prefix="mlops-loop-ingest-") as tmp:
         files = _materialise(src, listed, Path(tmp))
-        sha = content_hash(config, [(f.name, f.sha256) for f in files])
+        sha = content_hash(config, ds, [(f.name, f.sha256) for f in files])
         snapshot_uri = snapshot_uri_for(root, sha)
         manifest_uri = manifest_uri_of(snapshot_uri)
 

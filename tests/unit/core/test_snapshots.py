@@ -188,10 +188,10 @@ def test_landed_files_are_never_modified(config, root):
 
 def test_content_hash_depends_on_data_and_normalisation_not_listing_order(config):
     files = [("a.csv", "1" * 64), ("b.csv", "2" * 64)]
-    base = content_hash(config, files)
-    assert content_hash(config, list(reversed(files))) == base
-    assert content_hash(config, [("a.csv", "1" * 64), ("b.csv", "3" * 64)]) != base
-    assert content_hash(config, [("a.csv", "1" * 64), ("c.csv", "2" * 64)]) != base
+    base = content_hash(config, DS, files)
+    assert content_hash(config, DS, list(reversed(files))) == base
+    assert content_hash(config, DS, [("a.csv", "1" * 64), ("b.csv", "3" * 64)]) != base
+    assert content_hash(config, DS, [("a.csv", "1" * 64), ("c.csv", "2" * 64)]) != base
     retyped = config.model_copy(
         update={
             "columns": [
@@ -200,7 +200,7 @@ def test_content_hash_depends_on_data_and_normalisation_not_listing_order(config
             ]
         }
     )
-    assert content_hash(retyped, files) != base
+    assert content_hash(retyped, DS, files) != base
     semicolon = config.model_copy(
         update={
             "source": config.source.model_copy(
@@ -208,12 +208,27 @@ def test_content_hash_depends_on_data_and_normalisation_not_listing_order(config
             )
         }
     )
-    assert content_hash(semicolon, files) != base
+    assert content_hash(semicolon, DS, files) != base
     # Quality thresholds do not change a snapshot's content, so they keep its address.
     stricter = config.model_copy(
         update={"quality": config.quality.model_copy(update={"min_rows": 10})}
     )
-    assert content_hash(stricter, files) == base
+    assert content_hash(stricter, DS, files) == base
+    assert content_hash(config, "2024-03-02", files) != base
+
+
+def test_identical_bytes_landed_for_two_dates_keep_their_own_provenance(config, root):
+    land_batch(generate_batch(DS, 40), root, DS)
+    other = "2024-03-02"
+    land_batch(generate_batch(DS, 40), root, other)  # the same file landed again
+
+    first, second = ingest_batch(config, DS), ingest_batch(config, other)
+
+    assert first.sha256 != second.sha256 and second.created
+    manifest = load_manifest(second.snapshot_uri)
+    assert manifest["ds"] == other
+    assert manifest["source"]["uri"] == config.source_uri(other)
+    assert all(f"ds={other}" in f["uri"] for f in manifest["source"]["files"])
 
 
 def test_same_batch_at_two_roots_gets_the_same_hash(tmp_path):
@@ -780,7 +795,9 @@ def test_snapshot_folder_without_manifest_is_absent_and_replaced(config, root):
 
 def test_leftover_staging_folders_do_not_count_and_stale_ones_are_removed(config, root):
     land_batch(generate_batch(DS, ROWS), root, DS)
-    sha = content_hash(config, [("part-000.csv", sha256_file(batch_dir(root) / "part-000.csv"))])
+    sha = content_hash(
+        config, DS, [("part-000.csv", sha256_file(batch_dir(root) / "part-000.csv"))]
+    )
     snaps = root / "snapshots"
     stale = snaps / f".tmp-{sha}-deadbeef0000"
     fresh = snaps / f".tmp-{sha}-cafe00000000"
