@@ -208,10 +208,12 @@ def render_html(decision: Mapping[str, Any], plot_png: str | None = None, contex
         parts.append("<ul class='muted'>" + "".join(f"<li>{_e(n)}</li>" for n in d["notes"]) + "</ul>")
     test = d.get("test") or {}
     ci = f"[{_num(d.get('ci_low'))}, {_num(d.get('ci_high'))}]"
+    conf = f"{float(d['confidence']):.0%}" if d.get("confidence") is not None else ""
+    p_label = "p-value" if d.get("p_value") is not None else "P(challenger better)"
     parts.append(f"<h2>Primary metric: {_e(metric)} ({direction})</h2>")
     parts.append(
         _table(
-            ["challenger", "reference", "improvement", f"{_num(d.get('confidence'))} CI", "margin", "test", "p"],
+            ["challenger", "reference", "improvement", f"{conf} CI", "margin", "test", p_label],
             [[
                 _td(d.get("challenger_value"), True), _td(d.get("reference_value"), True),
                 _td(d.get("improvement"), True), _td(ci), _td(d.get("min_improvement"), True),
@@ -231,7 +233,7 @@ def render_html(decision: Mapping[str, Any], plot_png: str | None = None, contex
     parts.append("<h2>Guardrails</h2>")
     parts.append(
         _table(
-            ["metric", "challenger", "reference", "regression", "max regression", "result"],
+            ["metric", "challenger", "reference", "regression (+ = worse)", "max regression", "result"],
             [
                 [_td(g.get("name")), _td(g.get("challenger"), True), _td(g.get("reference"), True),
                  _td(g.get("regression"), True), _td(g.get("max_regression"), True), f"<td>{_status(g.get('passed'))}</td>"]
@@ -254,7 +256,7 @@ def render_html(decision: Mapping[str, Any], plot_png: str | None = None, contex
     parts.append("<h2>Slices</h2>")
     parts.append(
         _table(
-            ["column", "value", "rows", f"challenger {metric}", f"reference {metric}", "regression", "result"],
+            ["column", "value", "rows", f"challenger {metric}", f"reference {metric}", "regression (+ = worse)", "result"],
             [
                 [_td(s.get("column")), _td(s.get("value")), _td(s.get("rows"), True), _td(s.get("challenger"), True),
                  _td(s.get("reference"), True), _td(s.get("regression"), True),
