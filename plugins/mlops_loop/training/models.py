@@ -476,25 +476,39 @@ class TabularPyfuncModel(mlflow.pyfunc.PythonModel):
         return self.model.predict(model_input)
 
 
-def input_schema(kinds: dict[str, Kind]) -> Any:
-    """MLflow input schema over the raw feature columns. Numbers are ``double`` (integer
-    columns convert safely), categories ``string``, booleans ``boolean``, dates
-    ``datetime``; every feature column is required, missing values inside are allowed."""
+def input_schema(config: DatasetConfig) -> Any:
+    """MLflow input schema over the raw feature columns, as a snapshot delivers them:
+    float -> ``double``; integer -> ``long``; boolean -> ``boolean``; string/category ->
+    ``string``; date/timestamp -> ``datetime``. A nullable integer or boolean column arrives
+    as float64/object when it has missing values, so it is declared ``Any`` (MLflow checks
+    presence only; the model's FeatureFrame step coerces it). Every feature is required."""
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
 
-    types = {"numeric": "double", "boolean": "boolean", "datetime": "datetime", "categorical": "string"}
-    return Schema([ColSpec(types[kind], name) for name, kind in kinds.items()])
+    specs = []
+    for name in config.feature_columns:
+        column = config.column(name)
+        col_type = column.type.value
+        declared: Any
+        if col_type in ("integer", "boolean"):
+            declared = ("long" if col_type == "integer" else "boolean") if not column.nullable else AnyType()
+        elif col_type == "float":
+            declared = "double"
+        elif col_type in ("date", "timestamp"):
+            declared = "datetime"
+        else:
+            declared = "string"
+        specs.append(ColSpec(declared, name))
+    return Schema(specs)
 
 
 def input_example(frame: pd.DataFrame, kinds: dict[str, Kind], rows: int = 5) -> pd.DataFrame:
-    """A few raw training rows, typed like the input schema."""
+    """A few raw training rows (categories as Python strings or None)."""
     head = frame.head(rows)
     out: dict[str, Any] = {}
     for name, kind in kinds.items():
         col = head[name]
-        if kind == "numeric":
-            out[name] = pd.to_numeric(col, errors="coerce").astype("float64")
-        elif kind == "categorical":
+        if kind == "categorical":
             out[name] = col.astype(object).where(col.notna(), None)
         else:
             out[name] = col

@@ -60,6 +60,7 @@ TRAIN_URI_TAG = "train_snapshot_uri"
 TRAIN_SHA_TAG = "train_snapshot_sha256"
 VALID_URI_TAG = "valid_snapshot_uri"
 VALID_SHA_TAG = "valid_snapshot_sha256"
+INPUT_HASH_TAG = "training_input_sha256"
 MODEL_ARTIFACT_NAME = "model"
 DATASET_DIGEST_CHARS = 32  # MLflow caps dataset digests at 36 characters
 
@@ -79,6 +80,10 @@ class TrainingRequest(BaseModel):
     seed: int | None = None
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
+    retrain: bool = Field(
+        default=False,
+        description="Train a new version even when one exists for the identical training input.",
+    )
 
 
 def print_flushed(line: str) -> None:
@@ -141,6 +146,18 @@ def run_training(
     train_manifest = _manifest(request.train_snapshot_uri, credentials)
     valid_manifest = _manifest(request.valid_snapshot_uri, credentials)
     experiment_id = _experiment_id(tracking_uri, str(settings.experiment_name))
+    input_hash = training_input_hash(
+        settings, config, str(train_manifest.get("sha256")), str(valid_manifest.get("sha256")), request.tags
+    )
+    if not request.retrain:
+        existing = _existing_result(tracking_uri, model_name, input_hash)
+        if existing is not None:
+            log(
+                f"{model_name} version {existing['model_version']} was already trained from the "
+                "identical input (same snapshots, config, settings, code and image): reusing it; "
+                "set retrain to train another"
+            )
+            return existing
 
     columns = [*config.feature_columns, config.target]
     train_df = _read(request.train_snapshot_uri, credentials, columns, config)
@@ -164,6 +181,7 @@ def run_training(
         TRAIN_SHA_TAG: str(train_manifest.get("sha256", "")),
         VALID_URI_TAG: request.valid_snapshot_uri,
         VALID_SHA_TAG: str(valid_manifest.get("sha256", "")),
+        INPUT_HASH_TAG: input_hash,
     }
     params = _params(settings, device, len(train_df), len(valid_df))
 
@@ -217,6 +235,65 @@ def run_training(
         "params": params,
         "tags": tags,
         "timing": {k: v for k, v in fit_info.items() if k in ("train_seconds", "train_rows_per_second")},
+        "reused": False,
+    }
+
+
+def training_input_hash(
+    settings: TrainingSettings,
+    config: DatasetConfig,
+    train_sha: str,
+    valid_sha: str,
+    request_tags: dict[str, str],
+) -> str:
+    """Identity of a training input: snapshots, config, resolved settings, code and image.
+    A registered version carrying the same hash is reused unless the request says retrain."""
+    import hashlib
+    import json
+
+    payload = {
+        "train": train_sha,
+        "valid": valid_sha,
+        "config": config.config_hash(),
+        "settings": settings.model_dump(mode="json"),
+        "code_version": request_tags.get("code_version", ""),
+        "trainer_image": request_tags.get("trainer_image", ""),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _existing_result(tracking_uri: str, name: str, input_hash: str) -> dict[str, Any] | None:
+    """The result document of a READY version already trained from this input, if any."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+        matches = [
+            v for v in versions if v.tags.get(INPUT_HASH_TAG) == input_hash and v.status == "READY"
+        ]
+        if not matches:
+            return None
+        version = max(matches, key=lambda v: int(v.version))
+        run = client.get_run(version.run_id)
+    except Exception as exc:
+        raise TrackingServerError(
+            f"cannot look up existing versions of {name} at {tracking_uri}: {_short(exc)}",
+            tracking_uri=tracking_uri,
+        ) from exc
+    final = ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "rmse", "mae", "r2")
+    return {
+        "status": "ok",
+        "run_id": version.run_id,
+        "model_uri": f"models:/{name}/{version.version}",
+        "model_name": name,
+        "model_version": str(version.version),
+        "metrics": {k: v for k, v in run.data.metrics.items() if k in final},
+        "device": version.tags.get(DEVICE_TAG, ""),
+        "params": dict(run.data.params),
+        "tags": dict(version.tags),
+        "timing": {},
+        "reused": True,
     }
 
 
@@ -399,10 +476,10 @@ def _fit(
         class_weight=settings.class_weight,
         seed=settings.seed,
         categorical_indices=list(range(n_numeric, x_train.shape[1])),
-        verbose=1,
+        verbose=2,
     )
     started = time.perf_counter()
-    # verbose=1: sklearn prints one line per iteration to stdout, which streams to the log.
+    # verbose=2: sklearn prints one line per iteration to stdout, which streams to the log.
     if hgb.early_stopping:
         estimator.fit(x_train, y_train, X_val=x_valid, y_val=y_valid)
     else:
@@ -467,7 +544,7 @@ def _log_model(model: Any, train_df: pd.DataFrame, config: DatasetConfig) -> Any
     from mlops_loop.training import models
 
     kinds = models.feature_kinds(config)
-    signature = ModelSignature(inputs=models.input_schema(kinds), outputs=Schema([ColSpec("double")]))
+    signature = ModelSignature(inputs=models.input_schema(config), outputs=Schema([ColSpec("double")]))
     with warnings.catch_warnings():
         # The signature is explicit; MLflow's hint about integer columns in the input
         # example does not apply (the schema declares numbers as double).
