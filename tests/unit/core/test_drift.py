@@ -160,10 +160,11 @@ def test_ks_matches_scipy_two_sample(config: DatasetConfig, column: str) -> None
     assert f.statistic == pytest.approx(expected.statistic, abs=1e-12)
     if column == "x":  # with missing values a missing-rate test joins (Bonferroni of two)
         assert f.test == "ks+missing"
-        assert f.p_value <= 2 * expected.pvalue + 1e-12
+        assert f.p_value <= 2 * expected.pvalue * 1.05 + 1e-12
     else:
         assert f.test == "ks"
-        assert f.p_value == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
+        # Stephens' approximation of the same asymptotic distribution (see ks_from_counts).
+        assert f.p_value == pytest.approx(expected.pvalue, rel=0.03)
 
 
 def test_ks_against_a_sample_of_a_larger_reference(config: DatasetConfig) -> None:
@@ -177,7 +178,7 @@ def test_ks_against_a_sample_of_a_larger_reference(config: DatasetConfig) -> Non
     f = measure_drift(profile, cur, config, settings()).feature("z")
     expected = stats.ks_2samp(sample, cur["z"].to_numpy(), method="asymp")
     assert f.statistic == pytest.approx(expected.statistic, abs=1e-12)
-    assert f.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+    assert f.p_value == pytest.approx(expected.pvalue, rel=0.03)
 
 
 def test_chi_square_and_jensen_shannon_match_scipy_with_unseen_category(
@@ -252,11 +253,19 @@ def test_measure_drift_same_result_for_frames_arrow_and_batches(
     path = tmp_path / "cur.parquet"
     pq.write_table(pa.Table.from_pandas(cur, preserve_index=False), path, row_group_size=250)
     a = measure_drift(profile, cur, config, settings()).to_dict()
-    b = measure_drift(profile, ParquetBatches(path, batch_size=250), config, settings()).to_dict()
-    for fa, fb in zip(a["features"], b["features"], strict=True):
-        assert fa["psi"] == pytest.approx(fb["psi"], rel=1e-12)
-        assert fa["p_value"] == pytest.approx(fb["p_value"], rel=1e-9, abs=1e-300)
-        assert fa["verdict"] == fb["verdict"]
+    others = [
+        ParquetBatches(path, batch_size=250),
+        ParquetBatches(path, batch_size=300, read_dictionary=["color"]),  # dictionary-encoded
+        cur.astype({"color": "category"}),  # pandas categorical
+        pa.Table.from_pandas(cur, preserve_index=False),
+    ]
+    for other in others:
+        b = measure_drift(profile, other, config, settings()).to_dict()
+        for fa, fb in zip(a["features"], b["features"], strict=True):
+            assert fa["psi"] == pytest.approx(fb["psi"], rel=1e-12)
+            assert fa["p_value"] == pytest.approx(fb["p_value"], rel=1e-9, abs=1e-300)
+            assert fa["verdict"] == fb["verdict"]
+            assert fa["current"] == pytest.approx(fb["current"], rel=1e-12)
     json.dumps(a)
 
 
@@ -335,6 +344,17 @@ def test_all_missing_columns(config: DatasetConfig) -> None:
     # Values appear where the reference had none: drift.
     fx3 = measure_drift(ref_missing, frame(600, 53), config, settings()).feature("x")
     assert fx3.verdict == "drift"
+
+
+def test_infinite_values_count_as_missing(config: DatasetConfig) -> None:
+    profile = build_profile(frame(1000, 55), config)
+    cur = frame(400, 56)
+    plain = measure_drift(profile, cur, config, settings()).feature("z")
+    cur.loc[:39, "z"] = [np.inf, -np.inf] * 20
+    f = measure_drift(profile, cur, config, settings()).feature("z")
+    assert f.missing_current == pytest.approx(0.1)
+    assert f.current_stats["missing"] == 40 and math.isfinite(f.current_stats["mean"])
+    assert f.psi > plain.psi
 
 
 def test_fewer_rows_than_minimum_is_insufficient_not_an_alarm(config: DatasetConfig) -> None:
