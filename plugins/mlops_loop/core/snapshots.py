@@ -703,8 +703,6 @@ class _Reader:
         import pyarrow.parquet as pq
 
         if self.fmt == "csv":
-            import pyarrow as pa
-
             reader = self._open_csv(
                 {n: pa.string() for n in names}, rows=self.config.ingest.rows_per_chunk
             )

@@ -701,6 +701,9 @@ def test_ragged_csv_row(config, root):
         pytest.param(lambda b: b[: len(b) // 2], id="truncated"),
         pytest.param(lambda b: b[:4] + b"\x00" * (len(b) - 8) + b[-8:], id="zeroed-body"),
         pytest.param(lambda b: b"not parquet at all", id="not-parquet"),
+        pytest.param(
+            lambda b: b[:100] + b"\xab" * 2000 + b[2100:], id="corrupted-data-pages-valid-footer"
+        ),
     ],
 )
 def test_corrupted_parquet(root, damage):
