@@ -873,3 +873,24 @@ def test_quoted_delimiters_and_newlines_inside_values(config, root):
     land_batch(df, root, DS)
     out = read_snapshot(ingest_batch(config, DS).snapshot_uri)
     assert out["purpose"].iloc[1] == 'two\nlines, with "quotes"' and len(out) == 30
+
+
+def test_concurrent_writer_that_finished_first_wins(config, root, monkeypatch):
+    land_batch(generate_batch(DS, 60), root, DS)
+    winner = ingest_batch(config, DS)
+    final = Path(winner.snapshot_uri)
+    before = tree(final)
+    # The other writer checked for the manifest before the winner wrote it, then built
+    # its own copy: simulate by hiding the manifest from the up-front existence check.
+    real_exists = snapshots.LocalStorage.exists
+    monkeypatch.setattr(
+        snapshots.LocalStorage,
+        "exists",
+        lambda self, uri: False if uri.endswith("manifest.json") else real_exists(self, uri),
+    )
+
+    loser = ingest_batch(config, DS)
+
+    assert (loser.sha256, loser.created) == (winner.sha256, False)
+    assert tree(final) == before  # the published snapshot was not touched
+    assert [p.name for p in (root / "snapshots").iterdir()] == [winner.sha256]  # no staging left
