@@ -53,10 +53,11 @@ for entry in dataset_entries():
             config_path=entry.path,
             ds="{{ params.ds or ds }}",
         )
-        DataQualityOperator(
+        gate = DataQualityOperator(
             task_id="quality_gate",
             config_path=entry.path,
-            snapshot_uri=ingest.output["snapshot_uri"],
+            snapshot_uri="{{ ti.xcom_pull(task_ids='ingest_snapshot')['snapshot_uri'] }}",
             ds="{{ params.ds or ds }}",
             outlets=[validated_asset(entry.name)],
         )
+        ingest >> gate

@@ -17,7 +17,7 @@ HEAVY = ["pandas", "numpy", "pyarrow", "mlflow", "great_expectations", "sklearn"
 def test_dagbag_has_no_import_errors():
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(REPO / "dags"), include_examples=False)
+    bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
     assert "mlops_ingest__credit_default" in bag.dag_ids
     for dag_id in bag.dag_ids:
