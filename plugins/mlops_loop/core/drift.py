@@ -75,7 +75,6 @@ MISSING_BIN = "(missing)"
 UNSEEN_BIN = "(unseen)"
 OTHER_BIN = "(other)"
 PREDICTION = "prediction"
-TABLE_BATCH_ROWS = 262_144
 
 Verdict = Literal["none", "warn", "drift", "insufficient_data"]
 _VERDICT_RANK = {"insufficient_data": -1, "none": 0, "warn": 1, "drift": 2}
@@ -122,11 +121,7 @@ def _batches(source: Any) -> Iterator[Any]:
     if source is None:
         raise DriftError("no data given (None instead of a DataFrame or an iterable of batches)")
     for batch in source:
-        if isinstance(batch, pa.Table):
-            # Record batches of at most TABLE_BATCH_ROWS rows: columns become zero-copy
-            # arrays, and sorting a few hundred thousand values at a time stays in cache.
-            yield from batch.to_batches(max_chunksize=TABLE_BATCH_ROWS)
-        elif isinstance(batch, (pd.DataFrame, pa.RecordBatch)):
+        if isinstance(batch, (pd.DataFrame, pa.Table, pa.RecordBatch)):
             yield batch
         else:
             raise DriftError(
@@ -191,16 +186,16 @@ def _numeric_values_owned(batch: Any, name: str) -> tuple[np.ndarray, bool]:
             if col.dtype == bool:
                 col = col.astype("float64")
             return col.to_numpy(dtype="float64", na_value=np.nan), False
-        if isinstance(col, pa.ChunkedArray):
-            col = col.combine_chunks()
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
-        if col.null_count == 0 and pa.types.is_floating(col.type):
-            return col.to_numpy(zero_copy_only=False).astype("float64", copy=False), False
-        if col.null_count == 0 and (pa.types.is_integer(col.type) or pa.types.is_boolean(col.type)):
-            return col.to_numpy(zero_copy_only=False).astype("float64"), True
-        out = col.cast(pa.float64()).to_numpy(zero_copy_only=False, writable=True)
-        return out, True
+        if col.null_count or not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+            col = col.cast(pa.float64())  # nulls become NaN below
+        out = col.to_numpy(zero_copy_only=False) if isinstance(col, pa.Array) else col.to_numpy()
+        if out.dtype != np.float64:
+            return out.astype("float64"), True
+        # Arrow never hands out writable views of its (immutable) buffers: a writable
+        # result is a fresh conversion (nulls filled with NaN) that only we hold.
+        return out, bool(out.flags.writeable)
     except (TypeError, ValueError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise DriftError(
             f"column {name!r} is monitored as numeric but has non-numeric values: {exc}",
