@@ -86,9 +86,11 @@ _VERDICT_RANK = {"insufficient_data": -1, "none": 0, "warn": 1, "drift": 2}
 class ParquetBatches:
     """Re-iterable record batches of Parquet files, read by row groups with bounded memory.
 
-    Each ``iter()`` opens the files again, so :func:`build_profile` can read it twice.
-    ``read_dictionary``: (categorical) columns to read dictionary-encoded, which makes
-    counting them much cheaper.
+    ``paths``: files, or folders whose ``*.parquet`` files are read in name order (a
+    snapshot). Each ``iter()`` opens the files again, so :func:`build_profile` can read it
+    twice. ``read_dictionary``: (categorical) columns to read dictionary-encoded, which
+    makes counting them much cheaper. ``filesystem``: a ``pyarrow.fs`` filesystem (for
+    example ``S3FileSystem``) when the paths are not local.
     """
 
     def __init__(
@@ -98,17 +100,37 @@ class ParquetBatches:
         columns: Sequence[str] | None = None,
         batch_size: int = 262_144,
         read_dictionary: Sequence[str] | None = None,
+        filesystem: Any = None,
     ) -> None:
         self.paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        self.filesystem = filesystem
         self.columns = list(columns) if columns is not None else None
         self.batch_size = batch_size
         self.read_dictionary = list(read_dictionary) if read_dictionary else None
 
+    def _files(self) -> list[str]:
+        if self.filesystem is not None:
+            return [str(p) for p in self.paths]
+        files: list[str] = []
+        for path in map(Path, self.paths):
+            if path.is_dir():
+                found = sorted(path.glob("*.parquet"))
+                if not found:
+                    raise DriftError(f"no .parquet files in {path}")
+                files.extend(str(f) for f in found)
+            elif path.exists():
+                files.append(str(path))
+            else:
+                raise DriftError(f"no such Parquet file or folder: {path}")
+        return files
+
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
 
-        for path in self.paths:
-            with pq.ParquetFile(path, read_dictionary=self.read_dictionary) as parquet:
+        for path in self._files():
+            with pq.ParquetFile(
+                path, read_dictionary=self.read_dictionary, filesystem=self.filesystem
+            ) as parquet:
                 yield from parquet.iter_batches(batch_size=self.batch_size, columns=self.columns)
 
 

@@ -515,3 +515,26 @@ def test_should_retrain(result, decay, last, retrain_on, expected, text) -> None
 def test_should_retrain_rejects_mixed_timezones() -> None:
     with pytest.raises(DriftError, match="timezone"):
         should_retrain(DRIFT, None, datetime(2026, 3, 9), NOW, DriftSettings())
+
+
+def test_parquet_batches_reads_a_snapshot_folder_in_name_order(
+    config: DatasetConfig, tmp_path
+) -> None:
+    ref = frame(900, 120)
+    for i, part in enumerate((ref.iloc[:400], ref.iloc[400:])):
+        pq.write_table(
+            pa.Table.from_pandas(part, preserve_index=False), tmp_path / f"part-{i:03d}.parquet"
+        )
+    batches = ParquetBatches(tmp_path, columns=["x", "color"], batch_size=128)
+    rows = [len(b) for b in batches]
+    assert sum(rows) == 900 and max(rows) <= 128
+    assert [len(b) for b in batches] == rows  # re-iterable
+    assert same_profile(
+        build_profile(batches, config, features=["x", "color"]),
+        build_profile(ref, config, features=["x", "color"]),
+    )
+    with pytest.raises(DriftError, match="no such Parquet"):
+        list(ParquetBatches(tmp_path / "nope.parquet"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DriftError, match=r"no \.parquet files"):
+        list(ParquetBatches(tmp_path / "empty"))
