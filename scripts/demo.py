@@ -120,7 +120,8 @@ def main() -> int:
         f"({corrupt_day} carries an unknown home_ownership category)")
 
     say("2. Ingest + Great Expectations quality gate, one DAG run per logical date:")
-    ingest = load_dag(f"mlops_ingest__{DATASET}")
+    with quiet(logs / "dagbag.log"):
+        ingest = load_dag(f"mlops_ingest__{DATASET}")
     outcomes = {}
     for day in days:
         states = run_dag(ingest, day, logs / f"ingest-{day}.log")
