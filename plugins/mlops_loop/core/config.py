@@ -332,6 +332,17 @@ class HistGradientBoostingHyperparameters(_Strict):
     n_iter_no_change: int = Field(default=10, ge=1, le=1_000)
 
 
+class TrainingWindow(_Strict):
+    """Which validated data a training run uses (see core.training_set): the snapshots of
+    the last ``window_days`` up to the run's date; the most recent ``holdout_days`` of them
+    are the holdout, and the older data is split by time into train and validation."""
+
+    window_days: int = Field(default=30, ge=1, le=3660)
+    holdout_days: int = Field(default=1, ge=1, le=366)
+    valid_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
+    min_rows_per_split: int = Field(default=50, ge=1)
+
+
 class TrainingSettings(_Strict):
     """How a dataset's model is trained. ``registered_model_name`` and ``experiment_name``
     left out resolve to ``<dataset>_model`` and ``<dataset>`` (see training_settings())."""
@@ -346,6 +357,7 @@ class TrainingSettings(_Strict):
     class_weight: Literal["balanced", "none"] = Field(
         default="balanced", description="Weight the rare class up (classification only)."
     )
+    window: TrainingWindow = TrainingWindow()
     mlp: MlpHyperparameters = MlpHyperparameters()
     hist_gradient_boosting: HistGradientBoostingHyperparameters = HistGradientBoostingHyperparameters()
 
