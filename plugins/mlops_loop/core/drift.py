@@ -804,6 +804,17 @@ class DriftResult:
     def to_dict(self) -> dict[str, Any]:
         return _json_ready(asdict(self))
 
+    def summary_dict(self) -> dict[str, Any]:
+        """Small JSON (for XCom / an Asset event): verdicts and the feature names."""
+        return {
+            "verdict": self.verdict,
+            "prediction_verdict": self.prediction_verdict,
+            "drifted_features": list(self.drifted_features),
+            "warned_features": list(self.warned_features),
+            "rows": self.rows,
+            "reference_rows": self.reference_rows,
+        }
+
     def summary(self) -> str:
         """A few lines for the task log."""
         head = f"drift verdict: {self.verdict} ({self.rows} recent rows vs {self.reference_rows} reference rows)"

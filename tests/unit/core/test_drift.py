@@ -304,6 +304,8 @@ def test_known_shift_in_one_feature_is_detected_and_named(
     assert result.drifted_features == [shifted]
     assert result.warned_features == []
     assert any(r.startswith(f"{shifted}: drift") for r in result.reasons)
+    assert result.summary_dict()["drifted_features"] == [shifted]
+    assert result.summary().startswith("drift verdict: drift")
 
 
 def test_tiny_significant_change_in_large_sample_is_not_an_alarm(config: DatasetConfig) -> None:
