@@ -218,3 +218,7 @@ class QualitySuiteError(MlopsLoopError):
         super().__init__(message)
         self.suite_path = suite_path
         self.expectation = expectation
+
+
+class TrainingSetError(MlopsLoopError):
+    """Not enough validated data to assemble a training set, or a split is too small."""

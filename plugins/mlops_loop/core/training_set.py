@@ -19,16 +19,12 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from mlops_loop.core.config import DatasetConfig, check_ds
+from mlops_loop.core.config import DatasetConfig, TrainingWindow, check_ds
 from mlops_loop.core.storage import S3Credentials, join_uri, open_storage, read_json, write_json
-from mlops_loop.exceptions import MlopsLoopError
+from mlops_loop.exceptions import TrainingSetError
 
 TRAINING_SET_FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "holdout")
-
-
-class TrainingSetError(MlopsLoopError):
-    """Not enough validated data to assemble a training set, or a member is unreadable."""
 
 
 @dataclass(frozen=True)
@@ -99,12 +95,10 @@ def assemble_training_set(
     *,
     until_ds: str,
     credentials: S3Credentials | None = None,
-    window_days: int = 30,
-    holdout_days: int = 1,
-    valid_fraction: float = 0.2,
-    min_rows: int = 50,
+    window: TrainingWindow | None = None,
 ) -> TrainingSet:
-    """Build (or find) the training set for the validated data up to ``until_ds``.
+    """Build (or find) the training set for the validated data up to ``until_ds``;
+    ``window`` defaults to the config's ``training.window``.
 
     With validated data on only one date, that date is split by time into train /
     valid / holdout (70 / 15 / 15) so a first model can still be trained and judged on
@@ -114,8 +108,9 @@ def assemble_training_set(
 
     from mlops_loop.core.snapshots import read_snapshot
 
-    if not 0.0 < valid_fraction < 0.9:
-        raise ValueError(f"valid_fraction must be in (0, 0.9), got {valid_fraction}")
+    window = window or config.training.window
+    window_days, holdout_days = window.window_days, window.holdout_days
+    valid_fraction, min_rows = window.valid_fraction, window.min_rows_per_split
     end = date.fromisoformat(check_ds(until_ds))
     since = (end - timedelta(days=window_days - 1)).isoformat()
     members = validated_snapshots(config, credentials=credentials, since_ds=since, until_ds=until_ds)
@@ -153,7 +148,7 @@ def assemble_training_set(
         holdout_mask = data["__ds"].isin(dates[-holdout_days:])
         older = data[~holdout_mask]
         holdout = data[holdout_mask]
-        n_valid = max(1, int(round(len(older) * valid_fraction)))
+        n_valid = max(1, round(len(older) * valid_fraction))
         train, valid = older.iloc[: len(older) - n_valid], older.iloc[len(older) - n_valid :]
     else:
         n = len(data)

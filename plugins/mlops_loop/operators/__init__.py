@@ -11,15 +11,25 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS: dict[str, str] = {
+    "AssembleTrainingSetOperator": "training_set",
     "DataQualityOperator": "quality",
+    "DockerTrainOperator": "docker_train",
     "IngestSnapshotOperator": "ingest",
+    "TrainerContainerOperator": "docker_train",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from mlops_loop.operators.docker_train import DockerTrainOperator as DockerTrainOperator
+    from mlops_loop.operators.docker_train import (
+        TrainerContainerOperator as TrainerContainerOperator,
+    )
     from mlops_loop.operators.ingest import IngestSnapshotOperator as IngestSnapshotOperator
     from mlops_loop.operators.quality import DataQualityOperator as DataQualityOperator
+    from mlops_loop.operators.training_set import (
+        AssembleTrainingSetOperator as AssembleTrainingSetOperator,
+    )
 
 
 def __getattr__(name: str) -> Any:
