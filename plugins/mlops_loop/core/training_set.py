@@ -93,12 +93,13 @@ def training_set_hash(members: list[ValidatedSnapshot], spec: dict[str, Any]) ->
 def assemble_training_set(
     config: DatasetConfig,
     *,
-    until_ds: str,
+    until_ds: str | None = None,
     credentials: S3Credentials | None = None,
     window: TrainingWindow | None = None,
 ) -> TrainingSet:
     """Build (or find) the training set for the validated data up to ``until_ds``;
-    ``window`` defaults to the config's ``training.window``.
+    ``window`` defaults to the config's ``training.window``; ``until_ds`` left out means
+    the most recent validated date (what a data-triggered run wants).
 
     With validated data on only one date, that date is split by time into train /
     valid / holdout (70 / 15 / 15) so a first model can still be trained and judged on
@@ -111,6 +112,13 @@ def assemble_training_set(
     window = window or config.training.window
     window_days, holdout_days = window.window_days, window.holdout_days
     valid_fraction, min_rows = window.valid_fraction, window.min_rows_per_split
+    if not until_ds:
+        latest = validated_snapshots(config, credentials=credentials)
+        if not latest:
+            raise TrainingSetError(
+                f"no validated snapshots of {config.name} yet: ingest and quality-gate a batch first"
+            )
+        until_ds = latest[-1].ds
     end = date.fromisoformat(check_ds(until_ds))
     since = (end - timedelta(days=window_days - 1)).isoformat()
     members = validated_snapshots(config, credentials=credentials, since_ds=since, until_ds=until_ds)

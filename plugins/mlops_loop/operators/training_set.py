@@ -19,7 +19,8 @@ class AssembleTrainingSetOperator(BaseOperator):
     (same validated inputs, same training set, nothing rewritten).
 
     :param config_path: path of the dataset config YAML. (templated)
-    :param until_ds: last logical date ``YYYY-MM-DD`` to include. (templated)
+    :param until_ds: last logical date ``YYYY-MM-DD`` to include; empty: the most recent
+        validated date. (templated)
     :return: TrainingSet.to_xcom(): sha256, uri, train_uri, valid_uri, holdout_uri, rows,
         members, created.
     """
@@ -27,7 +28,7 @@ class AssembleTrainingSetOperator(BaseOperator):
     template_fields: Sequence[str] = ("config_path", "until_ds")
     ui_color = "#fdf2d0"
 
-    def __init__(self, *, config_path: str, until_ds: str = "{{ ds }}", **kwargs: Any) -> None:
+    def __init__(self, *, config_path: str, until_ds: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config_path = config_path
         self.until_ds = until_ds
@@ -39,7 +40,7 @@ class AssembleTrainingSetOperator(BaseOperator):
 
         config = load_config(self.config_path)
         result = assemble_training_set(
-            config, until_ds=self.until_ds, credentials=dataset_s3_credentials(config)
+            config, until_ds=self.until_ds or None, credentials=dataset_s3_credentials(config)
         )
         self.log.info(
             "Training set %s (%s): rows %s from %d validated snapshots",

@@ -91,3 +91,10 @@ def test_index_lists_entries_oldest_first(config):
     validate_days(config, ["2026-01-02", "2026-01-01"])
     assert [e.ds for e in validated_snapshots(config)] == ["2026-01-01", "2026-01-02"]
     assert isinstance(read_snapshot(validated_snapshots(config)[0].snapshot_uri), pd.DataFrame)
+
+
+def test_without_until_ds_the_latest_validated_date_is_used(config):
+    validate_days(config, ["2026-01-01", "2026-01-02", "2026-01-03"])
+    ts = assemble_training_set(config)
+    assert ts.members[-1]["ds"] == "2026-01-03"
+    assert ts.sha256 == assemble_training_set(config, until_ds="2026-01-03").sha256
