@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
-HEAVY = ["pandas", "numpy", "pyarrow", "mlflow", "great_expectations", "sklearn", "torch", "scipy", "boto3", "docker"]
+HEAVY = ["pandas", "numpy", "pyarrow", "mlflow", "great_expectations", "sklearn", "torch", "scipy", "boto3"]
 
 
 def test_dagbag_has_no_import_errors():

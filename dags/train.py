@@ -1,0 +1,91 @@
+"""Training: one DAG per dataset config, run when new data is validated, when drift asks
+for retraining, or from the trigger form."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from airflow.sdk import DAG, Param
+
+from mlops_loop.assets import retrain_requested_asset, validated_asset
+from mlops_loop.dag_configs import dataset_entries
+from mlops_loop.operators import AssembleTrainingSetOperator, DockerTrainOperator
+
+DOC = """
+### Train `{name}`
+
+1. **assemble_training_set**: the validated snapshots of the configured window
+   (`training.window`), split by time: the newest validated date is the holdout, older
+   data becomes train and validation. The set is content-addressed under `training_sets/`.
+2. **train_challenger**: the trainer image runs in a Docker container (GPU when the
+   Docker host has the NVIDIA runtime), logs parameters, per-epoch metrics, datasets and
+   the model to MLflow, and registers a new version of the registered model.
+
+Runs on the assets `mlops_loop.{name}.validated` and `mlops_loop.{name}.retrain_requested`,
+or from the trigger form: choose a model type, override hyperparameters (checked against
+their bounds before any container starts) and say why. Config: `{path}`.
+"""
+
+for entry in dataset_entries():
+    with DAG(
+        dag_id=f"mlops_train__{entry.name}",
+        description=f"Train a challenger for {entry.name}",
+        schedule=validated_asset(entry.name) | retrain_requested_asset(entry.name),
+        start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        tags=["mlops_loop", "train", entry.name],
+        doc_md=DOC.format(name=entry.name, path=entry.path),
+        render_template_as_native_obj=True,
+        params={
+            "model_type": Param(
+                None,
+                type=["null", "string"],
+                enum=[None, "mlp", "hist_gradient_boosting"],
+                title="Model type",
+                description="Empty: the config's training.model_type.",
+            ),
+            "hyperparameters": Param(
+                {},
+                type="object",
+                title="Hyperparameter overrides",
+                description='For example {"max_epochs": 20, "lr": 0.001}; each is checked '
+                "against its bounds before a container starts.",
+            ),
+            "until_ds": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                title="Train on validated data up to",
+                description="Empty: the most recent validated date.",
+            ),
+            "reason": Param(
+                "scheduled",
+                type="string",
+                minLength=1,
+                maxLength=500,
+                title="Reason",
+                description="Why this run; recorded with the model version.",
+            ),
+        },
+        default_args={"retries": 0},
+    ):
+        assemble = AssembleTrainingSetOperator(
+            task_id="assemble_training_set",
+            config_path=entry.path,
+            until_ds="{{ params.until_ds or '' }}",
+        )
+        train = DockerTrainOperator(
+            task_id="train_challenger",
+            config_path=entry.path,
+            train_snapshot_uri="{{ ti.xcom_pull(task_ids='assemble_training_set')['train_uri'] }}",
+            valid_snapshot_uri="{{ ti.xcom_pull(task_ids='assemble_training_set')['valid_uri'] }}",
+            hyperparameters=(
+                "{{ dict(params.hyperparameters, **({'model_type': params.model_type} "
+                "if params.model_type else {})) }}"
+            ),
+            gpu="auto",
+            mem_limit="4g",
+            shm_size=256 * 1024 * 1024,
+        )
+        assemble >> train
