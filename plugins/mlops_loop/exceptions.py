@@ -222,3 +222,11 @@ class QualitySuiteError(MlopsLoopError):
 
 class TrainingSetError(MlopsLoopError):
     """Not enough validated data to assemble a training set, or a split is too small."""
+
+
+class BucketNotFoundError(StorageError):
+    """The bucket an ``s3://`` URI names does not exist on the endpoint."""
+
+    def __init__(self, message: str, *, uri: str, bucket: str) -> None:
+        super().__init__(message, uri=uri)
+        self.bucket = bucket

@@ -59,6 +59,7 @@ from mlops_loop.core.storage import (
     write_json,
 )
 from mlops_loop.exceptions import (
+    BucketNotFoundError,
     MixedSchemaError,
     NoBatchError,
     SnapshotNotFoundError,
@@ -297,32 +298,20 @@ def list_batch_files(
     return sorted(chosen, key=lambda item: item[1])
 
 
-def _download_hashing(storage: S3Storage, uri: str, dest: Path) -> str:
-    """Stream one S3 object to disk, hashing as it goes (bounded memory)."""
-    bucket, key = split_s3(uri)
-    digest = hashlib.sha256()
-    with storage._errors(uri, "download"):
-        body = storage.client.get_object(Bucket=bucket, Key=key)["Body"]
-        with open(dest, "wb") as fh:
-            for block in body.iter_chunks(CHUNK):
-                digest.update(block)
-                fh.write(block)
-    return digest.hexdigest()
-
-
 def _materialise(
     storage: Storage, files: list[tuple[ObjectInfo, str]], workdir: Path
 ) -> list[SourceFile]:
+    """Each file on local disk with its sha256: local files are read where they are,
+    remote ones downloaded into ``workdir`` (hashed while downloading)."""
     out = []
     for i, (obj, rel) in enumerate(files):
-        if isinstance(storage, S3Storage):
-            local = workdir / f"{i:05d}-{obj.name}"
-            sha = _download_hashing(storage, obj.uri, local)
-            size = local.stat().st_size
-        else:
+        if isinstance(storage, LocalStorage):
             local = Path(obj.uri)
             sha = sha256_file(local)
-            size = local.stat().st_size
+        else:
+            local = workdir / f"{i:05d}-{obj.name}"
+            sha = storage.download(obj.uri, local)
+        size = local.stat().st_size
         out.append(SourceFile(uri=obj.uri, name=rel, size=size, sha256=sha, local_path=local))
     return out
 
@@ -1008,17 +997,9 @@ def _publish_s3(
     for name in sorted(names):
         storage.upload(stage / name, join_uri(snapshot_uri, name))
     # Parts left by an interrupted earlier write that this snapshot does not list.
-    bucket, _ = split_s3(snapshot_uri)
-    stale = [
-        o
-        for o in storage.list(snapshot_uri + "/")
-        if o.name not in names and o.name != MANIFEST_NAME
-    ]
-    if stale:
-        with storage._errors(snapshot_uri, "clean up"):
-            storage.client.delete_objects(
-                Bucket=bucket, Delete={"Objects": [{"Key": split_s3(o.uri)[1]} for o in stale]}
-            )
+    for stale in storage.list(snapshot_uri + "/"):
+        if stale.name not in names and stale.name != MANIFEST_NAME:
+            storage.delete(stale.uri)
     write_json(storage, manifest_uri_of(snapshot_uri), manifest)
 
 
@@ -1027,14 +1008,14 @@ def _publish_s3(
 
 def _check_bucket(storage: Storage, uri: str, key: str) -> None:
     """StorageError naming the bucket (and the config key) when it is missing or unusable."""
+    bucket = split_s3(uri)[0]
     try:
         storage.check_root(uri)
+    except BucketNotFoundError as exc:
+        raise BucketNotFoundError(
+            f"bucket {bucket!r} does not exist ({key}: {uri})", uri=uri, bucket=bucket
+        ) from exc
     except StorageError as exc:
-        bucket = split_s3(uri)[0]
-        response = getattr(exc.__cause__, "response", None) or {}
-        code = str(response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchBucket", "NotFound"):
-            raise StorageError(f"bucket {bucket!r} does not exist ({key}: {uri})", uri=uri) from exc
         raise StorageError(
             f"bucket {bucket!r} is not usable ({key}: {uri}): {exc}", uri=uri
         ) from exc

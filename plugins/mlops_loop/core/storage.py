@@ -5,6 +5,12 @@ goes through :func:`open_storage`. Writes are atomic per object: local files are
 to a temp name and renamed; S3 objects only become visible when the upload completes.
 Multi-object outputs (snapshots, reports) write their ``manifest.json`` last, and
 readers treat an output without its manifest as absent.
+
+:meth:`Storage.download` writes to a temp name beside the target and renames it, and
+returns the sha256 of the bytes it wrote (hashed while copying, so a file is read once).
+A missing bucket is reported as :class:`~mlops_loop.exceptions.BucketNotFoundError`
+("bucket 'x' does not exist") by every method, including those whose S3 call answers a
+missing bucket with a bare 404 (``HeadBucket``, ``HeadObject``).
 """
 
 from __future__ import annotations
@@ -19,11 +25,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from mlops_loop.exceptions import StorageError
+from mlops_loop.exceptions import BucketNotFoundError, StorageError
 
 CHUNK = 8 * 1024 * 1024
+# Error codes S3-compatible servers use for "no such key" (HEAD requests carry no body, so
+# botocore reports the bare status) and for "no such bucket".
+NOT_FOUND_CODES = ("404", "NoSuchKey", "NotFound")
+NO_BUCKET_CODES = ("NoSuchBucket",)
+DENIED_CODES = ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch")
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,9 @@ class S3Credentials:
     max_attempts: int = 5
 
     def __repr__(self) -> str:  # never print secrets
-        return f"S3Credentials(endpoint_url={self.endpoint_url!r}, region_name={self.region_name!r})"
+        return (
+            f"S3Credentials(endpoint_url={self.endpoint_url!r}, region_name={self.region_name!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -86,7 +99,13 @@ class Storage:
     def write_bytes(self, uri: str, data: bytes) -> None:
         raise NotImplementedError
 
-    def download(self, uri: str, local_path: str | Path) -> None:
+    def download(self, uri: str, local_path: str | Path) -> str:
+        """Copy the object to ``local_path`` (replaced atomically; its folder must exist)
+        and return the sha256 of the bytes written. StorageError when the object is missing."""
+        raise NotImplementedError
+
+    def delete(self, uri: str) -> None:
+        """Remove one object. A missing object is not an error (a missing bucket is)."""
         raise NotImplementedError
 
     def upload(self, local_path: str | Path, uri: str) -> None:
@@ -157,11 +176,24 @@ class LocalStorage(Storage):
         with self._atomic_target(uri) as tmp:
             tmp.write_bytes(data)
 
-    def download(self, uri: str, local_path: str | Path) -> None:
+    def download(self, uri: str, local_path: str | Path) -> str:
         try:
-            shutil.copyfile(uri, local_path)
+            src = open(uri, "rb")  # noqa: SIM115 - closed below, errors named apart from the target's
         except FileNotFoundError as exc:
             raise StorageError(f"{uri} does not exist", uri=uri) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc}", uri=uri) from exc
+        with src:
+            return _write_hashing(iter(lambda: src.read(CHUNK), b""), Path(local_path), uri)
+
+    def delete(self, uri: str) -> None:
+        path = Path(uri)
+        if path.is_dir():
+            raise StorageError(f"cannot delete {uri}: it is a folder, not an object", uri=uri)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {uri}: {exc}", uri=uri) from exc
 
     def upload(self, local_path: str | Path, uri: str) -> None:
         with self._atomic_target(uri) as tmp:
@@ -177,6 +209,26 @@ class LocalStorage(Storage):
             probe = probe.parent
         if not os.access(probe, os.W_OK):
             raise StorageError(f"local storage {uri} is not writable (checked {probe})", uri=uri)
+
+
+def _write_hashing(blocks: Iterator[bytes], target: Path, uri: str) -> str:
+    """Write ``blocks`` to a temp file beside ``target``, rename it into place and return
+    the sha256 of what was written. Nothing is left at ``target`` if the blocks fail."""
+    digest = hashlib.sha256()
+    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+    try:
+        try:
+            fh = open(tmp, "wb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise StorageError(f"cannot download {uri} to {target}: {exc}", uri=uri) from exc
+        with fh:
+            for block in blocks:
+                digest.update(block)
+                fh.write(block)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest.hexdigest()
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -215,20 +267,26 @@ class S3Storage(Storage):
         )
 
     @contextlib.contextmanager
-    def _errors(self, uri: str, action: str) -> Iterator[None]:
+    def _errors(self, uri: str, action: str, *, bare_404_is_bucket: bool = False) -> Iterator[None]:
+        """botocore errors as StorageError naming the URI. ``bare_404_is_bucket``: the call
+        addresses the bucket itself (HeadBucket, ListObjectsV2), so a 404 means no bucket."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             yield
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = str(exc.response.get("Error", {}).get("Code", ""))
             bucket, _ = split_s3(uri)
-            if code in ("NoSuchBucket",):
-                raise StorageError(f"bucket {bucket!r} does not exist ({action} {uri})", uri=uri) from exc
-            if code in ("NoSuchKey", "404", "NotFound"):
+            if code in NO_BUCKET_CODES or (bare_404_is_bucket and code in NOT_FOUND_CODES):
+                raise BucketNotFoundError(
+                    f"bucket {bucket!r} does not exist ({action} {uri})", uri=uri, bucket=bucket
+                ) from exc
+            if code in NOT_FOUND_CODES:
                 raise StorageError(f"{uri} does not exist", uri=uri) from exc
-            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                raise StorageError(f"access denied to {uri} ({code}) while trying to {action}", uri=uri) from exc
+            if code in DENIED_CODES:
+                raise StorageError(
+                    f"access denied to {uri} ({code}) while trying to {action}", uri=uri
+                ) from exc
             raise StorageError(f"cannot {action} {uri}: {code or exc}", uri=uri) from exc
         except BotoCoreError as exc:
             raise StorageError(f"cannot {action} {uri}: {exc}", uri=uri) from exc
@@ -241,16 +299,20 @@ class S3Storage(Storage):
             self.client.head_object(Bucket=bucket, Key=key)
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            with self._errors(uri, "check"):
-                raise
+            if exc.response.get("Error", {}).get("Code") not in NOT_FOUND_CODES:
+                with self._errors(uri, "check"):
+                    raise
+        # HeadObject answers a missing key and a missing bucket with the same bare 404.
+        self.check_root(uri)
+        return False
 
     def list(self, prefix_uri: str) -> list[ObjectInfo]:
         bucket, prefix = split_s3(prefix_uri)
         out: list[ObjectInfo] = []
-        with self._errors(prefix_uri, "list"):
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        with self._errors(prefix_uri, "list", bare_404_is_bucket=True):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix
+            ):
                 for obj in page.get("Contents", []):
                     out.append(ObjectInfo(f"s3://{bucket}/{obj['Key']}", int(obj["Size"])))
         return sorted(out, key=lambda o: o.uri)
@@ -266,10 +328,23 @@ class S3Storage(Storage):
         with self._errors(uri, "write"):
             self.client.put_object(Bucket=bucket, Key=key, Body=data)
 
-    def download(self, uri: str, local_path: str | Path) -> None:
+    def download(self, uri: str, local_path: str | Path) -> str:
+        # GetObject streamed in chunks (bounded memory, hashed on the way) rather than
+        # download_file, whose HeadObject cannot tell a missing key from a missing bucket.
         bucket, key = split_s3(uri)
         with self._errors(uri, "download"):
-            self.client.download_file(bucket, key, str(local_path))
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+            try:
+                return _write_hashing(body.iter_chunks(CHUNK), Path(local_path), uri)
+            finally:
+                body.close()
+
+    def delete(self, uri: str) -> None:
+        bucket, key = split_s3(uri)
+        if not key:
+            raise StorageError(f"cannot delete {uri}: it names a bucket, not an object", uri=uri)
+        with self._errors(uri, "delete"):
+            self.client.delete_object(Bucket=bucket, Key=key)
 
     def upload(self, local_path: str | Path, uri: str) -> None:
         bucket, key = split_s3(uri)
@@ -284,7 +359,7 @@ class S3Storage(Storage):
 
     def check_root(self, uri: str) -> None:
         bucket, _ = split_s3(uri)
-        with self._errors(uri, "reach bucket of"):
+        with self._errors(uri, "check", bare_404_is_bucket=True):
             self.client.head_bucket(Bucket=bucket)
 
 
@@ -293,7 +368,9 @@ def open_storage(uri: str, credentials: S3Credentials | None = None) -> Storage:
     if is_s3(uri):
         return S3Storage(credentials)
     if "://" in uri and not uri.startswith("file://"):
-        raise StorageError(f"unsupported storage scheme in {uri!r} (use s3:// or a local path)", uri=uri)
+        raise StorageError(
+            f"unsupported storage scheme in {uri!r} (use s3:// or a local path)", uri=uri
+        )
     return LocalStorage()
 
 

@@ -20,7 +20,7 @@ from mlops_loop.core.storage import (
     split_s3,
     write_json,
 )
-from mlops_loop.exceptions import StorageError
+from mlops_loop.exceptions import BucketNotFoundError, StorageError
 
 
 @pytest.fixture
@@ -250,7 +250,139 @@ def test_s3_errors_name_the_uri_and_problem(stubbed, method, code, status, messa
 def test_s3_exists_is_false_only_for_not_found(stubbed):
     s3, stub = stubbed
     stub.add_client_error("head_object", service_error_code="404", http_status_code=404)
+    stub.add_response("head_bucket", {}, {"Bucket": "b"})  # the bucket is there
     assert s3.exists("s3://b/missing") is False
     stub.add_client_error("head_object", service_error_code="403", http_status_code=403)
     with pytest.raises(StorageError, match="access denied to s3://b/secret"):
         s3.exists("s3://b/secret")
+
+
+# --------------------------------------------------------------------------- download / delete
+
+
+def test_local_download_returns_the_sha256_of_what_it_wrote(local, tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(bytes(range(256)) * 4_000)
+    dest = tmp_path / "dest.bin"
+    dest.write_bytes(b"old")
+    digest = local.download(str(src), dest)
+    assert digest == sha256_file(src) == sha256_file(dest)
+    assert dest.read_bytes() == src.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest.bin", "src.bin"]
+
+
+def test_local_download_hashes_in_blocks(local, tmp_path, monkeypatch):
+    monkeypatch.setattr(storage_mod, "CHUNK", 7)
+    src = tmp_path / "src.txt"
+    src.write_text("several small blocks of text\n" * 3)
+    assert local.download(str(src), tmp_path / "d.txt") == sha256_file(src)
+
+
+def test_failed_download_leaves_no_file(local, tmp_path, monkeypatch):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x" * 100)
+    dest = tmp_path / "out" / "dest.bin"
+    dest.parent.mkdir()
+
+    real = storage_mod._write_hashing
+
+    def failing(blocks, target, uri):  # fault injection: the source fails after one block
+        def gen():
+            yield next(iter(blocks))
+            raise OSError("input/output error")
+
+        return real(gen(), target, uri)
+
+    monkeypatch.setattr(storage_mod, "_write_hashing", failing)
+    with pytest.raises(OSError, match="input/output error"):
+        local.download(str(src), dest)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_download_into_a_missing_folder_is_named(local, tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x")
+    with pytest.raises(StorageError, match=r"cannot download .*src\.bin to .*nofolder/d\.bin"):
+        local.download(str(src), tmp_path / "nofolder" / "d.bin")
+
+
+def test_local_delete(local, tmp_path):
+    uri = str(tmp_path / "a" / "x.parquet")
+    local.write_bytes(uri, b"data")
+    local.delete(uri)
+    assert not local.exists(uri)
+    local.delete(uri)  # already gone: not an error
+    local.delete(str(tmp_path / "never" / "there.csv"))
+    with pytest.raises(StorageError, match="it is a folder"):
+        local.delete(str(tmp_path / "a"))
+    assert (tmp_path / "a").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("call", "method", "code"),
+    [
+        pytest.param(
+            lambda s: s.check_root("s3://b/root"), "head_bucket", "404", id="check-root-bare-404"
+        ),
+        pytest.param(
+            lambda s: s.list("s3://b/root/"), "list_objects_v2", "404", id="list-bare-404"
+        ),
+        pytest.param(
+            lambda s: s.list("s3://b/root/"), "list_objects_v2", "NoSuchBucket", id="list"
+        ),
+        pytest.param(lambda s: s.delete("s3://b/k"), "delete_object", "NoSuchBucket", id="delete"),
+        pytest.param(
+            lambda s: s.download("s3://b/k", "/nonexistent/x"),
+            "get_object",
+            "NoSuchBucket",
+            id="download",
+        ),
+    ],
+)
+def test_s3_missing_bucket_is_named(stubbed, call, method, code):
+    s3, stub = stubbed
+    stub.add_client_error(method, service_error_code=code, http_status_code=404)
+    with pytest.raises(BucketNotFoundError, match=r"bucket 'b' does not exist") as info:
+        call(s3)
+    assert info.value.bucket == "b"
+
+
+def test_s3_exists_tells_a_missing_bucket_from_a_missing_key(stubbed):
+    s3, stub = stubbed
+    # HeadObject gives the same bare 404 for both; HeadBucket settles it.
+    stub.add_client_error("head_object", service_error_code="404", http_status_code=404)
+    stub.add_client_error("head_bucket", service_error_code="404", http_status_code=404)
+    with pytest.raises(BucketNotFoundError, match=r"bucket 'b' does not exist \(check s3://b/k\)"):
+        s3.exists("s3://b/k")
+
+
+def test_s3_download_cut_off_mid_stream_leaves_no_file(stubbed, tmp_path):
+    from botocore.response import StreamingBody
+    from urllib3.exceptions import ProtocolError
+
+    class CutOff:  # fault injection: the connection drops after the first block
+        def __init__(self) -> None:
+            self.sent = False
+
+        def read(self, amt=None):
+            if self.sent:
+                raise ProtocolError("Connection broken: IncompleteRead")
+            self.sent = True
+            return b"x" * 10
+
+        def close(self) -> None:
+            pass
+
+    s3, stub = stubbed
+    stub.add_response(
+        "get_object", {"Body": StreamingBody(CutOff(), 1000)}, {"Bucket": "b", "Key": "k"}
+    )
+    with pytest.raises(StorageError, match=r"cannot download s3://b/k"):
+        s3.download("s3://b/k", tmp_path / "k")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_s3_delete_refuses_a_bucket_uri(stubbed):
+    s3, _ = stubbed
+    with pytest.raises(StorageError, match="names a bucket, not an object"):
+        s3.delete("s3://b/")
