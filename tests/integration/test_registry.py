@@ -29,7 +29,8 @@ def model_uri(mlflow_server) -> str:
     x = np.array([[0.0], [1.0], [2.0], [3.0]])
     model = LogisticRegression().fit(x, [0, 0, 1, 1])
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model")
+        # Explicit requirements: inferring them loads the model in a subprocess (slow).
+        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
     return str(info.model_uri)
 
 
@@ -110,13 +111,14 @@ def test_promote_unknown_version_is_an_error(client, model_name, model_uri):
         registry.promote(client, model_name, "99", expected_champion=None, decision_uri=None, airflow_run=None, reason="x")
 
 
-def _race_worker(url: str, name: str, version: str, expected: str, start_at: float, out: Any) -> None:
+def _race_worker(url: str, name: str, version: str, expected: str, barrier: Any, out: Any) -> None:
     import mlflow
 
     from mlops_loop.core import registry as reg
 
     client = mlflow.MlflowClient(tracking_uri=url)
-    time.sleep(max(0.0, start_at - time.time()))
+    client.get_registered_model(name)  # warm the HTTP connection before the start line
+    barrier.wait(timeout=300)  # both processes are imported and connected: go together
     result = reg.promote(
         client, name, version, expected_champion=expected, decision_uri=f"u{version}",
         airflow_run=f"race-{version}", reason="race",
@@ -130,14 +132,14 @@ def test_racing_promotions_from_two_processes_have_one_winner(client, model_name
 
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    start_at = time.time() + 6.0  # both children import mlflow first, then start together
+    barrier = ctx.Barrier(2)
     procs = [
-        ctx.Process(target=_race_worker, args=(mlflow_server.url, model_name, v, v1, start_at, out))
+        ctx.Process(target=_race_worker, args=(mlflow_server.url, model_name, v, v1, barrier, out))
         for v in (v2, v3)
     ]
     for p in procs:
         p.start()
-    results = [out.get(timeout=120) for _ in procs]
+    results = [out.get(timeout=400) for _ in procs]
     for p in procs:
         p.join(timeout=30)
         assert p.exitcode == 0
@@ -250,3 +252,26 @@ def test_mark_validation_tags_from_a_decision(client, model_name, model_uri):
     assert stored["decision_id"] == "abc123"
     assert stored["validation_reason"] == "reject: guardrail brier regressed"
     assert stored["decision_uri"] == "/r/decision.json"
+
+
+def test_decision_record_is_logged_as_run_artifacts(client, tmp_path):
+    import numpy as np
+
+    from mlops_loop.core.compare import decide
+    from mlops_loop.core.config import EvaluationSettings
+    from mlops_loop.core.decision_report import CurveData, write_decision_record
+    from mlops_loop.core.storage import LocalStorage
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(600) < 0.3).astype(int)
+    challenger = np.clip(0.5 * y + 0.5 * rng.random(600), 0, 1)
+    decision = decide(
+        y, challenger, None, EvaluationSettings(n_bootstrap=100, min_holdout_rows=100), challenger_version="1"
+    )
+    run = client.create_run(client.create_experiment(f"decisions-{uuid.uuid4().hex[:6]}"))
+    out = write_decision_record(
+        LocalStorage(), str(tmp_path), decision, CurveData("classification", y, challenger, None),
+        mlflow_client=client, run_id=run.info.run_id,
+    )  # fmt: skip
+    logged = {f.path for f in client.list_artifacts(run.info.run_id, out["artifact_path"])}
+    assert logged == {f"{out['artifact_path']}/decision.json", f"{out['artifact_path']}/report.html"}
