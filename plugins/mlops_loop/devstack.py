@@ -91,7 +91,7 @@ def _start(name: str, cmd: list[str], url: str, health: str, log_path: Path, tim
     raise TimeoutError(f"{name} did not answer at {url}{health} within {timeout:.0f}s; log: {log_path}")
 
 
-def start_mlflow_server(home: str | Path, port: int | None = None, timeout: float = 120) -> LocalServer:
+def start_mlflow_server(home: str | Path, port: int | None = None, timeout: float = 300) -> LocalServer:
     """MLflow tracking server with a SQLite backend and served local artifacts, so that
     clients in containers upload artifacts over HTTP and need no shared folder."""
     home = Path(home).resolve()
