@@ -252,3 +252,40 @@ def test_command_line_as_a_subprocess(data: Data, mlflow_server, tmp_path: Path)
     assert doc["status"] == "ok" and doc["model_version"] == "1"
     assert "validation: roc_auc=" in proc.stdout
     assert [p.name for p in result.parent.iterdir()] == ["result.json"]
+
+
+def test_sigterm_mid_training_fails_the_run_and_registers_nothing(data: Data, mlflow_server, tmp_path: Path):
+    """What `docker stop` / Airflow's on_kill does: the run ends FAILED, exit code 143."""
+    import signal
+
+    from mlflow import MlflowClient
+
+    name = f"credit_killed_{uuid.uuid4().hex[:6]}"
+    doc = request_doc(data, "mlp", name)
+    doc["hyperparameters"].update(max_epochs=500, patience=100)
+    request = tmp_path / "request.json"
+    result = tmp_path / "result.json"
+    request.write_text(json.dumps(doc))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_loop.training", "train", "--request", str(request), "--result", str(result)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("epoch 1/"):
+                proc.send_signal(signal.SIGTERM)
+                break
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143
+    doc = json.loads(result.read_text())
+    assert doc["status"] == "error" and "SIGTERM" in doc["error"]
+    assert MlflowClient(tracking_uri=mlflow_server.url).get_run(doc["run_id"]).info.status == "FAILED"
+    assert versions_of(mlflow_server.url, name) == []

@@ -211,7 +211,9 @@ def run_training(
             except Exception:
                 _delete_version(tracking_uri, model_name, version)
                 raise
-    except MlopsLoopError:
+    except MlopsLoopError as exc:
+        if isinstance(exc, TrainingError) and exc.run_id is None:
+            exc.run_id = run_id  # e.g. SIGTERM arriving while the run was open
         raise
     except Exception as exc:
         if _is_connection_error(exc):
