@@ -687,7 +687,10 @@ def decide(
     malformed inputs (missing labels, shape mismatch, non-probability scores).
     """
     task = metric_task(settings.primary_metric)
-    settings.check_against(task)
+    try:
+        settings.check_against(task)
+    except ValueError as exc:
+        raise EvaluationError(f"evaluation settings: {exc}", metric=settings.primary_metric) from exc
     yy, scores = _check_inputs(y, {"challenger": challenger_scores, "champion": champion_scores}, task)
     n = int(yy.shape[0])
     chal = scores["challenger"]

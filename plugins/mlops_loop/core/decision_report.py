@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from mlops_loop.core.storage import Storage, join_uri, write_json
+from mlops_loop.core.storage import Storage, join_uri, read_json, write_json
 
 RECORD_VERSION = 1
 MAX_CURVE_POINTS = 1000
@@ -323,3 +323,11 @@ def write_decision_record(
             (Path(tmp) / "decision.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
             mlflow_client.log_artifacts(run_id, tmp, artifact_path=artifact_path)
     return {"decision_id": decision_id, "json_uri": json_uri, "html_uri": html_uri, "artifact_path": artifact_path}
+
+
+def read_decision_record(storage: Storage, json_uri: str) -> dict[str, Any]:
+    """A stored decision record (what a promotion step reads back by URI)."""
+    record: dict[str, Any] = read_json(storage, json_uri)
+    if "outcome" not in record or "decision_id" not in record:
+        raise ValueError(f"{json_uri} is not a decision record (no outcome/decision_id)")
+    return record

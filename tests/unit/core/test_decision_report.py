@@ -11,7 +11,12 @@ import pytest
 
 from mlops_loop.core import compare
 from mlops_loop.core.config import EvaluationSettings
-from mlops_loop.core.decision_report import CurveData, decision_dir, render_html, write_decision_record
+from mlops_loop.core.decision_report import (
+    CurveData,
+    decision_dir,
+    render_html,
+    write_decision_record,
+)
 from mlops_loop.core.storage import LocalStorage
 
 SETTINGS = EvaluationSettings(
@@ -125,3 +130,16 @@ def test_a_failed_html_write_leaves_no_json(tmp_path, monkeypatch):
 def test_render_html_escapes_reasons():
     page = render_html({"outcome": "reject", "reasons": ["<script>alert(1)</script>"], "decision_id": "x"})
     assert "<script>alert" not in page and "&lt;script&gt;" in page
+
+
+def test_read_decision_record_round_trip(tmp_path):
+    from mlops_loop.core.decision_report import read_decision_record
+
+    y, good, weak, region = _holdout()
+    decision = compare.decide(y, good, weak, SETTINGS, slices={"region": region}, challenger_version="5")
+    out = write_decision_record(LocalStorage(), str(tmp_path), decision)
+    record = read_decision_record(LocalStorage(), out["json_uri"])
+    assert record["outcome"] == decision.outcome and record["html_uri"] == out["html_uri"]
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a decision record"):
+        read_decision_record(LocalStorage(), str(tmp_path / "other.json"))
