@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Suite: {len(suite['expectations'])} expectations (schema + profile). "
         f"{platform.python_version()}, pandas {pd.__version__}, "
-        f"great_expectations {great_expectations.__version__}, {os.cpu_count()} cores. "
+        f"great_expectations {great_expectations.__version__}, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f} at the end (a shared machine inflates times). "
         f"GE import {ge_import:.1f} s (not counted). All {len(ge_result)} verdicts agree.\n"
     )
     print("| step | rows | seconds | rows/s | peak memory above the loaded frame |")
