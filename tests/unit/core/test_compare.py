@@ -355,3 +355,13 @@ def test_decide_regression_against_mean_baseline():
     decision = compare.decide(y, pred, None, _settings(primary_metric="rmse"))
     assert decision.outcome == "promote" and decision.compared_against == "baseline"
     assert decision.challenger_value < decision.reference_value
+
+
+def test_equally_good_but_different_models_are_rarely_promoted():
+    """Same signal, independent model noise: the CI should straddle zero (one-sided error
+    about 2.5% per holdout at 95% confidence)."""
+    promoted = 0
+    for seed in range(12):
+        y, a, b = two_models(2000, 100 + seed, 1.0, 1.0)
+        promoted += compare.decide(y, a, b, _settings()).outcome == "promote"
+    assert promoted <= 2
