@@ -143,7 +143,7 @@ DOCKER_BUILDKIT=0 docker build --quiet "${build_args[@]}" \
     --label "org.opencontainers.image.revision=${code_version}" \
     --label "mlops-loop.source-hash=${source_hash}" \
     -f "${dockerfile}" -t "${tag}" -t "${name}:latest${mode_suffix}" "${context}" \
-    2> >(grep -v -E "^(DEPRECATED: The legacy builder|  +Install the buildx|  +https://docs.docker.com/go/buildx)" >&2) \
+    2> >(grep -v -E "(legacy builder is deprecated|Install the buildx|docs.docker.com/go/buildx|BuildKit is currently disabled|environment-variable\.)" >&2) \
     >/dev/null
 
 echo "build_trainer_image.sh: built ${tag} in $(( $(date +%s) - started ))s" \

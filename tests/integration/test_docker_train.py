@@ -8,7 +8,6 @@ the container through network mode ``host``.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import threading
@@ -141,9 +140,8 @@ def test_train_in_container_registers_a_model(
     data: Any,
     storage_env: None,
     tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ):
-    caplog.set_level(logging.INFO)
     op = _op(data, trainer_image, mlflow_server.url, tmp_path / "io", registered_model_name="docker_train_test")
 
     result = op.execute(_context())
@@ -152,10 +150,11 @@ def test_train_in_container_registers_a_model(
     assert result["model_name"] == "docker_train_test"
     assert result["device"] == "cpu"
     assert 0.0 <= result["metrics"]["roc_auc"] <= 1.0
-    # The container's own output went through the task log, line by line.
-    assert any("epoch" in r.getMessage().lower() for r in caplog.records)
-    # No GPU runtime here: auto falls back to the CPU and says so.
-    assert any(r.levelno == logging.WARNING and "no NVIDIA GPU runtime" in r.getMessage() for r in caplog.records)
+    # The task log (Airflow's structlog writes it to stdout here) holds the container's
+    # own lines, streamed as they were printed, and the CPU fallback warning.
+    task_log = capsys.readouterr().out
+    assert "epoch 1/3" in task_log and "epoch 3/3" in task_log
+    assert "no NVIDIA GPU runtime" in task_log and "warning" in task_log
     # Nothing left behind: no container, no request/result folder.
     assert _test_containers(docker_client) == []
     assert list((tmp_path / "io").iterdir()) == []
@@ -228,7 +227,7 @@ def test_gpu_required_fails_before_any_container(
 def test_on_kill_stops_and_removes_the_container(
     docker_client: Any, trainer_image: str, mlflow_server: LocalServer, data: Any, storage_env: None, tmp_path: Path
 ):
-    slow = {**FAST, "max_epochs": 500, "patience": 500, "batch_size": 16}
+    slow = {**FAST, "max_epochs": 1000, "patience": 100, "batch_size": 8}
     op = _op(data, trainer_image, mlflow_server.url, tmp_path / "io", hyperparameters=slow, gpu="none")
     outcome: dict[str, BaseException] = {}
 
