@@ -65,12 +65,27 @@ def test_delete_removes_one_object_and_ignores_a_missing_one(s3, s3_bucket):
         pytest.param(lambda s, tmp: s.read_bytes(f"{MISSING}/k.csv"), id="read"),
         pytest.param(lambda s, tmp: s.download(f"{MISSING}/k.csv", tmp / "k.csv"), id="download"),
         pytest.param(lambda s, tmp: s.delete(f"{MISSING}/k.csv"), id="delete"),
+        pytest.param(lambda s, tmp: s.write_bytes(f"{MISSING}/k.csv", b"x"), id="write"),
+        pytest.param(lambda s, tmp: s.upload(__file__, f"{MISSING}/k.py"), id="upload"),
+        pytest.param(lambda s, tmp: s.copy(f"{MISSING}/a.csv", "s3://x/b.csv"), id="copy-from"),
     ],
 )
 def test_missing_bucket_is_named_by_every_method(s3, tmp_path, call):
     with pytest.raises(BucketNotFoundError, match="bucket 'no-such-bucket-storage' does not exist"):
         call(s3, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_copy_names_the_missing_side(s3, s3_bucket):
+    src = f"{s3_bucket}/raw/a.csv"
+    with pytest.raises(StorageError, match=f"{src} does not exist \\(copy to") as info:
+        s3.copy(src, f"{s3_bucket}/quarantine/a.csv")
+    assert info.value.uri == src and not isinstance(info.value, BucketNotFoundError)
+    s3.write_bytes(src, b"a,b\n1,2\n")
+    with pytest.raises(BucketNotFoundError, match="bucket 'no-such-bucket-storage'"):
+        s3.copy(src, f"{MISSING}/a.csv")
+    s3.copy(src, f"{s3_bucket}/quarantine/a.csv")
+    assert s3.read_bytes(f"{s3_bucket}/quarantine/a.csv") == b"a,b\n1,2\n"
 
 
 def test_existing_bucket_passes_check_root_and_missing_key_is_just_absent(s3, s3_bucket):

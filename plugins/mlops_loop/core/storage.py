@@ -270,10 +270,18 @@ class S3Storage(Storage):
     def _errors(self, uri: str, action: str, *, bare_404_is_bucket: bool = False) -> Iterator[None]:
         """botocore errors as StorageError naming the URI. ``bare_404_is_bucket``: the call
         addresses the bucket itself (HeadBucket, ListObjectsV2), so a 404 means no bucket."""
+        from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             yield
+        except S3UploadFailedError as exc:
+            # The managed upload wraps the ClientError of the part that failed.
+            inner = exc.__context__
+            if isinstance(inner, ClientError):
+                with self._errors(uri, action, bare_404_is_bucket=bare_404_is_bucket):
+                    raise inner from exc
+            raise StorageError(f"cannot {action} {uri}: {exc}", uri=uri) from exc
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             bucket, _ = split_s3(uri)
@@ -354,8 +362,20 @@ class S3Storage(Storage):
     def copy(self, src_uri: str, dst_uri: str) -> None:
         src_bucket, src_key = split_s3(src_uri)
         bucket, key = split_s3(dst_uri)
-        with self._errors(dst_uri, "copy"):
+        from botocore.exceptions import ClientError
+
+        try:
             self.client.copy({"Bucket": src_bucket, "Key": src_key}, bucket, key)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in NOT_FOUND_CODES:
+                # The managed copy's HeadObject on the source: its key or bucket is missing.
+                self.check_root(src_uri)
+                raise StorageError(
+                    f"{src_uri} does not exist (copy to {dst_uri})", uri=src_uri
+                ) from exc
+            with self._errors(dst_uri, "copy"):
+                raise
 
     def check_root(self, uri: str) -> None:
         bucket, _ = split_s3(uri)
