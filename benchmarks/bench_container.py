@@ -10,8 +10,8 @@ trainer's own fit time from result.json when it reports one.
 
 Optionally the image build: ``--build warm`` (re-run with an existing tag: the skip path,
 then ``--force``: dependency layer from cache, package layer rebuilt, as after a code
-change) and ``--build cold`` (removes the trainer images, the base image and the wheelhouse
-cache first: minutes).
+change) and ``--build cold`` (base image, wheelhouse and image from scratch under separate
+bench tags, removed afterwards: minutes).
 
 Run: .local/venv/bin/python benchmarks/bench_container.py [--rows 40000] [--repeat 2]
      [--build none|warm|cold]
@@ -39,27 +39,34 @@ CONFIG = str(REPO / "include" / "config" / "credit_default.yaml")
 BUILD = ["bash", str(REPO / "include" / "docker" / "build_trainer_image.sh")]
 
 
-def _build(*extra: str) -> tuple[float, str]:
+def _build(*extra: str, env: dict[str, str] | None = None) -> tuple[float, str]:
     started = time.perf_counter()
-    proc = subprocess.run([*BUILD, *extra], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [*BUILD, *extra], capture_output=True, text=True, check=False, env={**os.environ, **(env or {})}
+    )
     if proc.returncode != 0:
         sys.exit(f"image build failed:\n{proc.stderr[-3000:]}")
     return time.perf_counter() - started, proc.stdout.strip().splitlines()[-1]
 
 
 def bench_build(mode: str) -> list[tuple[str, float]]:
+    """Build times. "cold" builds under separate bench tags (base image debootstrapped
+    again, wheelhouse downloaded again, no layer cache) and removes them afterwards, so
+    the images other work uses are left alone."""
     rows: list[tuple[str, float]] = []
     if mode == "cold":
-        images = subprocess.run(
-            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "mlops-loop/*"],
-            capture_output=True, text=True, check=True,
-        ).stdout.split()
-        for image in images:
-            subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
-        subprocess.run(["docker", "builder", "prune", "-af"], capture_output=True, check=False)
+        bench_env = {"BASE_IMAGE": "mlops-loop/base:bench-cold", "TRAINER_IMAGE": "mlops-loop/trainer-bench"}
+        started = time.perf_counter()
+        subprocess.run(
+            ["bash", str(REPO / "include" / "docker" / "build_base_image.sh"), "--force"],
+            env={**os.environ, **bench_env}, capture_output=True, check=True,
+        )
+        rows.append(("cold: base image (debootstrap + docker import)", time.perf_counter() - started))
         shutil.rmtree(REPO / ".local" / "wheelhouse", ignore_errors=True)
-        secs, _ = _build()
-        rows.append(("cold build (base image + wheelhouse + both layers)", secs))
+        secs, tag = _build("--no-cache", env=bench_env)
+        rows.append(("cold: wheelhouse download + image build without layer cache", secs))
+        subprocess.run(["docker", "rmi", "-f", tag, "mlops-loop/trainer-bench:latest", bench_env["BASE_IMAGE"]],
+                       capture_output=True, check=False)
     secs, _ = _build()
     rows.append(("warm, unchanged sources (tag exists: skipped)", secs))
     secs, _ = _build("--force")

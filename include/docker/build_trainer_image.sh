@@ -17,7 +17,8 @@
 # --online: GPU hosts with a registry: default BASE_IMAGE (PyTorch CUDA runtime) and the
 #   package index; the wheelhouse then holds only the mlops_loop wheel.
 #
-# Usage: include/docker/build_trainer_image.sh [--online] [--force]
+# Usage: include/docker/build_trainer_image.sh [--online] [--force] [--no-cache]
+#   --force: build even when the tag exists; --no-cache: also without Docker's layer cache
 # Env:   TRAINER_IMAGE (default mlops-loop/trainer), BASE_IMAGE, PYTHON (host python with pip),
 #        TORCH_WHEEL (default /opt/wheels/torch-<pinned version>+cpu-*.whl)
 # Prints the built tag as the last line.
@@ -28,10 +29,12 @@ cd "${repo}"
 
 online=0
 force=0
+no_cache=()
 for arg in "$@"; do
     case "${arg}" in
         --online) online=1 ;;
         --force) force=1 ;;
+        --no-cache) force=1; no_cache=(--no-cache) ;;
         *) echo "build_trainer_image.sh: unknown argument ${arg}" >&2; exit 2 ;;
     esac
 done
@@ -139,7 +142,7 @@ fi
 
 code_version=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo "build_trainer_image.sh: docker build ${tag}" >&2
-DOCKER_BUILDKIT=0 docker build --quiet "${build_args[@]}" \
+DOCKER_BUILDKIT=0 docker build --quiet "${no_cache[@]}" "${build_args[@]}" \
     --label "org.opencontainers.image.revision=${code_version}" \
     --label "mlops-loop.source-hash=${source_hash}" \
     -f "${dockerfile}" -t "${tag}" -t "${name}:latest${mode_suffix}" "${context}" \
