@@ -28,9 +28,9 @@ Choices (and why):
   once and the reference values are located in it, which gives the recent CDF at every
   reference value and just below it - the only points where the supremum can be. The
   p-value uses the effective size ``m*n/(m+n)`` like ``ks_2samp(method="asymp")`` (see
-  :func:`ks_from_counts`), so the test respects that the reference
-  side is a sample of ``m`` values; a one-sample test against the reference CDF would treat
-  the reference as exact and raise false alarms when the reference is small.
+  :func:`ks_from_counts`), so the test respects that the reference side is a sample of
+  ``m`` values; a one-sample test against the reference CDF would treat the reference as
+  exact and raise false alarms when the reference is small.
 * **Categorical.** Frequencies (top 100 categories, the rest as ``other``). Chi-square is
   ``scipy.stats.chi2_contingency`` on the 2 x K table of reference and recent counts
   (homogeneity of two samples, again because the reference is a sample), with missing
@@ -45,6 +45,14 @@ Choices (and why):
   real and big. Below ``min_rows`` recent rows every verdict is ``insufficient_data``.
 * **PSI** = sum((c - r) * ln(c / r)) over bins, proportions floored at ``psi_epsilon`` so
   empty bins (an unseen category, a bin the recent data never hits) stay finite.
+* **Prediction drift** treats the champion's scores like one more numeric feature (its own
+  PSI bands, no BH: one test). **Decay** (:func:`measure_decay`) compares live metrics on
+  labelled rows with the champion's validation metrics through confidence intervals.
+* **Cost and memory.** :func:`measure_drift` reads each batch once. Per numeric column:
+  one sort of the batch (in place when the array is already a private copy) and a few
+  ``searchsorted`` calls; per categorical column a count of dictionary codes (or a hash
+  count of plain strings). Memory is one batch plus the profile: an Arrow table is handled
+  column by column, :class:`ParquetBatches` reads batch by batch without read-ahead.
 """
 
 from __future__ import annotations

@@ -13,9 +13,12 @@ import html
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_loop.core.drift import DriftResult, FeatureDrift
+
+if TYPE_CHECKING:
+    from mlops_loop.core.storage import Storage
 
 REPORT_FORMAT = 1
 COLOURS = {
@@ -331,3 +334,40 @@ def render_html(
         f"<h2>Per feature: reference vs current</h2>{features}"
         "</body></html>\n"
     )
+
+
+def write_reports(
+    storage: Storage,
+    prefix_uri: str,
+    result: DriftResult,
+    decay: dict[str, Any] | None,
+    profile: dict[str, Any] | None = None,
+    *,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """Write ``report.json`` and ``report.html`` under ``prefix_uri`` (for example
+    ``<root>/reports/drift/ds=2026-03-01``), then ``manifest.json`` last, so a reader that
+    finds the manifest finds a complete report. Re-running overwrites the same keys.
+    Returns the URIs (small JSON for XCom)."""
+    from mlops_loop.core.storage import join_uri, write_json
+
+    body = report_json(result, decay, meta=meta)
+    uris = {
+        "json": join_uri(prefix_uri, "report.json"),
+        "html": join_uri(prefix_uri, "report.html"),
+        "manifest": join_uri(prefix_uri, "manifest.json"),
+    }
+    write_json(storage, uris["json"], body)
+    storage.write_text(uris["html"], render_html(result, decay, profile, meta=meta))
+    write_json(
+        storage,
+        uris["manifest"],
+        {
+            "format": REPORT_FORMAT,
+            "files": ["report.json", "report.html"],
+            "verdict": body["verdict"],
+            "decay_verdict": body["decay_verdict"],
+            "meta": body["meta"],
+        },
+    )
+    return uris

@@ -152,3 +152,24 @@ def test_charts_scale_to_the_data() -> None:
     assert heights[0] == pytest.approx(heights[2])  # reference: 0.5 and 0.5
     line = cdf_chart([0.0, 1.0, 2.0], [0.2, 0.6, 1.0], [0.1, 0.5, 1.0])
     assert line.count("<polyline") == 2 and parse(line).errors == []
+
+
+def test_write_reports_manifest_last_and_rerun_safe(drifted, tmp_path) -> None:
+    from mlops_loop.core.drift_report import write_reports
+    from mlops_loop.core.storage import LocalStorage
+
+    profile, result, decay = drifted
+    storage = LocalStorage()
+    prefix = str(tmp_path / "reports" / "drift" / "ds=2026-03-01")
+    uris = write_reports(storage, prefix, result, decay, profile, meta={"ds": "2026-03-01"})
+    assert sorted(p.name for p in (tmp_path / "reports" / "drift" / "ds=2026-03-01").iterdir()) == [
+        "manifest.json",
+        "report.html",
+        "report.json",
+    ]
+    manifest = json.loads(storage.read_text(uris["manifest"]))
+    assert manifest["verdict"] == "drift" and manifest["files"] == ["report.json", "report.html"]
+    first = storage.read_text(uris["json"])
+    assert write_reports(storage, prefix, result, decay, profile, meta={"ds": "2026-03-01"}) == uris
+    assert storage.read_text(uris["json"]) == first
+    assert storage.read_text(uris["html"]).startswith("<!DOCTYPE html>")
