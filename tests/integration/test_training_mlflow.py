@@ -25,9 +25,11 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "include" / "config" / "credit_default.yaml"
+# One CPU thread: small models on a shared 2-core machine train much faster without
+# thread contention (and the suite leaves the other core to other work).
 FAST = {
-    "mlp": {"max_epochs": 4, "patience": 2, "batch_size": 128, "hidden_sizes": [16, 8]},
-    "hist_gradient_boosting": {"max_iter": 30},
+    "mlp": {"max_epochs": 4, "patience": 2, "batch_size": 128, "hidden_sizes": [16, 8], "cpu_threads": 1},
+    "hist_gradient_boosting": {"max_iter": 30, "cpu_threads": 1},
 }
 
 

@@ -357,6 +357,13 @@ class TrainingSettings(_Strict):
     class_weight: Literal["balanced", "none"] = Field(
         default="balanced", description="Weight the rare class up (classification only)."
     )
+    cpu_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="CPU threads for torch / OpenMP while fitting; unset: all the container "
+        "sees. Small tabular models on a shared host train faster with 1.",
+    )
     window: TrainingWindow = TrainingWindow()
     mlp: MlpHyperparameters = MlpHyperparameters()
     hist_gradient_boosting: HistGradientBoostingHyperparameters = HistGradientBoostingHyperparameters()
@@ -373,7 +380,7 @@ def training_settings(config: DatasetConfig, overrides: dict[str, Any] | None = 
 
     ``overrides`` is one flat mapping (a trigger form's or a task's): keys that are
     TrainingSettings fields (``model_type``, ``seed``, ``registered_model_name``,
-    ``experiment_name``, ``device``, ``class_weight``) replace those; every other key is a
+    ``experiment_name``, ``device``, ``class_weight``, ``cpu_threads``) replace those; every other key is a
     hyperparameter of the selected model type (``max_epochs``, ``lr``, ``max_iter``...).
     Nested sections (``{"mlp": {...}}``) are merged too. Raises ConfigError naming the key
     (``training.mlp.lr``) and the problem, so bad values fail before a container starts.

@@ -195,7 +195,7 @@ def run_training(
             log(f"MLflow run {run_id} in experiment {settings.experiment_name!r} at {tracking_uri}")
             mlflow.log_params(params)
             _log_inputs(config, train_df, valid_df, tags)
-            with _stage("fit", run_id):
+            with _stage("fit", run_id), _cpu_threads(settings.cpu_threads, device):
                 model, fit_info = _fit(config, settings, device, train_df, valid_df, log)
             metrics = validation_metrics(
                 config.task, valid_df[config.target].to_numpy(), model.predict(valid_df)
@@ -373,6 +373,7 @@ def _params(settings: TrainingSettings, device: str, train_rows: int, valid_rows
         "seed": settings.seed,
         "device": device,
         "class_weight": settings.class_weight,
+        "cpu_threads": settings.cpu_threads if settings.cpu_threads is not None else "all",
         "train_rows": train_rows,
         "valid_rows": valid_rows,
         **{k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in hp.items()},
@@ -588,6 +589,30 @@ def _delete_version(tracking_uri: str, name: str, version: str) -> None:
 
     with contextlib.suppress(Exception):
         MlflowClient(tracking_uri=tracking_uri).delete_model_version(name, version)
+
+
+@contextlib.contextmanager
+def _cpu_threads(threads: int | None, device: str) -> Iterator[None]:
+    """Limit torch's intra-op threads and OpenMP/BLAS pools while fitting, when asked."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    previous = None
+    if device == "cpu":
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        if previous is not None:
+            import torch
+
+            torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager

@@ -94,6 +94,7 @@ def test_config_itself_is_not_changed(config):
         ),
         pytest.param({"seed": -1}, "training.seed", id="negative-seed"),
         pytest.param({"device": "tpu"}, "training.device", id="unknown-device"),
+        pytest.param({"cpu_threads": 0}, "training.cpu_threads", id="zero-threads"),
         pytest.param({"registered_model_name": "bad name!"}, "training.registered_model_name", id="bad-name"),
     ],
 )

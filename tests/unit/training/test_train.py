@@ -1,0 +1,143 @@
+"""Orchestration helpers and the command line, without any server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlops_loop.core.config import load_config, training_settings
+from mlops_loop.exceptions import ConfigError, TrackingServerError, TrainingError
+from mlops_loop.training import train
+from mlops_loop.training.__main__ import (
+    EXIT_BAD_REQUEST,
+    EXIT_DATA,
+    EXIT_FAILED,
+    EXIT_TERMINATED,
+    EXIT_TRACKING,
+    EXIT_UNEXPECTED,
+    Terminated,
+    exit_code_for,
+    main,
+)
+
+CONFIG = Path(__file__).resolve().parents[3] / "include" / "config" / "credit_default.yaml"
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(CONFIG)
+
+
+def request(config, **extra):
+    doc = {
+        "config": {**config.model_dump(mode="json"), "config_dir": config.config_dir},
+        "train_snapshot_uri": "/nowhere/a",
+        "valid_snapshot_uri": "/nowhere/b",
+    }
+    doc.update(extra)
+    return train.TrainingRequest.model_validate(doc)
+
+
+def test_request_overrides_reach_the_settings(config):
+    _, settings = train.resolve_settings(
+        request(config, seed=9, registered_model_name="m", hyperparameters={"max_epochs": 2})
+    )
+    assert (settings.seed, settings.registered_model_name, settings.mlp.max_epochs) == (9, "m", 2)
+
+
+def test_invalid_config_in_request_names_the_key(config):
+    bad = request(config)
+    bad.config["task"] = "ranking"
+    with pytest.raises(ConfigError, match="task"):
+        train.resolve_settings(bad)
+
+
+def test_s3_credentials_from_env():
+    creds = train.s3_credentials_from_env(
+        {
+            "AWS_ACCESS_KEY_ID": "key-id-123",
+            "AWS_SECRET_ACCESS_KEY": "secret-456",
+            "AWS_DEFAULT_REGION": "eu-west-1",
+            "MLOPS_LOOP_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+        }
+    )
+    assert (creds.aws_access_key_id, creds.aws_secret_access_key) == ("key-id-123", "secret-456")
+    assert (creds.region_name, creds.endpoint_url) == ("eu-west-1", "http://127.0.0.1:9000")
+    assert "secret-456" not in repr(creds) and "key-id-123" not in repr(creds)
+    assert train.s3_credentials_from_env({}).endpoint_url is None
+
+
+@pytest.mark.parametrize(
+    ("change", "same"),
+    [
+        pytest.param({}, True, id="identical"),
+        pytest.param({"train": "other"}, False, id="other-train-snapshot"),
+        pytest.param({"overrides": {"seed": 1}}, False, id="other-seed"),
+        pytest.param({"tags": {"code_version": "v2"}}, False, id="other-code"),
+        pytest.param({"tags": {"trainer_image": "img@sha256:2"}}, False, id="other-image"),
+        pytest.param({"tags": {"airflow_run_id": "another run"}}, True, id="airflow-ids-do-not-count"),
+    ],
+)
+def test_training_input_hash(config, change, same):
+    base_tags = {"code_version": "v1", "trainer_image": "img@sha256:1", "airflow_run_id": "r1"}
+
+    def digest(train_sha="a", overrides=None, tags=None):
+        settings = training_settings(config, overrides)
+        return train.training_input_hash(settings, config, train_sha, "b", {**base_tags, **(tags or {})})
+
+    kwargs = {"train_sha": change.get("train", "a"), "overrides": change.get("overrides"), "tags": change.get("tags")}
+    assert (digest() == digest(**kwargs)) is same
+
+
+def test_cpu_threads_are_restored():
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    with train._cpu_threads(1, "cpu"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        pytest.param(ConfigError("x"), EXIT_BAD_REQUEST, id="config"),
+        pytest.param(TrainingError("x", stage="snapshots"), EXIT_DATA, id="snapshot"),
+        pytest.param(TrainingError("x", stage="data"), EXIT_DATA, id="data"),
+        pytest.param(TrainingError("x", stage="fit"), EXIT_FAILED, id="fit"),
+        pytest.param(TrackingServerError("x", tracking_uri="http://h"), EXIT_TRACKING, id="tracking"),
+        pytest.param(Terminated("x", stage="interrupted"), EXIT_TERMINATED, id="sigterm"),
+        pytest.param(RuntimeError("x"), EXIT_UNEXPECTED, id="bug"),
+    ],
+)
+def test_exit_codes(exc, code):
+    assert exit_code_for(exc) == code
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(None, "cannot read request", id="missing-file"),
+        pytest.param("{not json", "cannot read request", id="not-json"),
+        pytest.param("[1, 2]", "must hold a JSON object", id="not-an-object"),
+        pytest.param('{"config": {}}', "train_snapshot_uri", id="missing-fields"),
+        pytest.param('{"config": {}, "train_snapshot_uri": "a", "valid_snapshot_uri": "b", "colour": 1}', "colour", id="unknown-field"),
+    ],
+)
+def test_bad_request_files_write_an_error_result(tmp_path, content, message):
+    req = tmp_path / "request.json"
+    if content is not None:
+        req.write_text(content)
+    result = tmp_path / "out" / "result.json"
+    code = main(["train", "--request", str(req), "--result", str(result)])
+    assert code == EXIT_BAD_REQUEST
+    doc = json.loads(result.read_text())
+    assert doc["status"] == "error" and message in doc["error"]
+    assert [p.name for p in result.parent.iterdir()] == ["result.json"]  # atomic: no temp left
+
+
+def test_no_tracking_uri_fails_before_anything(config, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(TrainingError, match="MLFLOW_TRACKING_URI"):
+        train.run_training(request(config))
