@@ -26,6 +26,7 @@ from mlops_loop.core.quality import (
 )
 from mlops_loop.core.snapshots import ingest_batch, load_manifest, read_snapshot
 from mlops_loop.core.storage import S3Credentials, S3Storage, sha256_file
+from mlops_loop.core.training_set import validated_snapshots
 from mlops_loop.exceptions import QualityGateFailed, QualitySuiteError
 from mlops_loop.sample_data import generate_batch, land_batch
 
@@ -82,6 +83,9 @@ def test_good_snapshot_passes_and_stores_result_and_data_docs(passed):
     assert stored["meta"]["mlops_loop"]["snapshot_uri"] == result.snapshot_uri
     assert result.summary.startswith("Quality gate PASSED for credit_default ds=2024-06-01")
     assert not (root / "quarantine").exists()
+    # The snapshot joined the validated index that training sets are built from.
+    (entry,) = validated_snapshots(config)
+    assert (entry.ds, entry.sha256, entry.result_uri) == ("2024-06-01", sha, result.result_uri)
 
 
 def test_data_docs_index_links_to_pages_that_exist(passed):
@@ -191,6 +195,7 @@ def test_bad_batch_is_quarantined_with_a_readable_summary(tmp_path, batch, colum
     assert json.loads((quarantine / "result.json").read_text())["success"] is False
     assert (quarantine / "summary.txt").read_text().strip() == exc.summary
     assert (quarantine / "data_docs" / "index.html").is_file()
+    assert validated_snapshots(credit_config(tmp_path)) == []
     # Landed data is untouched and still in place; nothing was reported as passed.
     assert checksums(raw_files) == before
     assert not (tmp_path / "reports" / "quality").exists()

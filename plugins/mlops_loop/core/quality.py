@@ -737,13 +737,15 @@ def validate_snapshot(
     """Run the config's suite on a snapshot and store the outcome.
 
     Pass: ``reports/quality/ds=<ds>/<sha256[:16]>/`` gets ``data_docs/`` and ``summary.txt``,
-    then ``result.json`` last (its presence means the output is complete).
+    then ``result.json`` last (its presence means the output is complete); then the
+    snapshot joins the validated index that training sets are assembled from.
     Fail: the landed batch files listed in the manifest are copied (never moved) to
     ``quarantine/ds=<ds>/<sha256[:16]>/batch/`` with ``data_docs/``, ``summary.txt`` and
     ``result.json`` last; then QualityGateFailed is raised (or, with
     ``raise_on_failure=False``, the failed result is returned).
     """
     from mlops_loop.core.snapshots import load_manifest, read_snapshot
+    from mlops_loop.core.training_set import ValidatedSnapshot, record_validated
 
     manifest = load_manifest(snapshot_uri, credentials=credentials)
     manifest_ds = manifest.get("ds")
@@ -812,6 +814,12 @@ def validate_snapshot(
         quarantine_uri=quarantine_uri,
     )
     if passed:
+        # The validated index is what training-set assembly reads (core.training_set).
+        record_validated(
+            config,
+            ValidatedSnapshot(ds=ds, sha256=sha, snapshot_uri=snapshot_uri, rows=len(df), result_uri=result_uri),
+            credentials=credentials,
+        )
         log.info("%s", summary)
     else:
         log.error("%s", summary)
