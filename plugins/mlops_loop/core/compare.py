@@ -85,12 +85,23 @@ def _safe_div(num: FloatArray, den: FloatArray) -> FloatArray:
     return out
 
 
+def _cumsum_dtype(w: NDArray[Any]) -> type[np.generic]:
+    """Exact integer running sums for count weights (much faster than float64 in the
+    bootstrap's hot loop); float64 for any other weights."""
+    if w.dtype == np.uint8 and w.shape[1] < 2**31 // 255:
+        return np.int32
+    if np.issubdtype(w.dtype, np.integer) or w.dtype == np.bool_:
+        return np.int64
+    return np.float64
+
+
 @dataclass(frozen=True)
 class _RankIndex:
     """Rows sorted by descending score, and where each run of tied scores ends."""
 
     order: NDArray[np.intp]
-    positive_sorted: NDArray[np.bool_]
+    positive_sorted: NDArray[np.uint8]
+    negative_sorted: NDArray[np.uint8]
     ends: NDArray[np.intp] | None  # None: no ties, every row is its own group
 
     @classmethod
@@ -98,36 +109,59 @@ class _RankIndex:
         order = np.argsort(-score, kind="stable")
         s = score[order]
         ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
-        return cls(order=order, positive_sorted=y[order] == 1, ends=None if ends.size == s.size else ends)
+        positive = y[order] == 1
+        return cls(
+            order=order,
+            positive_sorted=positive.astype(np.uint8),
+            negative_sorted=(~positive).astype(np.uint8),
+            ends=None if ends.size == s.size else ends,
+        )
 
-    def group_sums(self, w: NDArray[Any]) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-        """Per tie group, shape (resamples, groups): weight of positives, of negatives, and
-        their running totals through the group (in descending score order)."""
+    def group_sums(
+        self, w: NDArray[Any], *, need_cum_pos: bool = True
+    ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, NDArray[Any]]:
+        """Per tie group, shape (resamples, groups), in descending score order: weight of
+        positives, of negatives, and the running totals through each group (cum_pos is
+        None when not needed and there are no ties)."""
         ws = np.take(w, self.order, axis=1)
-        pos = np.where(self.positive_sorted, ws, 0)
-        neg = ws - pos
-        cum_pos = np.cumsum(pos, axis=1, dtype=np.float64)
-        cum_neg = np.cumsum(neg, axis=1, dtype=np.float64)
+        if ws.dtype == np.bool_:
+            ws = ws.astype(np.uint8)
+        pos = ws * self.positive_sorted
+        neg = ws * self.negative_sorted
+        dtype = _cumsum_dtype(ws)
+        cum_neg = np.cumsum(neg, axis=1, dtype=dtype)
         if self.ends is None:
-            return pos.astype(np.float64), neg.astype(np.float64), cum_pos, cum_neg
-        cum_pos, cum_neg = cum_pos[:, self.ends], cum_neg[:, self.ends]
-        pos_g = np.diff(cum_pos, axis=1, prepend=0.0)
-        neg_g = np.diff(cum_neg, axis=1, prepend=0.0)
+            cum_pos = np.cumsum(pos, axis=1, dtype=dtype) if need_cum_pos else None
+            return pos, neg, cum_pos, cum_neg
+        cum_pos = np.cumsum(pos, axis=1, dtype=dtype)[:, self.ends]
+        cum_neg = cum_neg[:, self.ends]
+        pos_g = np.diff(cum_pos, axis=1, prepend=0)
+        neg_g = np.diff(cum_neg, axis=1, prepend=0)
         return pos_g, neg_g, cum_pos, cum_neg
 
 
+def _dot_rows(a: NDArray[Any], b: NDArray[Any]) -> FloatArray:
+    out: FloatArray = np.einsum("ij,ij->i", a, b, dtype=np.float64)
+    return out
+
+
 def _roc_auc_ranked(idx: _RankIndex, w: NDArray[Any]) -> FloatArray:
-    pos, neg, _, cum_neg = idx.group_sums(w)
-    n_pos, n_neg = pos.sum(axis=1), cum_neg[:, -1]
-    # Negatives scored strictly below each group (descending order); ties count half.
-    below = n_neg[:, None] - cum_neg
-    below += 0.5 * neg
-    num = np.einsum("ij,ij->i", pos, below)
+    # Mann-Whitney: pairs (positive, negative) with the positive scored higher, ties half.
+    # Negatives strictly below a group = n_neg - cum_neg (cum_neg includes the group), so
+    # num = n_pos * n_neg - sum(pos * cum_neg) + 0.5 * sum(pos * neg).
+    pos, neg, _, cum_neg = idx.group_sums(w, need_cum_pos=False)
+    n_pos = pos.sum(axis=1, dtype=np.float64)
+    n_neg = cum_neg[:, -1].astype(np.float64)
+    num = n_pos * n_neg - _dot_rows(pos, cum_neg)
+    if idx.ends is not None:
+        num += 0.5 * _dot_rows(pos, neg)
     return _safe_div(num, n_pos * n_neg)
 
 
-def _pr_curve_ranked(idx: _RankIndex, w: NDArray[Any]) -> tuple[FloatArray, FloatArray, FloatArray]:
+def _pr_curve_ranked(idx: _RankIndex, w: NDArray[Any]) -> tuple[NDArray[Any], FloatArray, FloatArray]:
     pos, _, tp, fp = idx.group_sums(w)
+    assert tp is not None
+    tp = tp.astype(np.float64)
     precision = _safe_div(tp, tp + fp)
     return pos, tp, precision
 
@@ -136,7 +170,7 @@ def _pr_auc_ranked(idx: _RankIndex, w: NDArray[Any]) -> FloatArray:
     """Average precision (sklearn's definition): sum over thresholds of recall gain x precision."""
     pos, tp, precision = _pr_curve_ranked(idx, w)
     n_pos = tp[:, -1]
-    gain = np.einsum("ij,ij->i", pos, np.nan_to_num(precision))
+    gain = _dot_rows(pos, np.nan_to_num(precision, copy=False))
     return _safe_div(gain, n_pos)
 
 

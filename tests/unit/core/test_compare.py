@@ -365,3 +365,15 @@ def test_equally_good_but_different_models_are_rarely_promoted():
         y, a, b = two_models(2000, 100 + seed, 1.0, 1.0)
         promoted += compare.decide(y, a, b, _settings()).outcome == "promote"
     assert promoted <= 2
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct-scores", "tied-scores"])
+@pytest.mark.parametrize("metric", ["roc_auc", "pr_auc", "recall_at_precision", "log_loss", "f1"])
+def test_bootstrap_count_weights_match_float_weights(metric, ties):
+    """The bootstrap's hot path (uint8 counts, integer running sums) equals the float path."""
+    y, s = scored(2000, 4, 0.7, ties=ties)
+    counts = compare.bootstrap_weights(y.size, 6, np.random.default_rng(0))
+    assert counts.dtype == np.uint8 and (counts.sum(axis=1) == y.size).all()
+    fast = compare._prepare(metric, y.astype(float), s, 0.5, 0.6)(counts)
+    slow = compare.metric_value(metric, y, s, counts.astype(float), at_precision=0.6)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
