@@ -169,9 +169,8 @@ class DatasetConfig(_Strict):
     timestamp_column: str | None = None
     quality: QualitySettings = QualitySettings()
     ingest: ChunkSettings = ChunkSettings()
-    # Training is typed (TrainingSettings, below) so bad hyperparameters fail when the
-    # config loads; evaluation and drift are kept as plain mappings here and validated by
-    # their own models when those stages load them.
+    # Stage sections are typed (TrainingSettings, EvaluationSettings, DriftSettings, below)
+    # so a bad value fails when the config loads, before any task runs.
     training: TrainingSettings = Field(default_factory=lambda: TrainingSettings())
     evaluation: EvaluationSettings = Field(default_factory=lambda: EvaluationSettings())
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
