@@ -68,7 +68,13 @@ def _train(request_doc: dict[str, Any]) -> dict[str, Any]:
     return run_training(request)
 
 
-COMMANDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"train": _train}
+def _evaluate(request_doc: dict[str, Any]) -> dict[str, Any]:
+    from mlops_loop.training.evaluate import parse_request, run_evaluation
+
+    return run_evaluation(parse_request(request_doc))
+
+
+COMMANDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"train": _train, "evaluate": _evaluate}
 
 
 def _parser() -> argparse.ArgumentParser:

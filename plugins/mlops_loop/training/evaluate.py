@@ -1,0 +1,317 @@
+"""The ``evaluate`` command of the trainer image: champion vs challenger on one holdout.
+
+One call, :func:`run_evaluation`, takes an :class:`EvaluationRequest` and:
+
+1. validates the dataset config and reads the holdout snapshot (all rows; its sha256
+   names the holdout in the decision id); a holdout without the target column is an
+   error naming the column, not a decision;
+2. loads the challenger version and the champion the operator saw just before the
+   container started (``expected_champion_version``) with ``mlflow.pyfunc`` in this one
+   process, and scores both on the SAME rows (classification: probability of the positive
+   class, the output contract of ``training/models.py``). A champion version that was
+   deleted is treated as no champion (the comparison is against the baseline) and the
+   reasons say so;
+3. measures the challenger's scoring latency (ms per 1k rows, one warm-up call first) and
+   model size (MB of its artifacts) for the budget;
+4. calls ``core.compare.decide`` with the config's ``evaluation`` settings, writes the
+   decision record (``core.decision_report``: JSON + HTML under
+   ``{decisions_root}/reports/decisions/<decision_id>/`` and as artifacts of the
+   challenger's MLflow run) and tags the challenger version (``core.registry.mark_validation``).
+
+The result (result.json) is the decision dict plus ``decision_uri``, ``html_uri``,
+``model_name``, ``challenger_version``, ``expected_champion_version`` (the champion that
+was actually compared against: what the promotion's compare-and-set expects) and
+``measurements``. ``insufficient_data`` (holdout too small, one class only) is a normal
+outcome, never a promotion.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlops_loop.core.config import DatasetConfig
+from mlops_loop.exceptions import (
+    ConfigError,
+    EvaluationError,
+    MlopsLoopError,
+    TrackingServerError,
+    TrainingError,
+)
+from mlops_loop.training.train import (
+    MLFLOW_CLIENT_DEFAULTS,
+    TRACKING_URI_ENV,
+    Log,
+    print_flushed,
+    s3_credentials_from_env,
+)
+
+WARMUP_ROWS = 100
+
+
+class EvaluationRequest(BaseModel):
+    """What EvaluateChallengerOperator hands the trainer (request.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: dict[str, Any] = Field(description="DatasetConfig.model_dump(mode='json') plus config_dir.")
+    holdout_snapshot_uri: str = Field(min_length=1)
+    model_name: str = Field(min_length=1)
+    challenger_version: str = Field(min_length=1)
+    expected_champion_version: str | None = None
+    decisions_root: str | None = Field(
+        default=None, description="Where reports/decisions/ goes; default the dataset's storage root."
+    )
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+def parse_request(doc: dict[str, Any]) -> EvaluationRequest:
+    try:
+        return EvaluationRequest.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid evaluation request: {problems}") from exc
+
+
+def _config(request: EvaluationRequest) -> DatasetConfig:
+    try:
+        return DatasetConfig.model_validate(request.config)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid dataset config in the evaluation request: {exc}") from exc
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.search_registered_models(max_results=1)
+    except Exception as exc:
+        raise TrackingServerError(
+            f"MLflow tracking server at {tracking_uri} did not answer: {type(exc).__name__}: {exc}"[:600],
+            tracking_uri=tracking_uri,
+        ) from exc
+    return client
+
+
+def directory_size_mb(path: str | Path) -> float:
+    """Total size of the files under ``path`` in MB (10^6 bytes)."""
+    root = Path(path)
+    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+def load_version(client: Any, name: str, version: str, into: Path) -> tuple[Any, float, str | None]:
+    """Download ``models:/<name>/<version>`` once; returns (pyfunc model, size in MB,
+    the version's run id)."""
+    import mlflow.artifacts
+    import mlflow.pyfunc
+
+    mv = client.get_model_version(name, version)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{name}/{version}", dst_path=str(into / f"v{version}")
+    )
+    return mlflow.pyfunc.load_model(local), directory_size_mb(local), getattr(mv, "run_id", None)
+
+
+def score(model: Any, features: Any) -> tuple[Any, float]:
+    """Scores as a float array and the milliseconds per 1,000 rows of the timed call
+    (after a warm-up on the first rows, so lazy initialisation is not counted)."""
+    import numpy as np
+
+    model.predict(features.iloc[:WARMUP_ROWS])
+    started = time.perf_counter()
+    raw = model.predict(features)
+    seconds = time.perf_counter() - started
+    values = np.asarray(getattr(raw, "to_numpy", lambda: raw)(), dtype=np.float64).reshape(len(features), -1)
+    if values.shape[1] != 1:
+        raise EvaluationError(
+            f"the model returned {values.shape[1]} columns per row; the scoring contract is one score "
+            "(probability of the positive class, or the prediction)",
+            rows=len(features),
+        )
+    return values[:, 0], seconds * 1e6 / max(len(features), 1)
+
+
+def _live_champion(client: Any, name: str, expected: str | None, notes: list[str]) -> str | None:
+    """The champion to compare against: ``expected`` if that version still exists, else
+    None, with a note on why (deleted champion)."""
+    from mlops_loop.core.registry import champion_status
+
+    if expected is None:
+        status = champion_status(client, name)
+        if status.state == "deleted":
+            notes.append(f"no valid champion: {status.detail}; compared against the baseline")
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version(name, expected)
+    except MlflowException as exc:
+        if str(getattr(exc, "error_code", "")) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            notes.append(
+                f"the champion seen before evaluation, version {expected} of {name!r}, was deleted: "
+                "treated as no champion; compared against the baseline"
+            )
+            return None
+        raise
+    if str(getattr(mv, "current_stage", "")).lower() in ("deleted_internal", "deleted"):
+        notes.append(f"champion version {expected} of {name!r} was deleted: compared against the baseline")
+        return None
+    return expected
+
+
+def _require_challenger(client: Any, name: str, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from mlops_loop.exceptions import RegistryError
+
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise RegistryError(
+            f"challenger version {version} of {name!r} is not in the registry: {exc.message}"[:600],
+            model_name=name,
+            version=version,
+        ) from exc
+    if str(getattr(mv, "status", "READY")) != "READY":
+        raise RegistryError(f"challenger version {version} of {name!r} is {mv.status}, not READY", model_name=name, version=version)
+
+
+def run_evaluation(
+    request: EvaluationRequest,
+    *,
+    tracking_uri: str | None = None,
+    log: Log = print_flushed,
+) -> dict[str, Any]:
+    """Score, decide, record; returns the result document (see module doc). Raises
+    ConfigError (request/config), TrainingError stage ``data`` (holdout unreadable or
+    without the target column), TrackingServerError, RegistryError (challenger unknown)."""
+    from mlops_loop.core import registry
+    from mlops_loop.core.compare import decide, holdout_arrays
+    from mlops_loop.core.decision_report import CurveData, write_decision_record
+    from mlops_loop.core.snapshots import load_manifest, read_snapshot
+    from mlops_loop.core.storage import open_storage
+
+    config = _config(request)
+    settings = config.evaluation
+    tracking_uri = tracking_uri or os.environ.get(TRACKING_URI_ENV)
+    if not tracking_uri:
+        raise TrainingError(f"no MLflow tracking server: set {TRACKING_URI_ENV}", stage="tracking")
+    for key, value in MLFLOW_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    credentials = s3_credentials_from_env()
+    name, challenger = request.model_name, str(request.challenger_version)
+
+    holdout_uri = request.holdout_snapshot_uri
+    try:
+        manifest = load_manifest(holdout_uri, credentials=credentials)
+        frame = read_snapshot(holdout_uri, credentials=credentials)
+    except MlopsLoopError as exc:
+        raise TrainingError(f"cannot read holdout {holdout_uri}: {exc}", stage="data") from exc
+    try:
+        y, slices = holdout_arrays(frame, config.target, settings.slice_columns)
+    except EvaluationError as exc:
+        raise TrainingError(f"holdout {holdout_uri}: {exc}", stage="data") from exc
+    missing = [c for c in config.feature_columns if c not in frame.columns]
+    if missing:
+        raise TrainingError(f"holdout {holdout_uri} lacks feature columns {missing}", stage="data")
+    features = frame[list(config.feature_columns)]
+    log(f"holdout {holdout_uri}: {len(frame)} rows, sha256 {str(manifest.get('sha256', ''))[:16]}")
+
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = _client(tracking_uri)
+    _require_challenger(client, name, challenger)
+    notes: list[str] = []
+    champion = _live_champion(client, name, request.expected_champion_version, notes)
+    for note in notes:
+        log(note)
+
+    workdir = Path(tempfile.mkdtemp(prefix="mlops-loop-evaluate-"))
+    try:
+        chal_model, size_mb, run_id = load_version(client, name, challenger, workdir)
+        chal_scores, latency = score(chal_model, features)
+        log(f"challenger v{challenger}: {latency:.1f} ms per 1k rows, {size_mb:.2f} MB")
+        champ_scores = None
+        measurements: dict[str, Any] = {
+            "challenger_latency_ms_per_1k_rows": latency,
+            "challenger_model_size_mb": size_mb,
+            "rows": len(frame),
+        }
+        if champion is not None:
+            champ_model, champ_size, _ = load_version(client, name, champion, workdir)
+            champ_scores, champ_latency = score(champ_model, features)
+            measurements.update(champion_latency_ms_per_1k_rows=champ_latency, champion_model_size_mb=champ_size)
+            log(f"champion v{champion}: {champ_latency:.1f} ms per 1k rows, {champ_size:.2f} MB")
+    except MlopsLoopError:
+        raise
+    except Exception as exc:
+        raise TrainingError(f"loading or scoring a model failed: {type(exc).__name__}: {exc}"[:800], stage="score") from exc
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    decision = decide(
+        y,
+        chal_scores,
+        champ_scores,
+        settings,
+        slices=slices or None,
+        budget_observed={"latency_ms_per_1k_rows": latency, "model_size_mb": size_mb},
+        challenger_version=challenger,
+        champion_version=champion,
+        holdout_sha256=str(manifest.get("sha256") or "") or None,
+        notes=notes,
+    )
+    decision.reasons.extend(notes)
+    log(decision.summary())
+
+    root = request.decisions_root or config.root
+    context = {
+        "dataset": config.name,
+        "model_name": name,
+        "holdout_snapshot_uri": holdout_uri,
+        "expected_champion_version": champion,
+        "requested_champion_version": request.expected_champion_version,
+        "measurements": measurements,
+        **{f"tag.{k}": v for k, v in request.tags.items()},
+    }
+    reference = champ_scores
+    if reference is None:
+        from mlops_loop.core.compare import baseline_scores
+
+        reference = baseline_scores(y, decision.task)
+    curves = CurveData(
+        task=decision.task,
+        y=y,
+        challenger=chal_scores,
+        reference=reference,
+        challenger_label=f"challenger v{challenger}",
+        reference_label=f"champion v{champion}" if champion else "baseline",
+    )
+    record = write_decision_record(
+        open_storage(root, credentials), root, decision, curves, context=context, mlflow_client=client, run_id=run_id
+    )
+    registry.mark_validation(client, name, challenger, decision, decision_uri=record["json_uri"])
+    log(f"decision record {record['json_uri']} ({record['html_uri']})")
+    return {
+        **decision.to_dict(),
+        "status": "ok",
+        "model_name": name,
+        "challenger_version": challenger,
+        "expected_champion_version": champion,
+        "decision_uri": record["json_uri"],
+        "html_uri": record["html_uri"],
+        "artifact_path": record["artifact_path"],
+        "measurements": measurements,
+        "device": "cpu",
+    }
