@@ -29,7 +29,7 @@ from mlops_loop.exceptions import GpuUnavailableError, TrainerResultError
 CONTAINER_IO_DIR = "/mlops/io"
 REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
-TRAINER_COMMANDS = ("train", "evaluate", "score")
+TRAINER_COMMANDS = ("train", "evaluate", "score", "monitor")
 DEFAULT_TRAINER_IMAGE = "mlops-loop/trainer:latest"
 # The trainer reads its S3 endpoint from here (boto3 has no standard variable for it).
 S3_ENDPOINT_ENV = "MLOPS_LOOP_S3_ENDPOINT_URL"

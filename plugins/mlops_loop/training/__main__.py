@@ -74,7 +74,17 @@ def _evaluate(request_doc: dict[str, Any]) -> dict[str, Any]:
     return run_evaluation(parse_request(request_doc))
 
 
-COMMANDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"train": _train, "evaluate": _evaluate}
+def _monitor(request_doc: dict[str, Any]) -> dict[str, Any]:
+    from mlops_loop.training.monitor import parse_request, run_monitor
+
+    return run_monitor(parse_request(request_doc))
+
+
+COMMANDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "monitor": _monitor,
+}
 
 
 def _parser() -> argparse.ArgumentParser:
