@@ -230,3 +230,12 @@ class BucketNotFoundError(StorageError):
     def __init__(self, message: str, *, uri: str, bucket: str) -> None:
         super().__init__(message, uri=uri)
         self.bucket = bucket
+
+
+class RetrainRecordError(MlopsLoopError):
+    """The record of drift-triggered retrain requests (``reports/drift/retrain_requests.json``)
+    cannot be read as such; ``uri`` names it. The cool-down cannot be judged without it."""
+
+    def __init__(self, message: str, *, uri: str) -> None:
+        super().__init__(message)
+        self.uri = uri

@@ -14,7 +14,9 @@ _EXPORTS: dict[str, str] = {
     "AssembleTrainingSetOperator": "training_set",
     "DataQualityOperator": "quality",
     "DockerTrainOperator": "docker_train",
+    "DriftMonitorOperator": "drift",
     "IngestSnapshotOperator": "ingest",
+    "RequestRetrainingOperator": "drift",
     "TrainerContainerOperator": "docker_train",
 }
 
@@ -24,6 +26,10 @@ if TYPE_CHECKING:
     from mlops_loop.operators.docker_train import DockerTrainOperator as DockerTrainOperator
     from mlops_loop.operators.docker_train import (
         TrainerContainerOperator as TrainerContainerOperator,
+    )
+    from mlops_loop.operators.drift import DriftMonitorOperator as DriftMonitorOperator
+    from mlops_loop.operators.drift import (
+        RequestRetrainingOperator as RequestRetrainingOperator,
     )
     from mlops_loop.operators.ingest import IngestSnapshotOperator as IngestSnapshotOperator
     from mlops_loop.operators.quality import DataQualityOperator as DataQualityOperator
