@@ -1,8 +1,9 @@
 """Find the dataset configs that DAG files turn into DAGs, cheaply enough for parse time.
 
-DAG files run on every scheduler parse, so this reads only each YAML file's ``name`` and
-``schedule`` with PyYAML; the full typed validation (core.config.load_config) happens when
-a task runs, where a bad config fails that task with a message naming the key.
+DAG files run on every scheduler parse, so this reads only each YAML file's ``name``,
+``schedule`` and ``drift.schedule`` with PyYAML; the full typed validation
+(core.config.load_config) happens when a task runs, where a bad config fails that task
+with a message naming the key.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import yaml
 
 CONFIG_DIR_ENV = "MLOPS_LOOP_CONFIG_DIR"
+DEFAULT_DRIFT_SCHEDULE = "0 2 * * *"  # core.config.DriftSettings.schedule's default
 # Repository layout: plugins/mlops_loop/dag_configs.py -> <repo>/include/config
 _REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "include" / "config"
 
@@ -23,6 +25,7 @@ class DatasetEntry:
     name: str
     path: str
     schedule: str | None
+    drift_schedule: str | None = DEFAULT_DRIFT_SCHEDULE
 
 
 def config_dir() -> Path:
@@ -45,5 +48,14 @@ def dataset_entries(directory: str | Path | None = None) -> list[DatasetEntry]:
             raw = {}
         name = str(raw.get("name") or path.stem)
         schedule = raw.get("schedule", "@daily")
-        entries.append(DatasetEntry(name=name, path=str(path.resolve()), schedule=schedule))
+        drift = raw.get("drift") if isinstance(raw.get("drift"), dict) else {}
+        drift_schedule = drift.get("schedule", DEFAULT_DRIFT_SCHEDULE)
+        entries.append(
+            DatasetEntry(
+                name=name,
+                path=str(path.resolve()),
+                schedule=schedule,
+                drift_schedule=drift_schedule,
+            )
+        )
     return entries
