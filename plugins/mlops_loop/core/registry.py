@@ -237,12 +237,15 @@ def promotion_lock(
     try:
         yield token
     finally:
-        current = _registered_model(client, lname)
-        if current is not None and dict(current.tags or {}).get("lock.owner") == token:
-            with contextlib.suppress(MlflowException):
+        # Never mask the block's own error; a lock that cannot be released expires after ttl.
+        try:
+            current = _registered_model(client, lname)
+            if current is not None and dict(current.tags or {}).get("lock.owner") == token:
                 client.delete_registered_model(lname)
-        else:
-            log.warning("promotion lock %s was taken over while held; it was not released by us", lname)
+            else:
+                log.warning("promotion lock %s was taken over while held; not releasing it", lname)
+        except Exception as exc:
+            log.warning("could not release promotion lock %s (%s); it expires after %.0fs", lname, exc, ttl)
 
 
 # -------------------------------------------------------------------------- audit trail
