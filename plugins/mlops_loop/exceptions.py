@@ -239,3 +239,15 @@ class RetrainRecordError(MlopsLoopError):
     def __init__(self, message: str, *, uri: str) -> None:
         super().__init__(message)
         self.uri = uri
+
+
+class PromotionStale(RegistryError):
+    """The champion moved between evaluation and promotion; the alias was not overwritten.
+    ``expected`` is the champion the evaluation compared against, ``current`` the one now."""
+
+    def __init__(
+        self, message: str, *, model_name: str, version: str, expected: str | None, current: str | None
+    ) -> None:
+        super().__init__(message, model_name=model_name, version=version)
+        self.expected = expected
+        self.current = current
