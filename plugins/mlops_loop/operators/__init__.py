@@ -15,8 +15,11 @@ _EXPORTS: dict[str, str] = {
     "DataQualityOperator": "quality",
     "DockerTrainOperator": "docker_train",
     "DriftMonitorOperator": "drift",
+    "EvaluateChallengerOperator": "evaluate",
     "IngestSnapshotOperator": "ingest",
+    "PromoteModelOperator": "promote",
     "RequestRetrainingOperator": "drift",
+    "RollbackChampionOperator": "promote",
     "TrainerContainerOperator": "docker_train",
 }
 
@@ -31,7 +34,14 @@ if TYPE_CHECKING:
     from mlops_loop.operators.drift import (
         RequestRetrainingOperator as RequestRetrainingOperator,
     )
+    from mlops_loop.operators.evaluate import (
+        EvaluateChallengerOperator as EvaluateChallengerOperator,
+    )
     from mlops_loop.operators.ingest import IngestSnapshotOperator as IngestSnapshotOperator
+    from mlops_loop.operators.promote import PromoteModelOperator as PromoteModelOperator
+    from mlops_loop.operators.promote import (
+        RollbackChampionOperator as RollbackChampionOperator,
+    )
     from mlops_loop.operators.quality import DataQualityOperator as DataQualityOperator
     from mlops_loop.operators.training_set import (
         AssembleTrainingSetOperator as AssembleTrainingSetOperator,

@@ -60,13 +60,16 @@ class EvaluationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    config: dict[str, Any] = Field(description="DatasetConfig.model_dump(mode='json') plus config_dir.")
+    config: dict[str, Any] = Field(
+        description="DatasetConfig.model_dump(mode='json') plus config_dir."
+    )
     holdout_snapshot_uri: str = Field(min_length=1)
     model_name: str = Field(min_length=1)
     challenger_version: str = Field(min_length=1)
     expected_champion_version: str | None = None
     decisions_root: str | None = Field(
-        default=None, description="Where reports/decisions/ goes; default the dataset's storage root."
+        default=None,
+        description="Where reports/decisions/ goes; default the dataset's storage root.",
     )
     tags: dict[str, str] = Field(default_factory=dict)
 
@@ -76,7 +79,8 @@ def parse_request(doc: dict[str, Any]) -> EvaluationRequest:
         return EvaluationRequest.model_validate(doc)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in exc.errors()
         )
         raise ConfigError(f"invalid evaluation request: {problems}") from exc
 
@@ -96,7 +100,9 @@ def _client(tracking_uri: str) -> Any:
         client.search_registered_models(max_results=1)
     except Exception as exc:
         raise TrackingServerError(
-            f"MLflow tracking server at {tracking_uri} did not answer: {type(exc).__name__}: {exc}"[:600],
+            f"MLflow tracking server at {tracking_uri} did not answer: {type(exc).__name__}: {exc}"[
+                :600
+            ],
             tracking_uri=tracking_uri,
         ) from exc
     return client
@@ -131,7 +137,9 @@ def score(model: Any, features: Any) -> tuple[Any, float]:
     started = time.perf_counter()
     raw = model.predict(features)
     seconds = time.perf_counter() - started
-    values = np.asarray(getattr(raw, "to_numpy", lambda: raw)(), dtype=np.float64).reshape(len(features), -1)
+    values = np.asarray(getattr(raw, "to_numpy", lambda: raw)(), dtype=np.float64).reshape(
+        len(features), -1
+    )
     if values.shape[1] != 1:
         raise EvaluationError(
             f"the model returned {values.shape[1]} columns per row; the scoring contract is one score "
@@ -156,7 +164,10 @@ def _live_champion(client: Any, name: str, expected: str | None, notes: list[str
     try:
         mv = client.get_model_version(name, expected)
     except MlflowException as exc:
-        if str(getattr(exc, "error_code", "")) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        if str(getattr(exc, "error_code", "")) in (
+            "RESOURCE_DOES_NOT_EXIST",
+            "INVALID_PARAMETER_VALUE",
+        ):
             notes.append(
                 f"the champion seen before evaluation, version {expected} of {name!r}, was deleted: "
                 "treated as no champion; compared against the baseline"
@@ -164,7 +175,9 @@ def _live_champion(client: Any, name: str, expected: str | None, notes: list[str
             return None
         raise
     if str(getattr(mv, "current_stage", "")).lower() in ("deleted_internal", "deleted"):
-        notes.append(f"champion version {expected} of {name!r} was deleted: compared against the baseline")
+        notes.append(
+            f"champion version {expected} of {name!r} was deleted: compared against the baseline"
+        )
         return None
     return expected
 
@@ -183,7 +196,11 @@ def _require_challenger(client: Any, name: str, version: str) -> None:
             version=version,
         ) from exc
     if str(getattr(mv, "status", "READY")) != "READY":
-        raise RegistryError(f"challenger version {version} of {name!r} is {mv.status}, not READY", model_name=name, version=version)
+        raise RegistryError(
+            f"challenger version {version} of {name!r} is {mv.status}, not READY",
+            model_name=name,
+            version=version,
+        )
 
 
 def run_evaluation(
@@ -251,12 +268,16 @@ def run_evaluation(
         if champion is not None:
             champ_model, champ_size, _ = load_version(client, name, champion, workdir)
             champ_scores, champ_latency = score(champ_model, features)
-            measurements.update(champion_latency_ms_per_1k_rows=champ_latency, champion_model_size_mb=champ_size)
+            measurements.update(
+                champion_latency_ms_per_1k_rows=champ_latency, champion_model_size_mb=champ_size
+            )
             log(f"champion v{champion}: {champ_latency:.1f} ms per 1k rows, {champ_size:.2f} MB")
     except MlopsLoopError:
         raise
     except Exception as exc:
-        raise TrainingError(f"loading or scoring a model failed: {type(exc).__name__}: {exc}"[:800], stage="score") from exc
+        raise TrainingError(
+            f"loading or scoring a model failed: {type(exc).__name__}: {exc}"[:800], stage="score"
+        ) from exc
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -299,7 +320,13 @@ def run_evaluation(
         reference_label=f"champion v{champion}" if champion else "baseline",
     )
     record = write_decision_record(
-        open_storage(root, credentials), root, decision, curves, context=context, mlflow_client=client, run_id=run_id
+        open_storage(root, credentials),
+        root,
+        decision,
+        curves,
+        context=context,
+        mlflow_client=client,
+        run_id=run_id,
     )
     registry.mark_validation(client, name, challenger, decision, decision_uri=record["json_uri"])
     log(f"decision record {record['json_uri']} ({record['html_uri']})")
