@@ -42,13 +42,17 @@ def drift_window(ds: str, window_days: int, since_ds: str | None = None) -> tupl
     """(since, until): ``[ds - window_days + 1, ds]`` unless ``since_ds`` is given."""
     from mlops_loop.core.config import check_ds
 
-    until = check_ds(ds)
-    if since_ds:
-        since = check_ds(since_ds)
-        if since > until:
-            raise ValueError(f"window start {since} is after its end {until}")
-        return since, until
-    return (date.fromisoformat(until) - timedelta(days=window_days - 1)).isoformat(), until
+    def day(text: str) -> date:
+        try:
+            return date.fromisoformat(check_ds(text))
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a date YYYY-MM-DD: {exc}") from exc
+
+    until = day(ds)
+    since = day(since_ds) if since_ds else until - timedelta(days=window_days - 1)
+    if since > until:
+        raise ValueError(f"window start {since} is after its end {until}")
+    return since.isoformat(), until.isoformat()
 
 
 class DriftMonitorOperator(TrainerContainerOperator):
