@@ -1,15 +1,21 @@
 """Training: one DAG per dataset config, run when new data is validated, when drift asks
-for retraining, or from the trigger form."""
+for retraining, or from the trigger form. Trains a challenger, evaluates it against the
+champion on a fresh holdout and promotes it (compare-and-set) or rejects it."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Param, task
 
 from mlops_loop.assets import retrain_requested_asset, validated_asset
 from mlops_loop.dag_configs import dataset_entries
-from mlops_loop.operators import AssembleTrainingSetOperator, DockerTrainOperator
+from mlops_loop.operators import (
+    AssembleTrainingSetOperator,
+    DockerTrainOperator,
+    EvaluateChallengerOperator,
+    PromoteModelOperator,
+)
 
 DOC = """
 ### Train `{name}`
@@ -20,6 +26,17 @@ DOC = """
 2. **train_challenger**: the trainer image runs in a Docker container (GPU when the
    Docker host has the NVIDIA runtime), logs parameters, per-epoch metrics, datasets and
    the model to MLflow, and registers a new version of the registered model.
+3. **evaluate_challenger**: reads the current `champion` alias, then (in the trainer image
+   again: anything that loads a model runs there) scores the challenger and the champion
+   on the same holdout rows, compares them with a paired test plus guardrails, floors and
+   a latency/size budget (config `evaluation`), writes a decision record (JSON + HTML under
+   `reports/decisions/`, and as MLflow artifacts) and tags the challenger version. Without
+   a champion the challenger must beat a trivial baseline.
+4. **promote_or_reject**: when the decision is `promote`, moves `champion` to the
+   challenger only if the champion is still the one evaluated against (compare-and-set;
+   otherwise the task fails as *stale* and nothing changes). Other outcomes change nothing.
+5. **summary**: one line: promoted vN over vM, or rejected with the reasons, and the
+   decision report's path.
 
 Runs on the assets `mlops_loop.{name}.validated` and `mlops_loop.{name}.retrain_requested`,
 or from the trigger form: choose a model type, override hyperparameters (checked against
@@ -65,7 +82,7 @@ for entry in dataset_entries():
                 minLength=1,
                 maxLength=500,
                 title="Reason",
-                description="Why this run; recorded with the model version.",
+                description="Why this run; recorded with the model version and the promotion.",
             ),
         },
         default_args={"retries": 0},
@@ -88,4 +105,27 @@ for entry in dataset_entries():
             mem_limit="4g",
             shm_size=256 * 1024 * 1024,
         )
-        assemble >> train
+        evaluate = EvaluateChallengerOperator(
+            task_id="evaluate_challenger",
+            config_path=entry.path,
+            holdout_snapshot_uri="{{ ti.xcom_pull(task_ids='assemble_training_set')['holdout_uri'] }}",
+            model_name="{{ ti.xcom_pull(task_ids='train_challenger')['model_name'] }}",
+            challenger_version="{{ ti.xcom_pull(task_ids='train_challenger')['model_version'] }}",
+            mem_limit="4g",
+        )
+        promote = PromoteModelOperator(
+            task_id="promote_or_reject",
+            decision="{{ ti.xcom_pull(task_ids='evaluate_challenger') }}",
+            reason="{{ params.reason }}",
+        )
+
+        @task(task_id="summary")
+        def summary(decision: dict, promotion: dict) -> str:
+            from mlops_loop.operators.promote import summarize
+
+            line = summarize(decision, promotion)
+            print(line)
+            return line
+
+        assemble >> train >> evaluate >> promote
+        summary(evaluate.output, promote.output)

@@ -209,7 +209,10 @@ class RollbackChampionOperator(BaseOperator):
     failed it, unless ``force``. Returns ``{outcome: rolled_back | noop, model_name,
     version, previous_champion, why, audit_seq}``.
 
-    :param model_name: Registered model. (templated)
+    :param model_name: Registered model; empty: the ``training.registered_model_name`` of
+        ``config_path``. (templated)
+    :param config_path: Dataset config YAML naming the model when ``model_name`` is
+        empty. (templated)
     :param reason: Why (required; recorded on the version and in the audit trail). (templated)
     :param to_version: Target version; empty means the previous champion. (templated)
     :param force: Allow a target that did not pass validation. (templated)
@@ -218,6 +221,7 @@ class RollbackChampionOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "model_name",
+        "config_path",
         "reason",
         "to_version",
         "force",
@@ -228,7 +232,8 @@ class RollbackChampionOperator(BaseOperator):
     def __init__(
         self,
         *,
-        model_name: str,
+        model_name: str | None = None,
+        config_path: str | None = None,
         reason: str,
         to_version: str | int | None = None,
         force: bool | str = False,
@@ -236,11 +241,14 @@ class RollbackChampionOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not model_name:
-            raise ValueError("model_name is required")
+        if not model_name and not config_path:
+            raise ValueError(
+                "pass model_name or config_path (whose training section names the model)"
+            )
         if not reason or not str(reason).strip():
             raise ValueError("a rollback needs a reason")
         self.model_name = model_name
+        self.config_path = config_path
         self.reason = reason
         self.to_version = to_version
         self.force = force
@@ -251,6 +259,13 @@ class RollbackChampionOperator(BaseOperator):
 
         from mlops_loop.core.registry import rollback
 
+        name = self.model_name
+        if not name:
+            if not self.config_path:
+                raise ValueError("model_name rendered empty and no config_path was given")
+            from mlops_loop.core.config import load_config, training_settings
+
+            name = str(training_settings(load_config(self.config_path)).registered_model_name)
         to_version = None if self.to_version in (None, "", "None") else str(self.to_version).strip()
         force = (
             self.force
@@ -259,7 +274,7 @@ class RollbackChampionOperator(BaseOperator):
         )
         result = rollback(
             MlflowClient(tracking_uri=_tracking_uri(self.mlflow_tracking_uri)),
-            str(self.model_name),
+            str(name),
             to_version=to_version,
             reason=str(self.reason),
             force=force,
