@@ -1,0 +1,97 @@
+"""training/monitor.py without MLflow or Docker: request checks, the no-champion result,
+where profiles and reports go, and which rows give the reference scores. The real runs
+(profile on first use, drift, decay, reports, MLflow) are in tests/dags/test_drift_dag.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlops_loop.core.config import load_config
+from mlops_loop.core.containers import dataset_config_payload
+from mlops_loop.exceptions import ConfigError, TrainingError
+from mlops_loop.training.__main__ import EXIT_BAD_REQUEST, EXIT_OK, main
+from mlops_loop.training.monitor import (
+    NO_CHAMPION,
+    _holdout_uri,
+    parse_request,
+    profile_uri_for,
+    report_prefix_for,
+    run_monitor,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+CONFIG = REPO / "include" / "config" / "credit_default.yaml"
+
+
+def request_doc(**overrides) -> dict:
+    doc = {
+        "config": dataset_config_payload(load_config(CONFIG)),
+        "model_name": "credit_default_model",
+        "champion_version": None,
+        "snapshot_uris": [],
+        "ds": "2026-04-22",
+        "since_ds": "2026-04-16",
+        "until_ds": "2026-04-22",
+        "reports_root": "/data/credit_default/reports/drift",
+    }
+    doc.update(overrides)
+    return doc
+
+
+def test_no_champion_is_a_verdict_not_an_error(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # not needed without a champion
+    result = run_monitor(parse_request(request_doc()), log=lambda _: None)
+    assert result["status"] == "ok" and result["verdict"] == NO_CHAMPION
+    assert result["champion_version"] is None and "no champion" in result["reasons"][0]
+
+
+def test_command_line_monitor_without_champion(tmp_path):
+    (tmp_path / "request.json").write_text(json.dumps(request_doc()))
+    code = main(["monitor", "--request", str(tmp_path / "request.json"), "--result", str(tmp_path / "result.json")])
+    assert code == EXIT_OK
+    assert json.loads((tmp_path / "result.json").read_text())["verdict"] == NO_CHAMPION
+
+
+@pytest.mark.parametrize(
+    "overrides, names",
+    [
+        pytest.param({"ds": "22.04.2026"}, "ds", id="bad-ds"),
+        pytest.param({"model_name": ""}, "model_name", id="empty-model"),
+        pytest.param({"unknown": 1}, "unknown", id="extra-key"),
+    ],
+)
+def test_bad_requests_name_the_field(overrides, names):
+    with pytest.raises(ConfigError, match=names):
+        parse_request(request_doc(**overrides))
+
+
+def test_bad_request_exit_code(tmp_path):
+    (tmp_path / "request.json").write_text(json.dumps(request_doc(ds="yesterday")))
+    code = main(["monitor", "--request", str(tmp_path / "request.json"), "--result", str(tmp_path / "result.json")])
+    assert code == EXIT_BAD_REQUEST
+    assert "ds" in json.loads((tmp_path / "result.json").read_text())["error"]
+
+
+def test_locations():
+    assert profile_uri_for("s3://b/ds/reports/drift", "m", "3") == "s3://b/ds/reports/drift/profiles/m/3/profile.json"
+    assert report_prefix_for("/r/reports/drift", "2026-04-22") == "/r/reports/drift/ds=2026-04-22"
+
+
+def _snapshot(folder: Path) -> str:
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text("{}")
+    return str(folder)
+
+
+def test_reference_scores_come_from_the_holdout_next_to_train(tmp_path):
+    train = _snapshot(tmp_path / "training_sets/abc/train")
+    valid = _snapshot(tmp_path / "training_sets/abc/valid")
+    assert _holdout_uri(train, valid, None) == valid  # no holdout written
+    holdout = _snapshot(tmp_path / "training_sets/abc/holdout")
+    assert _holdout_uri(train, valid, None) == holdout
+    assert _holdout_uri(str(tmp_path / "snapshots/xyz"), valid, None) == valid
+    with pytest.raises(TrainingError, match="no holdout"):
+        _holdout_uri(str(tmp_path / "snapshots/xyz"), None, None)
