@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import statistics
@@ -62,15 +61,20 @@ def bench_build(mode: str) -> list[tuple[str, float]]:
             env={**os.environ, **bench_env}, capture_output=True, check=True,
         )
         rows.append(("cold: base image (debootstrap + docker import)", time.perf_counter() - started))
+        print(f"{rows[-1][0]}: {rows[-1][1]:.1f}s", file=sys.stderr)
         shutil.rmtree(REPO / ".local" / "wheelhouse", ignore_errors=True)
         secs, tag = _build("--no-cache", env=bench_env)
         rows.append(("cold: wheelhouse download + image build without layer cache", secs))
+        print(f"{rows[-1][0]}: {rows[-1][1]:.1f}s", file=sys.stderr)
         subprocess.run(["docker", "rmi", "-f", tag, "mlops-loop/trainer-bench:latest", bench_env["BASE_IMAGE"]],
                        capture_output=True, check=False)
+    _build()  # the current sources' image exists from here on
     secs, _ = _build()
     rows.append(("warm, unchanged sources (tag exists: skipped)", secs))
     secs, _ = _build("--force")
     rows.append(("warm, package layer rebuilt (as after a code change)", secs))
+    for label, secs in rows[-2:]:
+        print(f"{label}: {secs:.1f}s", file=sys.stderr)
     return rows
 
 
@@ -131,7 +135,6 @@ def run_container(
         gpu="none",
         mlflow_tracking_uri=tracking_uri,
     )
-    op.log.setLevel(logging.WARNING)  # the container's lines would flood the table
     started = time.perf_counter()
     result = op.execute({"ti": SimpleNamespace(dag_id="bench", run_id="bench", task_id="bench")})
     return time.perf_counter() - started, result

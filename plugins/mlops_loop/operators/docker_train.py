@@ -175,8 +175,10 @@ class TrainerContainerOperator(DockerOperator):
         try:
             write_request(self._io_dir, request)
             paths = local_read_only_paths(self.container_read_only_paths(request))
+            # The user's own mounts stay; ours replace any left from an earlier execute().
+            ours = {CONTAINER_IO_DIR, *paths}
             self.mounts = [
-                *self.mounts,
+                *(m for m in self.mounts if (m.get("Target") or m.get("target")) not in ours),
                 Mount(target=CONTAINER_IO_DIR, source=str(self._io_dir), type="bind"),
                 *(Mount(target=p, source=p, type="bind", read_only=True) for p in paths),
             ]
