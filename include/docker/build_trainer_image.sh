@@ -149,6 +149,11 @@ DOCKER_BUILDKIT=0 docker build --quiet "${no_cache[@]}" "${build_args[@]}" \
     2> >(grep -v -E "(legacy builder is deprecated|Install the buildx|docs.docker.com/go/buildx|BuildKit is currently disabled|environment-variable\.)" >&2) \
     >/dev/null
 
+# Keep the three newest content-hash tags; older ones only differ in the package layer.
+# (`docker rmi` without -f leaves an image that a container still uses.)
+docker images --format '{{.Tag}}' "${name}" | grep -E '^[0-9a-f]{12}(-cuda)?$' | tail -n +4 \
+    | while read -r old; do docker rmi "${name}:${old}" >/dev/null 2>&1 || true; done
+
 echo "build_trainer_image.sh: built ${tag} in $(( $(date +%s) - started ))s" \
      "($(docker image inspect --format '{{.Size}}' "${tag}" | awk '{printf "%.0f MB", $1/1e6}'))" >&2
 echo "${tag}"
