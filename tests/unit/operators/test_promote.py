@@ -1,0 +1,195 @@
+"""PromoteModelOperator / RollbackChampionOperator: argument checks and the no-op paths
+without services; promotion, re-run, stale compare-and-set and rollback against a real
+MLflow server (marked integration)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from mlops_loop.exceptions import PromotionStale, RollbackRefused
+from mlops_loop.operators.promote import (
+    PromoteModelOperator,
+    RollbackChampionOperator,
+    as_decision,
+    summarize,
+)
+
+DEAD_SERVER = "http://127.0.0.1:9"  # nothing listens: a registry call would fail loudly
+
+
+def decision(outcome: str = "promote", **extra):
+    return {
+        "outcome": outcome,
+        "model_name": "m",
+        "challenger_version": "2",
+        "expected_champion_version": "1",
+        "decision_id": "abc",
+        "reasons": ["roc_auc 0.80 vs 0.70"],
+        "html_uri": "/data/reports/decisions/abc/report.html",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("cls", [PromoteModelOperator, RollbackChampionOperator])
+def test_template_fields_are_constructor_arguments(cls):
+    params = inspect.signature(cls.__init__).parameters
+    assert all(f in params for f in cls.template_fields)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param({"outcome": "reject"}, {"outcome": "reject"}, id="dict"),
+        pytest.param('{"outcome": "promote"}', {"outcome": "promote"}, id="json-text"),
+        pytest.param(
+            "{'outcome': 'promote', 'x': None}", {"outcome": "promote", "x": None}, id="python-repr"
+        ),
+        pytest.param("", None, id="empty-string"),
+        pytest.param(None, None, id="none"),
+    ],
+)
+def test_as_decision(value, expected):
+    assert as_decision(value) == expected
+
+
+def test_as_decision_rejects_a_list():
+    with pytest.raises(ValueError, match="must be a dict"):
+        as_decision("[1, 2]")
+
+
+@pytest.mark.parametrize(
+    ("promotion", "expected"),
+    [
+        pytest.param({"outcome": "promoted"}, "m: promoted v2 over v1: roc_auc", id="promoted"),
+        pytest.param({"outcome": "noop"}, "already is champion", id="noop"),
+        pytest.param(
+            {"outcome": "stale", "why": "champion is now 3"},
+            "NOT promoted v2: champion is now 3",
+            id="stale",
+        ),
+        pytest.param(
+            {"outcome": "rejected"}, "m: promote v2: roc_auc", id="rejected-shows-decision"
+        ),
+    ],
+)
+def test_summarize(promotion, expected):
+    line = summarize(decision(), promotion)
+    assert expected in line
+    assert "report.html" in line
+
+
+def test_summarize_first_model_names_the_baseline():
+    line = summarize(decision(expected_champion_version=None), {"outcome": "promoted"})
+    assert "over the baseline" in line
+
+
+def test_promote_needs_a_decision():
+    with pytest.raises(ValueError, match="decision"):
+        PromoteModelOperator(task_id="p")
+
+
+@pytest.mark.parametrize("outcome", ["reject", "insufficient_data"])
+def test_promote_is_a_noop_unless_the_decision_says_promote(outcome):
+    op = PromoteModelOperator(
+        task_id="p", decision=decision(outcome), mlflow_tracking_uri=DEAD_SERVER
+    )
+    result = op.execute({})
+    assert result["outcome"] == "rejected"
+    assert result["promoted_version"] is None
+    assert outcome in result["why"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"model_name": "m", "reason": ""}, id="empty-reason"),
+        pytest.param({"model_name": "m", "reason": "   "}, id="blank-reason"),
+        pytest.param({"reason": "why"}, id="no-model-or-config"),
+    ],
+)
+def test_rollback_arguments_are_checked(kwargs):
+    with pytest.raises(ValueError):
+        RollbackChampionOperator(task_id="r", **kwargs)
+
+
+# --------------------------------------------------------------- with a real MLflow server
+
+
+def _register(client, name: str, runs: int) -> list[str]:
+    """Register ``runs`` versions (an artifact-less run each is enough for alias moves)."""
+    import mlflow
+
+    if client.search_registered_models(f"name = '{name}'") == []:
+        client.create_registered_model(name)
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    versions = []
+    for _ in range(runs):
+        with mlflow.start_run() as run:
+            pass
+        mv = client.create_model_version(
+            name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+        )
+        versions.append(str(mv.version))
+    return versions
+
+
+@pytest.mark.integration
+def test_promote_rerun_and_stale_against_a_real_registry(mlflow_server):
+    import mlflow
+
+    from mlops_loop.core.registry import audit_trail, get_champion
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
+    name = "unit_promote_model"
+    v1, v2, v3 = _register(client, name, 3)
+
+    def op(version: str, expected: str | None, **kw):
+        d = decision(
+            model_name=name, challenger_version=version, expected_champion_version=expected
+        )
+        return PromoteModelOperator(
+            task_id="p", decision=d, mlflow_tracking_uri=mlflow_server.url, **kw
+        )
+
+    first = op(v1, None).execute({})
+    assert first == {
+        **first,
+        "outcome": "promoted",
+        "promoted_version": v1,
+        "previous_champion": None,
+    }
+    trail = audit_trail(client, name)
+    assert op(v1, None).execute({})["outcome"] == "noop"
+    assert audit_trail(client, name) == trail
+
+    # v2 was evaluated against "no champion", but v1 is champion now: stale, not overwritten.
+    with pytest.raises(PromotionStale, match="not overwriting") as info:
+        op(v2, None).execute({})
+    assert info.value.current == v1 and info.value.expected is None
+    assert get_champion(client, name) == v1
+    stale = op(v2, None, fail_on_stale=False).execute({})
+    assert stale["outcome"] == "stale" and stale["promoted_version"] is None
+    assert get_champion(client, name) == v1
+
+    assert op(v3, v1).execute({})["promoted_version"] == v3
+    client.set_model_version_tag(name, v1, "validation_status", "passed")
+    back = RollbackChampionOperator(
+        task_id="r", model_name=name, reason="bad v3", mlflow_tracking_uri=mlflow_server.url
+    ).execute({})
+    assert (
+        back["outcome"] == "rolled_back"
+        and back["version"] == v1
+        and back["previous_champion"] == v3
+    )
+    with pytest.raises(RollbackRefused, match="does not exist"):
+        RollbackChampionOperator(
+            task_id="r",
+            model_name=name,
+            reason="typo",
+            to_version="77",
+            mlflow_tracking_uri=mlflow_server.url,
+        ).execute({})
+    assert get_champion(client, name) == v1
