@@ -47,7 +47,7 @@ def validated_days(days: list[str], rows: int) -> None:
 def get_dag(folder: Path, dag_id: str) -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(folder), include_examples=False)
+    bag = DagBag(dag_folder=str(folder))
     assert bag.import_errors == {}, bag.import_errors
     return bag.get_dag(dag_id)
 
