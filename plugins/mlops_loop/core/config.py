@@ -360,8 +360,8 @@ class TrainingSettings(_Strict):
         default=None,
         ge=1,
         le=256,
-        description="CPU threads for torch / OpenMP while fitting; unset: all the container "
-        "sees. Small tabular models on a shared host train faster with 1.",
+        description="CPU threads for torch / OpenMP while fitting; unset: the container's CPU "
+        "quota, else all cores. Small tabular models on a shared host train faster with 1.",
     )
     window: TrainingWindow = TrainingWindow()
     mlp: MlpHyperparameters = MlpHyperparameters()

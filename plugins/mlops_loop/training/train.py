@@ -30,6 +30,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -591,9 +592,23 @@ def _delete_version(tracking_uri: str, name: str, version: str) -> None:
         MlflowClient(tracking_uri=tracking_uri).delete_model_version(name, version)
 
 
+def cgroup_cpu_limit(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
+    """CPUs granted by a cgroup v2 quota (``docker run --cpus``), rounded up; None if unlimited.
+    torch sizes its thread pool by the host's cores, which oversubscribes a limited container."""
+    try:
+        quota, period = Path(path).read_text(encoding="ascii").split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, -(-int(quota) // int(period)))
+
+
 @contextlib.contextmanager
 def _cpu_threads(threads: int | None, device: str) -> Iterator[None]:
-    """Limit torch's intra-op threads and OpenMP/BLAS pools while fitting, when asked."""
+    """Limit torch's intra-op threads and OpenMP/BLAS pools while fitting: to ``threads``
+    when set, else to the container's CPU quota when it has one."""
+    threads = threads if threads is not None else cgroup_cpu_limit()
     if threads is None:
         yield
         return

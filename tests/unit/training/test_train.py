@@ -141,3 +141,20 @@ def test_no_tracking_uri_fails_before_anything(config, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(TrainingError, match="MLFLOW_TRACKING_URI"):
         train.run_training(request(config))
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param("max 100000\n", None, id="unlimited"),
+        pytest.param("200000 100000\n", 2, id="two-cpus"),
+        pytest.param("150000 100000\n", 2, id="one-and-a-half-rounds-up"),
+        pytest.param("50000 100000\n", 1, id="half-a-cpu"),
+        pytest.param(None, None, id="no-cgroup-file"),
+    ],
+)
+def test_cgroup_cpu_limit(tmp_path, content, expected):
+    path = tmp_path / "cpu.max"
+    if content is not None:
+        path.write_text(content)
+    assert train.cgroup_cpu_limit(str(path)) == expected
