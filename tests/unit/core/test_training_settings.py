@@ -31,8 +31,12 @@ def test_demo_config_has_typed_training_section(config):
 
 
 def test_defaults_when_the_section_is_left_out(tmp_path):
-    text = CONFIG.read_text().split("\ntraining:")[0]
-    (tmp_path / "c.yaml").write_text(text)
+    import yaml
+
+    raw = yaml.safe_load(CONFIG.read_text())
+    del raw["training"]
+    raw["storage"]["root"] = str(tmp_path / "data")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     settings = training_settings(load_config(tmp_path / "c.yaml"))
     assert settings.registered_model_name == "credit_default_model"
     assert settings.experiment_name == "credit_default"
