@@ -101,6 +101,7 @@ for entry in dataset_entries():
                 "{{ dict(params.hyperparameters, **({'model_type': params.model_type} "
                 "if params.model_type else {})) }}"
             ),
+            reason="{{ params.reason }}",
             gpu="auto",
             mem_limit="4g",
             shm_size=256 * 1024 * 1024,

@@ -342,6 +342,8 @@ class DockerTrainOperator(TrainerContainerOperator):
     :param seed: Random seed; default from the config's training section. (templated)
     :param hyperparameters: Overrides of the training settings, e.g. ``{"max_epochs": 5}``.
         (templated)
+    :param reason: Why this model is trained (a trigger form's reason); recorded as the
+        ``reason`` tag of the run and the model version. (templated)
     :param kwargs: TrainerContainerOperator arguments (gpu, image, mlflow_tracking_uri,
         mem_limit, cpus, shm_size, docker_url, network_mode, ...).
     """
@@ -353,6 +355,7 @@ class DockerTrainOperator(TrainerContainerOperator):
         "registered_model_name",
         "seed",
         "hyperparameters",
+        "reason",
         *(f for f in TrainerContainerOperator.template_fields if f not in ("trainer_command", "request")),
     )
     template_fields_renderers = {"hyperparameters": "json"}
@@ -366,6 +369,7 @@ class DockerTrainOperator(TrainerContainerOperator):
         registered_model_name: str | None = None,
         seed: int | str | None = None,
         hyperparameters: dict[str, Any] | None = None,
+        reason: str | None = None,
         **kwargs: Any,
     ) -> None:
         if "trainer_command" in kwargs or "request" in kwargs:
@@ -377,6 +381,7 @@ class DockerTrainOperator(TrainerContainerOperator):
         self.registered_model_name = registered_model_name
         self.seed = seed
         self.hyperparameters = hyperparameters or {}
+        self.reason = reason
 
     def build_request(self, context: Context) -> BaseModel:
         from mlops_loop.core.config import load_config, training_settings
@@ -432,6 +437,8 @@ class DockerTrainOperator(TrainerContainerOperator):
         except PackageNotFoundError:
             package_version = "unknown"
         tags = {"config_hash": config.config_hash(), "mlops_loop_version": package_version}
+        if self.reason:
+            tags["reason"] = str(self.reason)[:500]
         ti = context.get("ti") if context else None
         if ti is not None:
             tags.update(
