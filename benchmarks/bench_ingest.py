@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,11 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
+    return usage.ru_utime + usage.ru_stime
+
+
 def child(args: argparse.Namespace) -> int:
     logging.disable(logging.WARNING)
     t = time.perf_counter()
@@ -135,6 +141,7 @@ def child(args: argparse.Namespace) -> int:
 
     config = stage_config(Path(args.config), Path(args.root), args.format)
     out: dict[str, Any] = {"imports_s": imports, "rss_before_kib": _status_kib("VmRSS")}
+    cpu = _cpu_seconds()
     t = time.perf_counter()
     if args.stage in ("ingest", "ingest+validate"):
         snap = ingest_batch(config, DS)
@@ -151,6 +158,7 @@ def child(args: argparse.Namespace) -> int:
         out["success"] = bool(result.success)
         out["expectations"] = result.stats.get("evaluated")
     out["seconds"] = time.perf_counter() - t
+    out["cpu_s"] = _cpu_seconds() - cpu
     out["peak_kib"] = _status_kib("VmHWM")
     print(json.dumps(out))
     return 0
@@ -181,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.disable(logging.WARNING)
     n = args.rows
+    load_before = os.getloadavg()[0]
     rows: list[tuple[str, str, dict[str, Any]]] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp_name:
@@ -218,11 +227,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"### Ingest + validate: {n:,} rows x 20 columns\n")
     print(
-        f"Python {platform.python_version()}, {os.cpu_count()} cores (shared machine: times are "
-        f"indicative). Each stage ran in a fresh process; peak = VmHWM of that process.\n"
+        f"Python {platform.python_version()}, {os.cpu_count()} cores, 1-min load average "
+        f"{load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end: on a busy "
+        "machine wall time varies, CPU seconds (user + system, all threads) much less. "
+        "Each stage ran in a fresh process; peak = VmHWM of that process.\n"
     )
-    print("| source | stage | seconds | rows/s | peak RSS | RSS before the call | gate |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("| source | stage | seconds | CPU s | rows/s | peak RSS | RSS before the call | gate |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
     for fmt, stage, m in rows:
         gate = ""
         if "success" in m:
@@ -231,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         if "ingest_s" in m and "validate_s" in m:
             split = f" ({m['ingest_s']:.1f} + {m['validate_s']:.1f})"
         print(
-            f"| {fmt} | {stage} | {m['seconds']:.1f}{split} | {n / m['seconds']:,.0f} | "
+            f"| {fmt} | {stage} | {m['seconds']:.1f}{split} | {m['cpu_s']:.1f} | "
+            f"{n / m['seconds']:,.0f} | "
             f"{mib(m['peak_kib'])} | {mib(m['rss_before_kib'])} | {gate} |"
         )
     print()
