@@ -342,6 +342,8 @@ class DockerTrainOperator(TrainerContainerOperator):
     :param seed: Random seed; default from the config's training section. (templated)
     :param hyperparameters: Overrides of the training settings, e.g. ``{"max_epochs": 5}``.
         (templated)
+    :param retrain: Train a new version even when one exists for the identical training
+        input (otherwise the trainer reuses that version). (templated; "true"/"false" ok)
     :param reason: Why this model is trained (a trigger form's reason); recorded as the
         ``reason`` tag of the run and the model version. (templated)
     :param kwargs: TrainerContainerOperator arguments (gpu, image, mlflow_tracking_uri,
@@ -355,6 +357,7 @@ class DockerTrainOperator(TrainerContainerOperator):
         "registered_model_name",
         "seed",
         "hyperparameters",
+        "retrain",
         "reason",
         *(f for f in TrainerContainerOperator.template_fields if f not in ("trainer_command", "request")),
     )
@@ -369,6 +372,7 @@ class DockerTrainOperator(TrainerContainerOperator):
         registered_model_name: str | None = None,
         seed: int | str | None = None,
         hyperparameters: dict[str, Any] | None = None,
+        retrain: bool | str = False,
         reason: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -381,6 +385,7 @@ class DockerTrainOperator(TrainerContainerOperator):
         self.registered_model_name = registered_model_name
         self.seed = seed
         self.hyperparameters = hyperparameters or {}
+        self.retrain = retrain
         self.reason = reason
 
     def build_request(self, context: Context) -> BaseModel:
@@ -408,6 +413,7 @@ class DockerTrainOperator(TrainerContainerOperator):
             seed=settings.seed,
             hyperparameters=hyperparameters,
             tags=self._tags(context, config),
+            retrain=_as_bool(self.retrain, "retrain"),
         )
 
     def container_read_only_paths(self, request: BaseModel | dict[str, Any]) -> list[str]:
@@ -445,3 +451,15 @@ class DockerTrainOperator(TrainerContainerOperator):
                 airflow_dag_id=str(ti.dag_id), airflow_run_id=str(ti.run_id), airflow_task_id=str(ti.task_id)
             )
         return tags
+
+
+def _as_bool(value: bool | str | None, name: str) -> bool:
+    """A templated flag: a bool, or its rendered text."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")

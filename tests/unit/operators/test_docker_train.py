@@ -109,6 +109,24 @@ def test_build_request_from_config():
     assert op.container_read_only_paths(request)[0] == config.root
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(False, False, id="default"),
+        pytest.param(True, True, id="bool"),
+        pytest.param("True", True, id="rendered-true"),
+        pytest.param("false", False, id="rendered-false"),
+    ],
+)
+def test_retrain_flag_reaches_the_request(value, expected):
+    assert _train_op(retrain=value).build_request({}).retrain is expected
+
+
+def test_retrain_flag_rejects_other_text():
+    with pytest.raises(ValueError, match="retrain must be true or false"):
+        _train_op(retrain="sometimes").build_request({})
+
+
 def test_registered_model_name_override():
     request = _train_op(registered_model_name="other_model").build_request({})
     assert request.registered_model_name == "other_model"
