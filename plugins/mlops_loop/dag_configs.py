@@ -48,8 +48,12 @@ def dataset_entries(directory: str | Path | None = None) -> list[DatasetEntry]:
             raw = {}
         name = str(raw.get("name") or path.stem)
         schedule = raw.get("schedule", "@daily")
-        drift = raw.get("drift") if isinstance(raw.get("drift"), dict) else {}
-        drift_schedule = drift.get("schedule", DEFAULT_DRIFT_SCHEDULE)
+        drift = raw.get("drift")
+        drift_schedule = (
+            drift.get("schedule", DEFAULT_DRIFT_SCHEDULE)
+            if isinstance(drift, dict)
+            else DEFAULT_DRIFT_SCHEDULE
+        )
         entries.append(
             DatasetEntry(
                 name=name,

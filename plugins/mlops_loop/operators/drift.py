@@ -108,7 +108,7 @@ class DriftMonitorOperator(TrainerContainerOperator):
         self.since_ds = since_ds
         self.model_name = model_name
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
         from mlops_loop.core.config import load_config, training_settings
 
         config = load_config(self.config_path)
@@ -118,7 +118,7 @@ class DriftMonitorOperator(TrainerContainerOperator):
         self._champion = self._resolve_champion(name)
         if self._champion is None:
             since, until = drift_window(self.ds, config.drift.window_days, self.since_ds or None)
-            result = {
+            skipped: dict[str, Any] = {
                 "status": "ok",
                 "dataset": config.name,
                 "model_name": name,
@@ -132,9 +132,9 @@ class DriftMonitorOperator(TrainerContainerOperator):
                 "warned_features": [],
                 "decay_verdict": None,
             }
-            self.log.warning("No drift run: %s", result["reasons"][0])
-            return result
-        result = super().execute(context)
+            self.log.warning("No drift run: %s", skipped["reasons"][0])
+            return skipped
+        result: dict[str, Any] = super().execute(context)
         self._log_summary(result)
         return result
 
@@ -271,13 +271,13 @@ def run_time(context: Context) -> datetime:
     """The run's logical time: data interval end, else logical date, else run_after."""
     for key in ("data_interval_end", "logical_date"):
         value = context.get(key)
-        if value is not None:
-            return value  # type: ignore[no-any-return]
+        if isinstance(value, datetime):
+            return value
     dag_run = context.get("dag_run")
     value = getattr(dag_run, "run_after", None) if dag_run is not None else None
-    if value is None:
+    if not isinstance(value, datetime):
         raise ValueError("the run has no data interval, logical date or run_after")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 class RequestRetrainingOperator(BaseOperator):

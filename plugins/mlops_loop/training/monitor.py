@@ -189,7 +189,7 @@ def _monitor(
     decay = None
     if labels.size:
         reference_metrics = {
-            k: float(v) for k, v in client.get_run(model_version.run_id).data.metrics.items()
+            k: float(v) for k, v in client.get_run(str(model_version.run_id)).data.metrics.items()
         }
         try:
             decay = measure_decay(labels, label_scores, reference_metrics, settings, config.task)
