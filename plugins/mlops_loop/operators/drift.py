@@ -195,6 +195,8 @@ class DriftMonitorOperator(TrainerContainerOperator):
         ]
         if not self.user:
             self.user = f"{os.getuid()}:{os.getgid()}"
+            # The image's home belongs to its own user; another uid needs a writable one.
+            self.environment = {"HOME": "/tmp", **(self.environment or {})}
 
     def container_read_only_paths(self, request: BaseModel | dict[str, Any]) -> list[str]:
         return [*self.read_only_paths, self._config.root]
