@@ -293,3 +293,40 @@ def test_sigterm_mid_training_fails_the_run_and_registers_nothing(data: Data, ml
     assert doc["status"] == "error" and "SIGTERM" in doc["error"]
     assert MlflowClient(tracking_uri=mlflow_server.url).get_run(doc["run_id"]).info.status == "FAILED"
     assert versions_of(mlflow_server.url, name) == []
+
+
+def test_trains_from_s3_snapshots(data: Data, tracking: str, s3_credentials, s3_bucket: str, tmp_path: Path, monkeypatch):
+    """Snapshots on an S3 endpoint; credentials reach the trainer through the environment
+    the operator sets (AWS_* and MLOPS_LOOP_S3_ENDPOINT_URL)."""
+    from mlops_loop.core.storage import LocalStorage, S3Storage
+
+    s3 = S3Storage(s3_credentials)
+    remote: dict[str, str] = {}
+    for local_uri, sha in ((data.train_uri, data.train_sha), (data.valid_uri, data.valid_sha)):
+        target = f"{s3_bucket}/credit_default/snapshots/{sha}"
+        files = sorted(LocalStorage().list(local_uri), key=lambda o: o.name == "manifest.json")
+        for obj in files:  # manifest last, as ingestion writes it
+            s3.upload(obj.uri, f"{target}/{obj.uri[len(local_uri):].lstrip('/')}")
+        remote[local_uri] = target
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", str(s3_credentials.aws_access_key_id))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", str(s3_credentials.aws_secret_access_key))
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("MLOPS_LOOP_S3_ENDPOINT_URL", str(s3_credentials.endpoint_url))
+
+    name = f"credit_s3_{uuid.uuid4().hex[:6]}"
+    doc = request_doc(
+        data,
+        "hist_gradient_boosting",
+        name,
+        train_snapshot_uri=remote[data.train_uri],
+        valid_snapshot_uri=remote[data.valid_uri],
+    )
+    code, result = run_cli(tmp_path, doc)
+    assert code == 0, result
+    assert result["tags"]["train_snapshot_sha256"] == data.train_sha
+    assert result["tags"]["train_snapshot_uri"].startswith("s3://")
+    assert result["params"]["train_rows"] == 2_000
+
+    missing = f"{s3_bucket}/credit_default/snapshots/{'f' * 64}"
+    code, result = run_cli(tmp_path, request_doc(data, "mlp", f"{name}_x", train_snapshot_uri=missing))
+    assert code == EXIT_DATA and missing in result["error"]
