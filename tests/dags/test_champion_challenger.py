@@ -53,10 +53,13 @@ def validated_days(days: list[str], rows: int) -> None:
 
 
 def get_dag(folder: Path, dag_id: str) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
     bag = DagBag(dag_folder=str(folder))
     assert bag.import_errors == {}, bag.import_errors
+    if folder == REUSE_DAG:
+        # dag.test() wants the DAG serialized; it only syncs the configured dags folder itself.
+        sync_bag_to_db(bag, "dags-folder", None)
     return bag.get_dag(dag_id)
 
 

@@ -79,10 +79,12 @@ def env(
 
 
 def run(conf: dict[str, Any], day: int) -> tuple[dict[str, str], dict[str, Any]]:
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
     bag = DagBag(dag_folder=str(REUSE_DAG))
     assert bag.import_errors == {}, bag.import_errors
+    # dag.test() wants the DAG serialized; it only syncs the configured dags folder itself.
+    sync_bag_to_db(bag, "dags-folder", None)
     dag_run = bag.get_dag(DAG_ID).test(
         logical_date=datetime(2026, 7, day, tzinfo=timezone.utc),
         run_conf={"config_path": str(CONFIG), **conf},
@@ -99,7 +101,9 @@ def copy_version(client: Any, source_name: str, version: str, name: str) -> str:
     mv = client.get_model_version(source_name, version)
     if not client.search_registered_models(f"name = '{name}'"):
         client.create_registered_model(name)
-    return str(client.create_model_version(name, mv.source, run_id=mv.run_id).version)
+    return str(
+        client.create_model_version(name, mv.source, run_id=mv.run_id, model_id=mv.model_id).version
+    )
 
 
 def test_evaluates_and_promotes_an_already_registered_version(world, env):
