@@ -48,7 +48,7 @@ for entry in dataset_entries():
                 format="date",
                 title="Report date",
                 description="The window ends here and the report is filed under it. "
-                "Empty: the run's logical date.",
+                "Empty: the run's logical date (or the day it runs, without one).",
             ),
             "start": Param(
                 None,
@@ -71,7 +71,8 @@ for entry in dataset_entries():
         monitor = DriftMonitorOperator(
             task_id="drift_monitor",
             config_path=entry.path,
-            ds="{{ params.end or params.ds or ds }}",
+            # A manual run may have no logical date (no `ds`): then the day it runs for.
+            ds="{{ params.end or params.ds or (ds if ds is defined else dag_run.run_after | ds) }}",
             since_ds="{{ params.start or '' }}",
             mem_limit="4g",
         )
