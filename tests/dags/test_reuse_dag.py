@@ -102,7 +102,14 @@ def copy_version(client: Any, source_name: str, version: str, name: str) -> str:
     if not client.search_registered_models(f"name = '{name}'"):
         client.create_registered_model(name)
     return str(
-        client.create_model_version(name, mv.source, run_id=mv.run_id, model_id=mv.model_id).version
+        client.create_model_version(
+            name,
+            mv.source,
+            run_id=mv.run_id,
+            model_id=mv.source.removeprefix("models:/")
+            if mv.source.startswith("models:/m-")
+            else None,
+        ).version
     )
 
 
