@@ -180,7 +180,8 @@ def main() -> None:
     h = statistics.median(s for s, _ in host)
     c = statistics.median(s for s, _ in box)
     print(f"\nContainer overhead ({args.rows} training rows, MLP {args.epochs} epochs, "
-          f"median of {args.repeat} alternating runs, {os.cpu_count()} cores)\n")
+          f"median of {args.repeat} alternating runs, {os.cpu_count()} cores, "
+          f"load average at the end {os.getloadavg()[0]:.1f})\n")
     print("| run | wall s | trainer fit s | ratio to host |")
     print("|---|---:|---:|---:|")
     for label, secs, runs in (("host process", h, host), ("trainer container (DockerTrainOperator)", c, box)):
