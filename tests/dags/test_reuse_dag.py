@@ -46,14 +46,21 @@ def world(tmp_path_factory: pytest.TempPathFactory, mlflow_server: Any) -> Itera
             land_batch(frame, config.root, ds)
             return ingest_batch(config, ds).snapshot_uri
 
-        train, valid = snapshot("2026-07-01", 1500), snapshot("2026-07-02", 400)
+        train, valid = snapshot("2026-07-01", 5000), snapshot("2026-07-02", 1000)
         result = run_training(
             TrainingRequest(
                 config=dataset_config_payload(config),
                 train_snapshot_uri=train,
                 valid_snapshot_uri=valid,
                 registered_model_name=MODEL,
-                hyperparameters={"model_type": "hist_gradient_boosting", "max_iter": 40},
+                hyperparameters={
+                    "model_type": "hist_gradient_boosting",
+                    "max_iter": 100,
+                    "learning_rate": 0.05,
+                    "max_leaf_nodes": 4,
+                    "min_samples_leaf": 50,
+                    "early_stopping": False,
+                },
             ),
             tracking_uri=mlflow_server.url,
             log=lambda line: None,
@@ -61,7 +68,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, mlflow_server: Any) -> Itera
         yield {
             "root": root,
             "version": str(result["model_version"]),
-            "holdout": snapshot("2026-07-03", 1200),
+            "holdout": snapshot("2026-07-03", 3000),
             "tiny": snapshot("2026-07-04", 60),
             "no_target": snapshot("2026-07-05", 600, drop_target=True),
         }
@@ -129,7 +136,7 @@ def test_evaluates_and_promotes_an_already_registered_version(world, env):
     assert states == {"evaluate": "success", "promote": "success"}, states
     decision = out["evaluate"]
     assert decision["outcome"] == "promote", decision["reasons"]
-    assert decision["n_rows"] == 1200 and decision["compared_against"] == "baseline"
+    assert decision["n_rows"] == 3000 and decision["compared_against"] == "baseline"
     assert decision["measurements"]["challenger_model_size_mb"] > 0
     assert decision["decision_uri"].startswith(str(world["root"]))
     assert os.path.exists(decision["decision_uri"]) and os.path.exists(decision["html_uri"])
