@@ -6,8 +6,8 @@ on the project-local Airflow home):
 1. land daily batches (one corrupted) and run the ingest DAG for each date: snapshots,
    Great Expectations gate, quarantine;
 2. start a local MLflow server and run the training DAG: train in the trainer container
-   (or, without a Docker engine, the same entrypoint as a local process), evaluate against
-   the baseline, promote the first champion;
+   (a Docker engine is needed from here on), evaluate against the baseline, promote the
+   first champion;
 3. land drifted batches, run the nightly drift DAG: drift report, retraining requested;
 4. run the training DAG again, as the retrain Asset would: challenger vs champion,
    promoted or rejected with a decision record.
@@ -123,22 +123,21 @@ def run_training(dag, day: date, log_path: Path, conf: dict) -> tuple[dict[str, 
     return states, dag_run
 
 
-def trainer_runner() -> str:
-    """docker when an engine answers (building the trainer image if needed), else local."""
-    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
-        build = REPO / "include" / "docker" / "build_trainer_image.sh"
-        say("   Docker engine found: building the trainer image if needed (first time: a few minutes)")
-        log = DEMO / "logs" / "trainer-image.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "a") as fh:
-            proc = subprocess.run([str(build)], stdout=fh, stderr=subprocess.STDOUT)
-        if proc.returncode == 0:
-            return "docker"
-        say(f"   the trainer image did not build (see {log}); training as a local process instead")
-        return "local"
-    say("   NO Docker engine reachable: training runs the same trainer entrypoint as a local")
-    say("   process (same request/result contract). `make test` installs and starts Docker.")
-    return "local"
+def docker_ready() -> bool:
+    """True when a Docker engine answers and the trainer image is built (building it if needed)."""
+    if not (shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0):
+        say("   NO Docker engine reachable: training, evaluation and drift run in the trainer container.")
+        say("   Start one with `sudo ./scripts/install_docker.sh` (make test does it), then run make demo again.")
+        return False
+    build = REPO / "include" / "docker" / "build_trainer_image.sh"
+    say("   Docker engine found: building the trainer image if needed (first time: a few minutes)")
+    log = DEMO / "logs" / "trainer-image.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as fh:
+        proc = subprocess.run([str(build)], stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        say(f"   the trainer image did not build; see {log}")
+    return proc.returncode == 0
 
 
 def main() -> int:
@@ -193,8 +192,9 @@ def main() -> int:
     say("   starting a local MLflow server (SQLite + local artifacts) ...")
     with start_mlflow_server(DEMO / "mlflow") as mlflow_server:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_server.url
-        os.environ["MLOPS_LOOP_TRAINER_RUNNER"] = trainer_runner()
-        say(f"   MLflow: {mlflow_server.url}   trainer runs: {os.environ['MLOPS_LOOP_TRAINER_RUNNER']}")
+        if not docker_ready():
+            return 1
+        say(f"   MLflow: {mlflow_server.url}")
         conf = {"model_type": args.model_type, "hyperparameters": {}, "reason": "demo: first model"}
         states, run = run_training(train, days[-1], logs / "train-1.log", conf)
         say(f"   tasks: {states}")
