@@ -5,4 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 ./scripts/bootstrap.sh
+# Training, evaluation and drift run in the trainer container: start a local Docker
+# engine when we may (root); demo.py builds the trainer image on first use.
+if [ "$(id -u)" -eq 0 ]; then
+    ./scripts/install_docker.sh
+    ./include/docker/build_base_image.sh
+fi
 exec python scripts/demo.py "$@"
