@@ -6,8 +6,8 @@ on the project-local Airflow home):
 1. land daily batches (one corrupted) and run the ingest DAG for each date: snapshots,
    Great Expectations gate, quarantine;
 2. start a local MLflow server and run the training DAG: train in the trainer container
-   (a Docker engine is needed from here on), evaluate against the baseline, promote the
-   first champion;
+   (or, with no Docker engine, the same entrypoint as a local process), evaluate against
+   the baseline, promote the first champion;
 3. land drifted batches, run the nightly drift DAG: drift report, retraining requested;
 4. run the training DAG again, as the retrain Asset would: challenger vs champion,
    promoted or rejected with a decision record.
@@ -123,12 +123,17 @@ def run_training(dag, day: date, log_path: Path, conf: dict) -> tuple[dict[str, 
     return states, dag_run
 
 
-def docker_ready() -> bool:
-    """True when a Docker engine answers and the trainer image is built (building it if needed)."""
+def choose_trainer_runner() -> str:
+    """``docker`` when a Docker engine answers and the trainer image builds (building it if
+    needed); otherwise ``local``, said plainly: the trainer entrypoint then runs as a local
+    process of this venv, with the same request/result files and MLflow logging."""
+    fallback = ("   Training, evaluation and drift run the trainer entrypoint as a LOCAL PROCESS instead\n"
+                "   (MLOPS_LOOP_TRAINER_RUNNER=local: same request/result contract, no container isolation).")
     if not (shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0):
-        say("   NO Docker engine reachable: training, evaluation and drift run in the trainer container.")
-        say("   Start one with `sudo ./scripts/install_docker.sh` (make test does it), then run make demo again.")
-        return False
+        say("   NO Docker engine reachable (`docker info` fails).")
+        say(fallback)
+        say("   For container training start an engine (`sudo ./scripts/install_docker.sh`) and run make demo again.")
+        return "local"
     build = REPO / "include" / "docker" / "build_trainer_image.sh"
     say("   Docker engine found: building the trainer image if needed (first time: a few minutes)")
     log = DEMO / "logs" / "trainer-image.log"
@@ -136,8 +141,10 @@ def docker_ready() -> bool:
     with open(log, "a") as fh:
         proc = subprocess.run([str(build)], stdout=fh, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        say(f"   the trainer image did not build; see {log}")
-    return proc.returncode == 0
+        say(f"   The trainer image did not build; see {log}.")
+        say(fallback)
+        return "local"
+    return "docker"
 
 
 def main() -> int:
@@ -192,9 +199,10 @@ def main() -> int:
     say("   starting a local MLflow server (SQLite + local artifacts) ...")
     with start_mlflow_server(DEMO / "mlflow") as mlflow_server:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_server.url
-        if not docker_ready():
-            return 1
-        say(f"   MLflow: {mlflow_server.url}")
+        runner = choose_trainer_runner()
+        os.environ["MLOPS_LOOP_TRAINER_RUNNER"] = runner
+        say(f"   MLflow: {mlflow_server.url}; trainer runs in: "
+            + ("the trainer image (Docker)" if runner == "docker" else "a local process"))
         conf = {"model_type": args.model_type, "hyperparameters": {}, "reason": "demo: first model"}
         states, run = run_training(train, days[-1], logs / "train-1.log", conf)
         say(f"   tasks: {states}")

@@ -97,7 +97,9 @@ class TrainingError(MlopsLoopError):
 class TrackingServerError(TrainingError):
     """The MLflow tracking server did not answer after the client's retries."""
 
-    def __init__(self, message: str, *, tracking_uri: str, stage: str = "tracking", run_id: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, tracking_uri: str, stage: str = "tracking", run_id: str | None = None
+    ) -> None:
         super().__init__(message, stage=stage, run_id=run_id)
         self.tracking_uri = tracking_uri
 
@@ -124,7 +126,9 @@ class RegistryError(MlopsLoopError):
 class PromotionLockTimeout(RegistryError):
     """Another promotion or rollback of the same model held the lock for too long."""
 
-    def __init__(self, message: str, *, model_name: str, lock_name: str, holder: str | None) -> None:
+    def __init__(
+        self, message: str, *, model_name: str, lock_name: str, holder: str | None
+    ) -> None:
         super().__init__(message, model_name=model_name)
         self.lock_name = lock_name
         self.holder = holder
@@ -159,11 +163,23 @@ class ReferenceProfileMissing(DriftError):
 # --- trainer containers (core/containers.py, operators/docker_train.py) ---------------
 
 
-class GpuUnavailableError(MlopsLoopError):
-    """gpu='required' but the Docker host has no NVIDIA GPU runtime. Raised before any
-    container starts."""
+class DockerEngineUnavailable(MlopsLoopError):
+    """runner='docker' (the default) but no Docker engine answers at ``docker_url``.
+    Raised before anything starts; runner='local' or 'auto' runs the trainer as a local
+    process instead."""
 
-    def __init__(self, message: str, *, docker_url: str = "", runtimes: list[str] | None = None) -> None:
+    def __init__(self, message: str, *, docker_url: str = "") -> None:
+        super().__init__(message)
+        self.docker_url = docker_url
+
+
+class GpuUnavailableError(MlopsLoopError):
+    """gpu='required' but the Docker host has no NVIDIA GPU runtime (or, for the local
+    runner, this machine lists no NVIDIA GPU). Raised before the trainer starts."""
+
+    def __init__(
+        self, message: str, *, docker_url: str = "", runtimes: list[str] | None = None
+    ) -> None:
         super().__init__(message)
         self.docker_url = docker_url
         self.runtimes = runtimes or []
@@ -186,9 +202,10 @@ class TrainerResultError(MlopsLoopError):
 
 
 class TrainerContainerFailed(MlopsLoopError):
-    """A trainer container exited non-zero. ``explanation`` says what the exit code means
-    (137: killed, likely out of memory...), ``logs`` holds the tail of its output and
-    ``error`` the message from its result.json, when it wrote one."""
+    """A trainer container (or, with the local runner, the trainer process) exited
+    non-zero. ``explanation`` says what the exit code means (137: killed, likely out of
+    memory...), ``logs`` holds the tail of its output and ``error`` the message from its
+    result.json, when it wrote one. ``image`` is empty for a local process."""
 
     def __init__(
         self,
@@ -246,7 +263,13 @@ class PromotionStale(RegistryError):
     ``expected`` is the champion the evaluation compared against, ``current`` the one now."""
 
     def __init__(
-        self, message: str, *, model_name: str, version: str, expected: str | None, current: str | None
+        self,
+        message: str,
+        *,
+        model_name: str,
+        version: str,
+        expected: str | None,
+        current: str | None,
     ) -> None:
         super().__init__(message, model_name=model_name, version=version)
         self.expected = expected

@@ -6,15 +6,23 @@ The Airflow side (operators/docker_train.py) starts the trainer image as
 builds and writes the request, reads the result back, explains exit codes and names the
 host paths the container must see. Everything here takes plain data (``docker info`` as a
 dict, exit codes as ints), so it is tested without a Docker engine.
+
+Without a Docker engine the same entrypoint runs as a local process of the worker
+(runner ``local``, or ``auto`` when no engine answers): same request and result files,
+same exit codes; LocalTrainerProcess streams its output and stops it on kill.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +44,12 @@ S3_ENDPOINT_ENV = "MLOPS_LOOP_S3_ENDPOINT_URL"
 
 GpuMode = Literal["auto", "required", "none"]
 GPU_MODES: tuple[str, ...] = ("auto", "required", "none")
+# Where trainer commands run: the trainer image on a Docker engine, a local process of the
+# worker, or the first when an engine answers and else the second.
+RUNNERS: tuple[str, ...] = ("docker", "local", "auto")
+RUNNER_ENV = "MLOPS_LOOP_TRAINER_RUNNER"
+# The Python the local runner starts (a venv with mlops_loop[trainer]); default: the worker's.
+TRAINER_PYTHON_ENV = "MLOPS_LOOP_TRAINER_PYTHON"
 
 
 # --- GPU -----------------------------------------------------------------------------
@@ -64,7 +78,9 @@ def check_gpu_mode(gpu: str) -> GpuMode:
     return gpu  # type: ignore[return-value]
 
 
-def decide_gpu(gpu: str, docker_info: Mapping[str, Any] | None, *, docker_url: str = "") -> GpuDecision:
+def decide_gpu(
+    gpu: str, docker_info: Mapping[str, Any] | None, *, docker_url: str = ""
+) -> GpuDecision:
     """Decide GPU use from the mode and the Docker host's ``info()``.
 
     - ``none``: CPU; ``docker_info`` is not needed (pass None: the host is not asked).
@@ -79,7 +95,9 @@ def decide_gpu(gpu: str, docker_info: Mapping[str, Any] | None, *, docker_url: s
     runtimes = sorted(docker_info.get("Runtimes") or {})
     where = f"Docker host {docker_url}" if docker_url else "the Docker host"
     if nvidia_runtime_available(docker_info):
-        return GpuDecision(use_gpu=True, reason=f"{where} has the NVIDIA runtime: requesting all GPUs")
+        return GpuDecision(
+            use_gpu=True, reason=f"{where} has the NVIDIA runtime: requesting all GPUs"
+        )
     if mode == "required":
         raise GpuUnavailableError(
             f"gpu='required' but {where} has no NVIDIA GPU runtime "
@@ -112,7 +130,9 @@ _EXIT_CODES = {
 }
 
 
-def explain_exit_code(exit_code: int, *, oom_killed: bool = False, mem_limit: str | int | float | None = None) -> str:
+def explain_exit_code(
+    exit_code: int, *, oom_killed: bool = False, mem_limit: str | int | float | None = None
+) -> str:
     """A person-readable reason for a container's exit code.
 
     ``oom_killed`` is Docker's ``State.OOMKilled``; ``mem_limit`` the container's limit,
@@ -162,7 +182,9 @@ def log_tail(lines: Sequence[str], max_lines: int = 30) -> str:
 def container_command(command: str) -> list[str]:
     """Arguments after the image's entrypoint (``python -m mlops_loop.training``)."""
     if command not in TRAINER_COMMANDS:
-        raise ValueError(f"trainer command must be one of {', '.join(TRAINER_COMMANDS)}, got {command!r}")
+        raise ValueError(
+            f"trainer command must be one of {', '.join(TRAINER_COMMANDS)}, got {command!r}"
+        )
     return [
         command,
         "--request",
@@ -209,7 +231,9 @@ def image_tags(image: str, image_info: Mapping[str, Any]) -> dict[str, str]:
     return tags
 
 
-def with_tags(request: BaseModel | Mapping[str, Any], tags: Mapping[str, str]) -> BaseModel | dict[str, Any]:
+def with_tags(
+    request: BaseModel | Mapping[str, Any], tags: Mapping[str, str]
+) -> BaseModel | dict[str, Any]:
     """The request with ``tags`` merged into its ``tags`` (requests without a ``tags``
     field are returned unchanged)."""
     if isinstance(request, BaseModel):
@@ -256,10 +280,13 @@ def read_result_file(io_dir: str | Path) -> dict[str, Any] | None:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise TrainerResultError(f"the trainer's {RESULT_FILE} is not valid JSON: {exc}", path=str(path)) from exc
+        raise TrainerResultError(
+            f"the trainer's {RESULT_FILE} is not valid JSON: {exc}", path=str(path)
+        ) from exc
     if not isinstance(payload, dict):
         raise TrainerResultError(
-            f"the trainer's {RESULT_FILE} must be a JSON object, got {type(payload).__name__}", path=str(path)
+            f"the trainer's {RESULT_FILE} must be a JSON object, got {type(payload).__name__}",
+            path=str(path),
         )
     return payload
 
@@ -286,9 +313,12 @@ def read_result(io_dir: str | Path, model: type[BaseModel] | None = None) -> dic
             model.model_validate(payload)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+                for err in exc.errors()
             )
-            raise TrainerResultError(f"the trainer's {RESULT_FILE} is incomplete: {problems}", path=str(path)) from exc
+            raise TrainerResultError(
+                f"the trainer's {RESULT_FILE} is incomplete: {problems}", path=str(path)
+            ) from exc
     return payload
 
 
@@ -335,17 +365,183 @@ def container_environment(
     return env, secrets
 
 
-def check_tracking_uri(uri: str | None) -> str:
+def check_tracking_uri(uri: str | None, *, local: bool = False) -> str:
     """The container logs to MLflow over HTTP(S); a local file/SQLite store on the worker
-    is not reachable from there."""
+    is not reachable from there. A ``local`` process (the local runner, the worker's own
+    registry calls) may use any store."""
     if not uri:
         raise ValueError(
             "no MLflow tracking URI: pass mlflow_tracking_uri or set MLFLOW_TRACKING_URI "
             "(an http(s):// MLflow server the container can reach)"
         )
-    if not uri.startswith(("http://", "https://")):
+    if not local and not uri.startswith(("http://", "https://")):
         raise ValueError(
             f"MLflow tracking URI {uri!r} is not an http(s) server; the trainer container "
             "cannot use a tracking store on the worker's disk: start an MLflow server"
         )
     return uri
+
+
+# --- the local-process runner ---------------------------------------------------------
+
+
+def check_runner(runner: str) -> str:
+    if runner not in RUNNERS:
+        raise ValueError(
+            f"trainer runner must be one of {', '.join(RUNNERS)} (argument runner or ${RUNNER_ENV}), got {runner!r}"
+        )
+    return runner
+
+
+def local_command(command: str, io_dir: str | Path, python: str | None = None) -> list[str]:
+    """The trainer entrypoint as a local process, on the host paths of the io folder."""
+    container_command(command)  # same command check as the container
+    io = Path(io_dir)
+    return [
+        python or sys.executable,
+        "-m",
+        "mlops_loop.training",
+        command,
+        "--request",
+        str(io / REQUEST_FILE),
+        "--result",
+        str(io / RESULT_FILE),
+    ]
+
+
+def nvidia_gpus(timeout: float = 15.0) -> list[str]:
+    """GPUs the NVIDIA driver lists on this machine (``nvidia-smi -L``); none when there is
+    no driver. Asked without importing torch, which the worker may not have."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        proc = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if proc.returncode != 0:
+        return []
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("GPU ")]
+
+
+def decide_local_gpu(gpu: str, gpus: Sequence[str]) -> GpuDecision:
+    """The GPU decision for the local runner from the GPUs ``nvidia-smi`` lists, with the
+    same three modes as decide_gpu."""
+    mode = check_gpu_mode(gpu)
+    if mode == "none":
+        return GpuDecision(
+            use_gpu=False, reason="gpu='none': the local trainer process runs on the CPU"
+        )
+    if gpus:
+        return GpuDecision(
+            use_gpu=True, reason=f"this machine has {len(gpus)} NVIDIA GPU(s): {gpus[0]}"
+        )
+    if mode == "required":
+        raise GpuUnavailableError(
+            "gpu='required' but this machine lists no NVIDIA GPU (nvidia-smi -L) for the local "
+            "trainer process; run on a GPU host or use gpu='auto' to fall back to the CPU"
+        )
+    return GpuDecision(
+        use_gpu=False,
+        reason="gpu='auto': no NVIDIA GPU on this machine; the local trainer process runs on the CPU",
+        warn=True,
+    )
+
+
+def local_environment(
+    base: Mapping[str, str], env: Mapping[str, str], secrets: Mapping[str, str], *, use_gpu: bool
+) -> dict[str, str]:
+    """The local trainer process's environment: the worker's, then what a container would
+    get (tracking URI, S3 settings and keys). Without the GPU, CUDA is hidden so torch
+    stays on the CPU exactly as in a container without ``device_requests``."""
+    merged = {**base, **env, **secrets, "PYTHONUNBUFFERED": "1"}
+    if not use_gpu:
+        merged["CUDA_VISIBLE_DEVICES"] = ""
+    return merged
+
+
+def local_tags(python: str) -> dict[str, str]:
+    """Tags naming what ran the trainer locally, in place of the image tags: the runner,
+    the interpreter and the code version (git revision of the package's checkout when it
+    is one, else the installed package version)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    code_version = ""
+    source = Path(__file__).resolve().parent
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        code_version = proc.stdout.strip() if proc.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        pass
+    if not code_version:
+        try:
+            code_version = version("mlops-loop")
+        except PackageNotFoundError:
+            code_version = "unknown"
+    return {
+        "trainer_runner": "local",
+        "trainer_image": "",
+        "trainer_python": python,
+        "code_version": code_version,
+    }
+
+
+def exit_code_of(returncode: int) -> int:
+    """A child's return code in the container convention: killed by signal N -> 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class LocalTrainerProcess:
+    """The trainer entrypoint as a child process in its own process group: ``stream``
+    passes each output line on as it is printed and returns the exit code; ``stop`` ends
+    it (SIGTERM, which the trainer turns into a failed run, then SIGKILL)."""
+
+    def __init__(
+        self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | Path | None = None
+    ) -> None:
+        self.argv = list(argv)
+        self.tail: list[str] = []
+        self._proc = subprocess.Popen(
+            self.argv,
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            start_new_session=True,  # stop() reaches data-loader workers too
+        )
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def stream(self, on_line: Callable[[str], None], keep: int = 200) -> int:
+        tail: deque[str] = deque(maxlen=keep)
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            on_line(line)
+        self.tail = list(tail)
+        return exit_code_of(self._proc.wait())
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        if self._proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 30.0)):
+            try:
+                os.killpg(self._proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self._proc.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue

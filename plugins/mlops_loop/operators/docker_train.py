@@ -1,7 +1,9 @@
 """Run trainer commands (train, later evaluate and score) in the trainer image.
 
 ``TrainerContainerOperator`` is the generic adapter: any trainer command with a request
-dict, GPU decision, request/result files, exit-code explanations and cleanup.
+dict, GPU decision, request/result files, exit-code explanations and cleanup. Its
+``runner`` picks where the command runs: the trainer image on a Docker engine (default),
+or, with no engine, the same entrypoint as a local process of the worker.
 ``DockerTrainOperator`` is the thin subclass for ``train``: it validates the dataset
 config and training settings before any container starts and builds the train request.
 The decisions themselves live in ``mlops_loop.core.containers`` (no Airflow there).
@@ -9,8 +11,10 @@ The decisions themselves live in ``mlops_loop.core.containers`` (no Airflow ther
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +22,12 @@ from typing import TYPE_CHECKING, Any
 # module; everything else heavy is imported inside methods.
 from airflow.providers.docker.operators.docker import DockerOperator
 
-from mlops_loop.core.containers import DEFAULT_TRAINER_IMAGE
+from mlops_loop.core.containers import (
+    DEFAULT_TRAINER_IMAGE,
+    RUNNER_ENV,
+    RUNNERS,
+    TRAINER_PYTHON_ENV,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -27,7 +36,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from mlops_loop.core.config import DatasetConfig
-    from mlops_loop.core.containers import GpuDecision
+    from mlops_loop.core.containers import GpuDecision, LocalTrainerProcess
     from mlops_loop.core.storage import S3Credentials
 
 # Env vars read at run time (never at parse time) when the matching argument is left out.
@@ -65,6 +74,13 @@ class TrainerContainerOperator(DockerOperator):
         ``$MLOPS_LOOP_TRAINER_IO_ROOT`` or the system temp folder.
     :param network_mode: Container network; default ``$MLOPS_LOOP_TRAINER_NETWORK`` or
         ``host`` (reaches servers on the host's 127.0.0.1).
+    :param runner: Where the command runs: ``docker`` (the trainer image; fails at once
+        when no Docker engine answers), ``local`` (the same entrypoint and request/result
+        files as a child process of the worker, in ``$MLOPS_LOOP_TRAINER_PYTHON`` or the
+        worker's Python, which then needs ``mlops_loop[trainer]``; no container isolation:
+        mem_limit, cpus, shm_size and network settings do not apply) or ``auto`` (docker
+        when an engine answers, else local with a warning). Default
+        ``$MLOPS_LOOP_TRAINER_RUNNER`` or ``docker``. (templated)
     :param kwargs: DockerOperator arguments (mem_limit, cpus, shm_size, docker_url,
         mounts, environment, private_environment, ...).
     """
@@ -77,6 +93,7 @@ class TrainerContainerOperator(DockerOperator):
         "read_only_paths",
         "s3_endpoint_url",
         "s3_region",
+        "runner",
         *_DOCKER_FIELDS,
     )
     template_fields_renderers = {"request": "json"}
@@ -96,15 +113,20 @@ class TrainerContainerOperator(DockerOperator):
         s3_region: str | None = None,
         io_dir_root: str | None = None,
         network_mode: str | None = None,
+        runner: str | None = None,
         mount_tmp_dir: bool = False,
         **kwargs: Any,
     ) -> None:
         if "auto_remove" in kwargs:
-            raise ValueError("auto_remove is not an option here: the trainer container is always removed")
+            raise ValueError(
+                "auto_remove is not an option here: the trainer container is always removed"
+            )
         if "command" in kwargs:
             raise ValueError("command is built from trainer_command; pass trainer_command instead")
         if gpu not in ("auto", "required", "none"):
             raise ValueError(f"gpu must be 'auto', 'required' or 'none', got {gpu!r}")
+        if runner is not None and runner not in RUNNERS and "{{" not in runner:
+            raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
         super().__init__(
             image=image,
             command=None,
@@ -122,7 +144,10 @@ class TrainerContainerOperator(DockerOperator):
         self.s3_endpoint_url = s3_endpoint_url
         self.s3_region = s3_region
         self.io_dir_root = io_dir_root
+        self.runner = runner
         self._io_dir: Path | None = None
+        self._runner_used: str | None = None  # docker or local, once execute() decided
+        self._process: LocalTrainerProcess | None = None
 
     # --- hooks for subclasses ---------------------------------------------------------
 
@@ -133,6 +158,9 @@ class TrainerContainerOperator(DockerOperator):
     def container_read_only_paths(self, request: BaseModel | dict[str, Any]) -> list[str]:
         """Host paths the container must see (read-only, same path)."""
         return list(self.read_only_paths)
+
+    def prepare_container(self, request: BaseModel | dict[str, Any]) -> None:
+        """Container-only settings (extra mounts, user); not called for a local process."""
 
     def result_model(self) -> type[BaseModel] | None:
         """Pydantic model result.json must match (None: only ``status`` == ok)."""
@@ -155,19 +183,32 @@ class TrainerContainerOperator(DockerOperator):
         )
 
         # Everything that can be checked is checked before a container starts: the
-        # command, the tracking URI, the request (config validation), the GPU, the image.
+        # command, the tracking URI, the request (config validation), the runner (is there
+        # a Docker engine?), the GPU, the image.
         command = container_command(self.trainer_command)
-        tracking_uri = check_tracking_uri(self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+        tracking_uri = check_tracking_uri(
+            self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"), local=True
+        )
         request = self.build_request(context)
+        self._runner_used = self._resolve_runner()
+        local = self._runner_used == "local"
+        if local:
+            return self._execute_local(request, tracking_uri)
+        tracking_uri = check_tracking_uri(tracking_uri)  # the container needs http(s)
+        self.prepare_container(request)
         decision = self._decide_gpu()
         image_info = self._inspect_image()
-        request = with_tags(request, image_tags(self.image, image_info))
+        request = with_tags(
+            request, {"trainer_runner": "docker", **image_tags(self.image, image_info)}
+        )
 
         from docker.types import DeviceRequest, Mount
 
         self.command = command
         self.network_mode = self.network_mode or os.environ.get(NETWORK_ENV) or "host"
-        self.device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])] if decision.use_gpu else None
+        self.device_requests = (
+            [DeviceRequest(count=-1, capabilities=[["gpu"]])] if decision.use_gpu else None
+        )
         env, secrets = container_environment(tracking_uri, self.s3_credentials())
         self.environment = {**self.environment, **env}
         self._private_environment = {**self._private_environment, **secrets}  # never logged
@@ -196,6 +237,89 @@ class TrainerContainerOperator(DockerOperator):
             return result
         finally:
             self._remove_container()
+            shutil.rmtree(self._io_dir, ignore_errors=True)
+            self._io_dir = None
+
+    def _execute_local(
+        self, request: BaseModel | dict[str, Any], tracking_uri: str
+    ) -> dict[str, Any]:
+        """The same command, request and result files as a child process of the worker."""
+        from mlops_loop.core.containers import (
+            LocalTrainerProcess,
+            container_environment,
+            decide_local_gpu,
+            explain_exit_code,
+            local_command,
+            local_environment,
+            local_tags,
+            log_tail,
+            make_io_dir,
+            nvidia_gpus,
+            read_result,
+            read_result_file,
+            with_tags,
+            write_request,
+        )
+        from mlops_loop.exceptions import TrainerContainerFailed, TrainerResultError
+
+        decision = decide_local_gpu(self.gpu, [] if self.gpu == "none" else nvidia_gpus())
+        (self.log.warning if decision.warn else self.log.info)("%s", decision.reason)
+        python = os.environ.get(TRAINER_PYTHON_ENV) or sys.executable
+        request = with_tags(request, local_tags(python))
+        env, secrets = container_environment(tracking_uri, self.s3_credentials())
+        process_env = local_environment(
+            os.environ,
+            {**(self.environment or {}), **env},
+            {**self._private_environment, **secrets},  # never logged
+            use_gpu=decision.use_gpu,
+        )
+        not_applied = [
+            name
+            for name, value in (
+                ("mem_limit", self.mem_limit),
+                ("cpus", self.cpus != 1.0),
+                ("shm_size", self.shm_size),
+            )
+            if value
+        ]
+        self._io_dir = make_io_dir(self.io_dir_root or os.environ.get(IO_ROOT_ENV))
+        try:
+            write_request(self._io_dir, request)
+            argv = local_command(self.trainer_command, self._io_dir, python)
+            self.log.warning(
+                "Trainer %s as a LOCAL PROCESS (%s), not in the trainer image: %s%s",
+                self.trainer_command,
+                python,
+                "GPU" if decision.use_gpu else "CPU",
+                f"; container limits not applied: {', '.join(not_applied)}" if not_applied else "",
+            )
+            self._process = LocalTrainerProcess(argv, env=process_env, cwd=self._io_dir)
+            exit_code = self._process.stream(lambda line: self.log.info("%s", line))
+            if exit_code != 0:
+                explanation = explain_exit_code(exit_code)
+                error = None
+                with contextlib.suppress(TrainerResultError):
+                    error = (read_result_file(self._io_dir) or {}).get("error")
+                tail = log_tail(self._process.tail)
+                message = f"trainer {self.trainer_command} failed as a local process: {explanation}"
+                if error:
+                    message += f"\ntrainer error: {error}"
+                if tail:
+                    message += f"\nlast lines of its output:\n{tail}"
+                raise TrainerContainerFailed(
+                    message,
+                    exit_code=exit_code,
+                    explanation=explanation,
+                    image="",
+                    command=argv,
+                    logs=tail,
+                    error=error,
+                )
+            result = read_result(self._io_dir, self.result_model())
+            self._check_device(result, decision)
+            return result
+        finally:
+            self._process = None
             shutil.rmtree(self._io_dir, ignore_errors=True)
             self._io_dir = None
 
@@ -237,6 +361,33 @@ class TrainerContainerOperator(DockerOperator):
 
     # --- Docker host --------------------------------------------------------------------
 
+    def _resolve_runner(self) -> str:
+        """docker or local, from ``runner`` (auto: docker when an engine answers)."""
+        from mlops_loop.core.containers import check_runner
+        from mlops_loop.exceptions import DockerEngineUnavailable
+
+        runner = check_runner(str(self.runner or os.environ.get(RUNNER_ENV) or "docker"))
+        if runner == "local":
+            return runner
+        try:
+            self.cli  # noqa: B018 - the provider's client pings the engine when created
+        except Exception as exc:  # DockerException, AirflowException from the hook
+            if runner == "auto":
+                self.log.warning(
+                    "No Docker engine answers at %s (%s): runner='auto' runs the trainer as a "
+                    "local process with the same request/result contract",
+                    self.docker_url,
+                    exc,
+                )
+                return "local"
+            raise DockerEngineUnavailable(
+                f"no Docker engine answers at {self.docker_url} ({exc}); start one "
+                "(scripts/install_docker.sh), point docker_url at one, or set runner='local' "
+                f"or 'auto' (${RUNNER_ENV}) to run the trainer as a local process",
+                docker_url=str(self.docker_url),
+            ) from exc
+        return "docker"
+
     def _decide_gpu(self) -> GpuDecision:
         from mlops_loop.core.containers import decide_gpu
 
@@ -267,7 +418,9 @@ class TrainerContainerOperator(DockerOperator):
             info: dict[str, Any] = self.cli.inspect_image(self.image)
             return info
         except ImageNotFound as exc:
-            raise TrainerImageNotFound(f"trainer image {self.image} not found: {hint}", image=self.image) from exc
+            raise TrainerImageNotFound(
+                f"trainer image {self.image} not found: {hint}", image=self.image
+            ) from exc
         except APIError as exc:
             raise TrainerImageNotFound(
                 f"trainer image {self.image} is not on the Docker host and could not be pulled "
@@ -300,8 +453,11 @@ class TrainerContainerOperator(DockerOperator):
         self.container = None  # type: ignore[assignment]
 
     def on_kill(self) -> None:
-        super().on_kill()  # stops the container
-        self._remove_container()
+        if self._process is not None:
+            self._process.stop()
+        else:
+            super().on_kill()  # stops the container
+            self._remove_container()
         if self._io_dir is not None:
             shutil.rmtree(self._io_dir, ignore_errors=True)
 
@@ -314,14 +470,16 @@ class TrainerContainerOperator(DockerOperator):
         from mlops_loop.hooks.s3 import s3_credentials_for
 
         settings = S3Settings(
-            aws_conn_id=self.aws_conn_id, endpoint_url=self.s3_endpoint_url, region_name=self.s3_region
+            aws_conn_id=self.aws_conn_id,
+            endpoint_url=self.s3_endpoint_url,
+            region_name=self.s3_region,
         )
         return s3_credentials_for(settings)
 
     def _check_device(self, result: dict[str, Any], decision: GpuDecision) -> None:
         device = result.get("device")
         if decision.use_gpu and device != "cuda":
-            self.log.warning("The container was given the GPU but the trainer ran on %s", device)
+            self.log.warning("The trainer was given the GPU but ran on %s", device)
 
 
 class DockerTrainOperator(TrainerContainerOperator):
@@ -359,7 +517,11 @@ class DockerTrainOperator(TrainerContainerOperator):
         "hyperparameters",
         "retrain",
         "reason",
-        *(f for f in TrainerContainerOperator.template_fields if f not in ("trainer_command", "request")),
+        *(
+            f
+            for f in TrainerContainerOperator.template_fields
+            if f not in ("trainer_command", "request")
+        ),
     )
     template_fields_renderers = {"hyperparameters": "json"}
 
@@ -418,7 +580,12 @@ class DockerTrainOperator(TrainerContainerOperator):
 
     def container_read_only_paths(self, request: BaseModel | dict[str, Any]) -> list[str]:
         config: DatasetConfig = self._config
-        return [*self.read_only_paths, config.root, self.train_snapshot_uri, self.valid_snapshot_uri]
+        return [
+            *self.read_only_paths,
+            config.root,
+            self.train_snapshot_uri,
+            self.valid_snapshot_uri,
+        ]
 
     def s3_credentials(self) -> S3Credentials | None:
         """The dataset's S3 settings (``storage.s3``; keys from its ``aws_conn_id``
@@ -448,7 +615,9 @@ class DockerTrainOperator(TrainerContainerOperator):
         ti = context.get("ti") if context else None
         if ti is not None:
             tags.update(
-                airflow_dag_id=str(ti.dag_id), airflow_run_id=str(ti.run_id), airflow_task_id=str(ti.task_id)
+                airflow_dag_id=str(ti.dag_id),
+                airflow_run_id=str(ti.run_id),
+                airflow_task_id=str(ti.task_id),
             )
         return tags
 

@@ -144,14 +144,14 @@ class DriftMonitorOperator(TrainerContainerOperator):
         from mlops_loop.core.containers import check_tracking_uri
         from mlops_loop.core.registry import get_champion
 
+        # The worker's own registry call: any tracking store is fine here.
         tracking_uri = check_tracking_uri(
-            self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+            self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"), local=True
         )
         return get_champion(mlflow.MlflowClient(tracking_uri=tracking_uri), name)
 
     def build_request(self, context: Context) -> dict[str, Any]:
         from mlops_loop.core.containers import dataset_config_payload
-        from mlops_loop.core.storage import is_s3
         from mlops_loop.core.training_set import validated_snapshots
         from mlops_loop.training.monitor import MonitorRequest
 
@@ -161,8 +161,6 @@ class DriftMonitorOperator(TrainerContainerOperator):
             config, credentials=self.s3_credentials(), since_ds=since, until_ds=until
         )
         reports_root = drift_reports_root(config)
-        if not is_s3(reports_root):
-            self._mount_reports_root(reports_root)
         self.log.info(
             "Champion %s version %s; window %s..%s: %d validated snapshots",
             self._model_name, self._champion, since, until, len(snapshots),
@@ -180,13 +178,18 @@ class DriftMonitorOperator(TrainerContainerOperator):
         )
         return request.model_dump(mode="json")
 
-    def _mount_reports_root(self, reports_root: str) -> None:
+    def prepare_container(self, request: BaseModel | dict[str, Any]) -> None:
         """The container writes reports and profiles: mount the local reports folder
         read-write and run as the worker's user, so the files belong to it."""
         from pathlib import Path
 
         from docker.types import Mount
 
+        from mlops_loop.core.storage import is_s3
+
+        reports_root = drift_reports_root(self._config)
+        if is_s3(reports_root):
+            return
         path = os.path.abspath(reports_root)
         Path(path).mkdir(parents=True, exist_ok=True)
         self.mounts = [
@@ -243,7 +246,9 @@ def read_retrain_requests(storage: Storage, uri: str) -> list[dict[str, Any]]:
     try:
         doc = read_json(storage, uri)
     except ValueError as exc:
-        raise RetrainRecordError(f"retrain request record {uri} is not JSON: {exc}", uri=uri) from exc
+        raise RetrainRecordError(
+            f"retrain request record {uri} is not JSON: {exc}", uri=uri
+        ) from exc
     requests = doc.get("requests") if isinstance(doc, dict) else None
     if not isinstance(requests, list) or not all(
         isinstance(r, dict) and isinstance(r.get("time"), str) for r in requests
@@ -260,7 +265,9 @@ def last_retrain_time(requests: list[dict[str, Any]]) -> datetime | None:
     return max(times) if times else None
 
 
-def record_retrain_request(storage: Storage, uri: str, entry: dict[str, Any]) -> list[dict[str, Any]]:
+def record_retrain_request(
+    storage: Storage, uri: str, entry: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Append ``entry`` (must carry ``time``) and rewrite the record atomically."""
     from mlops_loop.core.storage import write_json
 
@@ -305,7 +312,9 @@ class RequestRetrainingOperator(BaseOperator):
     template_fields_renderers = {"drift_result": "json"}
     ui_color = "#ffccbc"
 
-    def __init__(self, *, config_path: str, drift_result: dict[str, Any] | str, **kwargs: Any) -> None:
+    def __init__(
+        self, *, config_path: str, drift_result: dict[str, Any] | str, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.config_path = config_path
         self.drift_result = drift_result

@@ -106,8 +106,8 @@ class EvaluateChallengerOperator(TrainerContainerOperator):
             raise ValueError(
                 "challenger_version is empty: which registered version should be evaluated?"
             )
-        tracking_uri = check_tracking_uri(
-            self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        tracking_uri = check_tracking_uri(  # the worker's own registry call
+            self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"), local=True
         )
         status = champion_status(MlflowClient(tracking_uri=tracking_uri), name)
         self.log.info("Champion of %s before evaluation: %s", name, status.detail)
@@ -173,7 +173,7 @@ class EvaluateChallengerOperator(TrainerContainerOperator):
 
         client = MlflowClient(
             tracking_uri=check_tracking_uri(
-                self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"), local=True
             )
         )
         client.set_model_version_tag(

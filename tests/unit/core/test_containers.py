@@ -1,10 +1,14 @@
-"""core/containers.py: GPU decisions, exit-code explanations, request/result files."""
+"""core/containers.py: GPU decisions, exit-code explanations, request/result files, and
+the local-process runner (real child processes)."""
 
 from __future__ import annotations
 
 import json
 import os
 import stat
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,14 +18,20 @@ from mlops_loop.core.config import DatasetConfig, load_config
 from mlops_loop.core.containers import (
     CONTAINER_IO_DIR,
     RESULT_FILE,
+    LocalTrainerProcess,
     TrainResult,
+    check_runner,
     check_tracking_uri,
     container_command,
     container_environment,
     dataset_config_payload,
     decide_gpu,
+    decide_local_gpu,
+    exit_code_of,
     explain_exit_code,
     image_tags,
+    local_command,
+    local_environment,
     local_read_only_paths,
     log_tail,
     make_io_dir,
@@ -343,3 +353,100 @@ def test_container_environment_default_chain_passes_no_keys():
     env, secrets = container_environment("http://m", S3Credentials(region_name="eu-west-1"))
     assert env["AWS_DEFAULT_REGION"] == "eu-west-1"
     assert secrets == {}
+
+
+# --- the local-process runner ----------------------------------------------------------
+
+
+def test_check_runner():
+    assert [check_runner(r) for r in ("docker", "local", "auto")] == ["docker", "local", "auto"]
+    with pytest.raises(ValueError, match="MLOPS_LOOP_TRAINER_RUNNER"):
+        check_runner("kubernetes")
+
+
+def test_local_command_uses_host_io_paths(tmp_path: Path):
+    argv = local_command("evaluate", tmp_path, python="/opt/trainer/bin/python")
+    assert argv == [
+        "/opt/trainer/bin/python",
+        "-m",
+        "mlops_loop.training",
+        "evaluate",
+        "--request",
+        str(tmp_path / "request.json"),
+        "--result",
+        str(tmp_path / "result.json"),
+    ]
+    assert local_command("train", tmp_path)[0] == sys.executable
+    with pytest.raises(ValueError, match="trainer command"):
+        local_command("predict", tmp_path)
+
+
+def test_decide_local_gpu():
+    gpu0 = ["GPU 0: NVIDIA A100 (UUID: GPU-1)"]
+    assert decide_local_gpu("none", gpu0).use_gpu is False
+    assert decide_local_gpu("auto", gpu0).use_gpu is True
+    assert decide_local_gpu("required", gpu0).use_gpu is True
+    fallback = decide_local_gpu("auto", [])
+    assert (fallback.use_gpu, fallback.warn) == (False, True)
+    with pytest.raises(GpuUnavailableError, match="lists no NVIDIA GPU"):
+        decide_local_gpu("required", [])
+
+
+def test_local_environment_hides_cuda_without_gpu_and_adds_secrets():
+    env = local_environment({"PATH": "/bin", "AWS_ACCESS_KEY_ID": "old"}, {"MLFLOW_TRACKING_URI": "http://m"},
+                            {"AWS_ACCESS_KEY_ID": "new"}, use_gpu=False)  # fmt: skip
+    assert env["PATH"] == "/bin" and env["MLFLOW_TRACKING_URI"] == "http://m"
+    assert env["AWS_ACCESS_KEY_ID"] == "new" and env["CUDA_VISIBLE_DEVICES"] == ""
+    assert "CUDA_VISIBLE_DEVICES" not in local_environment({}, {}, {}, use_gpu=True)
+
+
+def test_exit_code_of_signals_follows_the_container_convention():
+    assert [exit_code_of(rc) for rc in (0, 3, -9, -15)] == [0, 3, 137, 143]
+
+
+def test_local_process_streams_lines_and_returns_its_exit_code(tmp_path: Path):
+    script = "import sys\nfor i in range(3):\n    print(f'line {i}', flush=True)\nsys.exit(3)"
+    lines: list[str] = []
+    proc = LocalTrainerProcess([sys.executable, "-c", script], env=dict(os.environ), cwd=tmp_path)
+    assert proc.stream(lines.append) == 3
+    assert lines == ["line 0", "line 1", "line 2"] and proc.tail == lines
+
+
+def test_local_process_stop_ends_the_whole_process_group(tmp_path: Path):
+    # The child starts a grandchild (like a data-loader worker) and both ignore nothing:
+    # stop() must end both, and the exit code must say SIGTERM.
+    pid_file = tmp_path / "grandchild.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        f"g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
+        "print('started', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    proc = LocalTrainerProcess([sys.executable, "-c", script], env=dict(os.environ))
+    codes: list[int] = []
+    reader = threading.Thread(target=lambda: codes.append(proc.stream(lambda line: None)))
+    reader.start()
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    grandchild = int(pid_file.read_text())
+
+    proc.stop(grace_seconds=10)
+    reader.join(timeout=30)
+
+    assert codes == [143]
+    deadline = time.monotonic() + 10
+    while _alive(grandchild):
+        if time.monotonic() > deadline:
+            pytest.fail("the grandchild process outlived stop()")
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for an init that may not reap it."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat_line.rsplit(")", 1)[1].split()[0] != "Z"

@@ -1,0 +1,212 @@
+"""The local-process fallback of the trainer operators (runner ``local`` / ``auto``).
+
+The one place training runs WITHOUT the Docker engine (every other training test uses the
+real engine and image): the same entrypoint, request and result files, exit codes and
+MLflow logging as a child process of the worker, against a real MLflow server. The
+``auto`` runner is pointed at a Docker socket that does not exist, as on a machine with
+no engine.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from mlops_loop.core.config import STORAGE_ROOT_ENV, load_config
+from mlops_loop.core.containers import TrainResult, nvidia_gpus
+from mlops_loop.core.snapshots import ingest_batch
+from mlops_loop.devstack import LocalServer
+from mlops_loop.exceptions import (
+    DockerEngineUnavailable,
+    GpuUnavailableError,
+    TrainerContainerFailed,
+)
+from mlops_loop.operators.docker_train import DockerTrainOperator
+from mlops_loop.sample_data import generate_batch, land_batch
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = str(REPO / "include" / "config" / "credit_default.yaml")
+FAST = {
+    "model_type": "mlp",
+    "max_epochs": 3,
+    "patience": 2,
+    "batch_size": 128,
+    "hidden_sizes": [16, 8],
+}
+NO_ENGINE = "unix:///nonexistent/mlops-loop-test/docker.sock"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    storage = tmp_path_factory.mktemp("local-trainer") / "storage"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(STORAGE_ROOT_ENV, str(storage))
+        config = load_config(CONFIG)
+        land_batch(generate_batch("2026-03-01", 1_500, seed=5), config.root, "2026-03-01")
+        land_batch(generate_batch("2026-03-02", 400, seed=5), config.root, "2026-03-02")
+        train = ingest_batch(config, "2026-03-01")
+        valid = ingest_batch(config, "2026-03-02")
+        holdout = generate_batch("2026-03-03", 300, seed=5)
+        yield SimpleNamespace(
+            storage=str(storage),
+            train_uri=train.snapshot_uri,
+            valid_uri=valid.snapshot_uri,
+            holdout=holdout,
+        )
+
+
+@pytest.fixture(autouse=True)
+def storage_env(data: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STORAGE_ROOT_ENV, data.storage)
+    monkeypatch.delenv("MLOPS_LOOP_TRAINER_RUNNER", raising=False)
+
+
+def _context() -> dict[str, Any]:
+    return {
+        "ti": SimpleNamespace(
+            dag_id="test_local_trainer", run_id="manual__2026-03-02", task_id="train"
+        )
+    }
+
+
+def _op(data: Any, tracking_uri: str, io_root: Path, **kwargs: Any) -> DockerTrainOperator:
+    args: dict[str, Any] = {
+        "task_id": "train",
+        "config_path": CONFIG,
+        "train_snapshot_uri": data.train_uri,
+        "valid_snapshot_uri": data.valid_uri,
+        "hyperparameters": dict(FAST),
+        "mlflow_tracking_uri": tracking_uri,
+        "io_dir_root": str(io_root),
+        "docker_url": NO_ENGINE,
+        "runner": "auto",
+    }
+    args.update(kwargs)
+    return DockerTrainOperator(**args)
+
+
+def test_auto_without_docker_engine_trains_locally_with_the_same_contract(
+    mlflow_server: LocalServer, data: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    op = _op(
+        data,
+        mlflow_server.url,
+        tmp_path / "io",
+        registered_model_name="local_trainer_test",
+        mem_limit="3g",
+    )
+
+    result = op.execute(_context())
+
+    TrainResult.model_validate(result)  # the container's result contract
+    assert result["device"] == "cpu" and result["model_name"] == "local_trainer_test"
+    task_log = capsys.readouterr().out
+    assert "No Docker engine answers at" in task_log and NO_ENGINE in task_log
+    assert "LOCAL PROCESS" in task_log and "container limits not applied: mem_limit" in task_log
+    assert "epoch 1/3" in task_log and "epoch 3/3" in task_log  # streamed trainer output
+    assert list((tmp_path / "io").iterdir()) == []
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    version = MlflowClient(mlflow_server.url).get_model_version(
+        "local_trainer_test", result["model_version"]
+    )
+    assert version.tags["trainer_runner"] == "local"
+    assert version.tags["airflow_dag_id"] == "test_local_trainer"
+    assert version.tags["code_version"]
+    mlflow.set_tracking_uri(mlflow_server.url)
+    model = mlflow.pyfunc.load_model(result["model_uri"])
+    config = load_config(CONFIG)
+    features = data.holdout.drop(columns=[config.target])
+    scores = model.predict(features)
+    assert len(scores) == len(features)
+
+
+def test_local_failure_is_explained_with_the_trainer_exit_code(
+    mlflow_server: LocalServer, data: Any, tmp_path: Path
+):
+    missing = f"{data.storage}/credit_default/snapshots/{'0' * 64}"
+    op = _op(data, mlflow_server.url, tmp_path / "io", runner="local", valid_snapshot_uri=missing)
+
+    with pytest.raises(TrainerContainerFailed) as err:
+        op.execute(_context())
+
+    assert err.value.exit_code == 3
+    assert "failed as a local process" in str(err.value) and "snapshot data problem" in str(
+        err.value
+    )
+    assert err.value.error and "0" * 64 in err.value.error  # from result.json
+    assert list((tmp_path / "io").iterdir()) == []
+
+
+def test_docker_runner_without_engine_says_so_before_anything_runs(data: Any, tmp_path: Path):
+    op = _op(data, "http://127.0.0.1:9", tmp_path / "io", runner="docker")
+
+    with pytest.raises(
+        DockerEngineUnavailable, match=r"no Docker engine answers at .*runner='local' or 'auto'"
+    ):
+        op.execute(_context())
+
+    assert not (tmp_path / "io").exists()
+
+
+def test_gpu_required_without_a_gpu_fails_before_the_process(
+    mlflow_server: LocalServer, data: Any, tmp_path: Path
+):
+    if nvidia_gpus():
+        pytest.skip("this machine has an NVIDIA GPU")
+    op = _op(data, mlflow_server.url, tmp_path / "io", runner="local", gpu="required")
+
+    with pytest.raises(GpuUnavailableError, match="lists no NVIDIA GPU"):
+        op.execute(_context())
+
+    assert not (tmp_path / "io").exists()
+
+
+def test_on_kill_stops_the_local_process_and_registers_nothing(
+    mlflow_server: LocalServer, data: Any, tmp_path: Path
+):
+    slow = {**FAST, "max_epochs": 1000, "patience": 100, "batch_size": 8}
+    name = "local_trainer_killed"
+    op = _op(
+        data,
+        mlflow_server.url,
+        tmp_path / "io",
+        runner="local",
+        hyperparameters=slow,
+        registered_model_name=name,
+    )
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            op.execute(_context())
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and thread.is_alive() and op._process is None:
+        time.sleep(0.2)
+    time.sleep(2)  # let it get into training
+    assert thread.is_alive(), f"training ended before it could be killed: {outcome}"
+
+    op.on_kill()
+    thread.join(timeout=60)
+
+    assert not thread.is_alive()
+    error = outcome.get("error")
+    assert isinstance(error, TrainerContainerFailed) and error.exit_code == 143, error
+    assert list((tmp_path / "io").iterdir()) == []
+    from mlflow import MlflowClient
+
+    assert MlflowClient(mlflow_server.url).search_model_versions(f"name='{name}'") == []
