@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,6 +22,7 @@ from mlops_loop.devstack import LocalServer
 from mlops_loop.exceptions import GpuUnavailableError, TrainerContainerFailed, TrainerImageNotFound
 from mlops_loop.operators.docker_train import DockerTrainOperator
 from mlops_loop.sample_data import generate_batch, land_batch
+from tests.fixtures.background import Background
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -229,28 +228,14 @@ def test_on_kill_stops_and_removes_the_container(
 ):
     slow = {**FAST, "max_epochs": 1000, "patience": 100, "batch_size": 8}
     op = _op(data, trainer_image, mlflow_server.url, tmp_path / "io", hyperparameters=slow, gpu="none")
-    outcome: dict[str, BaseException] = {}
-
-    def run() -> None:
-        try:
-            op.execute(_context())
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and thread.is_alive():
-        running = [c for c in _test_containers(docker_client) if c.status == "running"]
-        if running:
-            break
-        time.sleep(0.5)
-    assert thread.is_alive(), f"training ended before it could be killed: {outcome}"
+    task = Background(lambda: op.execute(_context()))
+    task.wait_for(lambda: any(c.status == "running" for c in _test_containers(docker_client)))
+    assert task.alive, f"training ended before it could be killed: {task.error}"
 
     op.on_kill()
-    thread.join(timeout=60)
+    task.join()
 
-    assert not thread.is_alive()
-    assert "error" in outcome  # a killed task never returns a result
+    assert not task.alive
+    assert task.error is not None  # a killed task never returns a result
     assert _test_containers(docker_client) == []
     assert list((tmp_path / "io").iterdir()) == []

@@ -9,7 +9,6 @@ no engine.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +27,7 @@ from mlops_loop.exceptions import (
 )
 from mlops_loop.operators.docker_train import DockerTrainOperator
 from mlops_loop.sample_data import generate_batch, land_batch
+from tests.fixtures.background import Background
 
 pytestmark = pytest.mark.integration
 
@@ -184,28 +184,16 @@ def test_on_kill_stops_the_local_process_and_registers_nothing(
         hyperparameters=slow,
         registered_model_name=name,
     )
-    outcome: dict[str, BaseException] = {}
-
-    def run() -> None:
-        try:
-            op.execute(_context())
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and thread.is_alive() and op._process is None:
-        time.sleep(0.2)
+    task = Background(lambda: op.execute(_context()))
+    task.wait_for(lambda: op._process is not None)
     time.sleep(2)  # let it get into training
-    assert thread.is_alive(), f"training ended before it could be killed: {outcome}"
+    assert task.alive, f"training ended before it could be killed: {task.error}"
 
     op.on_kill()
-    thread.join(timeout=60)
+    task.join()
 
-    assert not thread.is_alive()
-    error = outcome.get("error")
-    assert isinstance(error, TrainerContainerFailed) and error.exit_code == 143, error
+    assert not task.alive
+    assert isinstance(task.error, TrainerContainerFailed) and task.error.exit_code == 143, task.error
     assert list((tmp_path / "io").iterdir()) == []
     from mlflow import MlflowClient
 
