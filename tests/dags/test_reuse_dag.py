@@ -196,3 +196,21 @@ def test_champion_pointing_at_a_deleted_version_counts_as_no_champion(world, env
     assert any("deleted" in r for r in decision["reasons"]), decision["reasons"]
     assert decision["outcome"] == "promote"
     assert get_champion(env, name) == new
+
+
+def test_unknown_challenger_version_is_refused_as_a_bad_request(world, env):
+    from mlops_loop.exceptions import TrainerContainerFailed
+    from mlops_loop.operators.evaluate import EvaluateChallengerOperator
+
+    op = EvaluateChallengerOperator(
+        task_id="evaluate",
+        config_path=str(CONFIG),
+        holdout_snapshot_uri=world["holdout"],
+        model_name=MODEL,
+        challenger_version="999",
+    )
+    with pytest.raises(TrainerContainerFailed) as err:
+        op.execute({})
+
+    assert err.value.exit_code == 2, err.value
+    assert "not in the registry" in (err.value.error or ""), err.value

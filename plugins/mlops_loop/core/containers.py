@@ -120,8 +120,10 @@ def decide_gpu(
 # shell's and Docker's conventions.
 _EXIT_CODES = {
     1: "unexpected error in the trainer (see the traceback in the log tail)",
-    2: "the trainer rejected its request, dataset config, hyperparameters or command line",
-    3: "snapshot data problem: a snapshot is missing or unreadable, or its labels are unusable",
+    2: "the trainer rejected its request, dataset config, hyperparameters, command line "
+    "or a model version it names (not in the registry, not READY)",
+    3: "snapshot data problem: a snapshot is missing or unreadable, or its labels or columns "
+    "are unusable",
     4: "the MLflow tracking server was unreachable from the container",
     5: "fitting, logging or registering the model failed",
     125: "the container could not be started by the Docker engine",

@@ -29,12 +29,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from mlops_loop.exceptions import ConfigError, MlopsLoopError, TrackingServerError, TrainingError
+from mlops_loop.exceptions import (
+    ConfigError,
+    DriftError,
+    EvaluationError,
+    MlopsLoopError,
+    RegistryError,
+    TrackingServerError,
+    TrainingError,
+)
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
-EXIT_BAD_REQUEST = 2  # unreadable request, invalid config or hyperparameters
-EXIT_DATA = 3  # snapshot missing or unreadable, labels unusable
+EXIT_BAD_REQUEST = 2  # unreadable request, invalid config or hyperparameters, unusable model version
+EXIT_DATA = 3  # snapshot missing or unreadable, labels unusable, data unfit to evaluate or monitor
 EXIT_TRACKING = 4  # MLflow tracking server unreachable
 EXIT_FAILED = 5  # fitting, logging or registering failed
 EXIT_TERMINATED = 143  # SIGTERM (container stopped / task killed)
@@ -100,12 +108,16 @@ def _parser() -> argparse.ArgumentParser:
 def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, Terminated):
         return EXIT_TERMINATED
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, (ConfigError, RegistryError)):
         return EXIT_BAD_REQUEST
     if isinstance(exc, TrackingServerError):
         return EXIT_TRACKING
     if isinstance(exc, TrainingError):
         return EXIT_DATA if exc.stage in ("snapshots", "data") else EXIT_FAILED
+    if isinstance(exc, (EvaluationError, DriftError)):
+        return EXIT_DATA
+    if isinstance(exc, MlopsLoopError):  # a failure the code names, not a bug
+        return EXIT_FAILED
     return EXIT_UNEXPECTED
 
 

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from mlops_loop.core.config import load_config, training_settings
-from mlops_loop.exceptions import ConfigError, TrackingServerError, TrainingError
+from mlops_loop.exceptions import (
+    ConfigError,
+    DriftError,
+    EvaluationError,
+    PromotionLockTimeout,
+    RegistryError,
+    TrackingServerError,
+    TrainingError,
+)
 from mlops_loop.training import train
 from mlops_loop.training.__main__ import (
     EXIT_BAD_REQUEST,
@@ -108,6 +116,14 @@ def test_cpu_threads_are_restored():
         pytest.param(TrainingError("x", stage="fit"), EXIT_FAILED, id="fit"),
         pytest.param(TrackingServerError("x", tracking_uri="http://h"), EXIT_TRACKING, id="tracking"),
         pytest.param(Terminated("x", stage="interrupted"), EXIT_TERMINATED, id="sigterm"),
+        pytest.param(RegistryError("x", model_name="m", version="9"), EXIT_BAD_REQUEST, id="unknown-version"),
+        pytest.param(EvaluationError("x"), EXIT_DATA, id="evaluation-data"),
+        pytest.param(DriftError("x", feature="age"), EXIT_DATA, id="drift-data"),
+        pytest.param(
+            PromotionLockTimeout("x", model_name="m", lock_name="l", holder=None),
+            EXIT_BAD_REQUEST,
+            id="registry-subclass",
+        ),
         pytest.param(RuntimeError("x"), EXIT_UNEXPECTED, id="bug"),
     ],
 )
