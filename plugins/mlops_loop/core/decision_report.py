@@ -295,10 +295,15 @@ def write_decision_record(
     context: Mapping[str, Any] | None = None,
     mlflow_client: Any | None = None,
     run_id: str | None = None,
+    published_root: str | None = None,
 ) -> dict[str, Any]:
     """Write ``report.html`` then ``decision.json`` (last: its presence marks a complete
     record) under ``{root_uri}/reports/decisions/<decision_id>/``; with ``mlflow_client``
     and ``run_id`` also log both as artifacts of that run under ``decision/``.
+
+    ``published_root``: when ``root_uri`` is a staging folder that is copied to this root
+    afterwards, the record (and its MLflow copy) names the published report, and
+    ``published_json_uri`` says where the record will be. Default: ``root_uri``.
 
     ``decision`` is a compare.Decision or its ``to_dict()``; ``context`` is extra JSON
     (dataset, Airflow run, model name...) stored beside the decision. Returns
@@ -310,9 +315,11 @@ def write_decision_record(
         raise ValueError("the decision has no decision_id")
     folder = decision_dir(root_uri, decision_id)
     json_uri, html_uri = join_uri(folder, "decision.json"), join_uri(folder, "report.html")
+    published = decision_dir(published_root or root_uri, decision_id)
+    published_json, published_html = join_uri(published, "decision.json"), join_uri(published, "report.html")
     plot = render_plot(curves_data) if curves_data is not None and d.get("outcome") != "insufficient_data" else None
     page = render_html(d, plot, context)
-    record = {**d, "record_version": RECORD_VERSION, "context": dict(context or {}), "html_uri": html_uri}
+    record = {**d, "record_version": RECORD_VERSION, "context": dict(context or {}), "html_uri": published_html}
     storage.write_text(html_uri, page)
     write_json(storage, json_uri, record)
     artifact_path = None
@@ -322,7 +329,13 @@ def write_decision_record(
             (Path(tmp) / "report.html").write_text(page, encoding="utf-8")
             (Path(tmp) / "decision.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
             mlflow_client.log_artifacts(run_id, tmp, artifact_path=artifact_path)
-    return {"decision_id": decision_id, "json_uri": json_uri, "html_uri": html_uri, "artifact_path": artifact_path}
+    return {
+        "decision_id": decision_id,
+        "json_uri": json_uri,
+        "html_uri": html_uri,
+        "published_json_uri": published_json,
+        "artifact_path": artifact_path,
+    }
 
 
 def read_decision_record(storage: Storage, json_uri: str) -> dict[str, Any]:

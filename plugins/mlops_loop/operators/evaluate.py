@@ -148,7 +148,6 @@ class EvaluateChallengerOperator(TrainerContainerOperator):
             result = super().execute(context)
             if self._staging is not None:
                 result = publish_decision_record(result, self._config.root)
-                self._retag_decision_uri(result)
             self.log.info(
                 "Decision %s for %s v%s (against %s): %s; record %s",
                 result.get("decision_id"),
@@ -164,25 +163,6 @@ class EvaluateChallengerOperator(TrainerContainerOperator):
                 shutil.rmtree(self._staging, ignore_errors=True)
                 self._staging = None
 
-    def _retag_decision_uri(self, result: dict[str, Any]) -> None:
-        """The container tagged the version with the staged record; point it at the published one."""
-        from mlflow import MlflowClient
-
-        from mlops_loop.core.containers import check_tracking_uri
-        from mlops_loop.core.registry import TAG_DECISION_URI
-
-        client = MlflowClient(
-            tracking_uri=check_tracking_uri(
-                self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"), local=True
-            )
-        )
-        client.set_model_version_tag(
-            str(result["model_name"]),
-            str(result["challenger_version"]),
-            TAG_DECISION_URI,
-            str(result["decision_uri"]),
-        )
-
     def _tags(self, context: Context) -> dict[str, str]:
         ti = context.get("ti") if context else None
         if ti is None:
@@ -196,8 +176,8 @@ class EvaluateChallengerOperator(TrainerContainerOperator):
 
 def publish_decision_record(result: dict[str, Any], root: str) -> dict[str, Any]:
     """Copy a decision record from the staging folder named by ``result`` to
-    ``{root}/reports/decisions/<id>/`` (HTML first, JSON last) and point the result and the
-    record at the published files."""
+    ``{root}/reports/decisions/<id>/`` (HTML first, JSON last) and point the result at the
+    published files (the record and the version's decision_uri tag already name them)."""
     from mlops_loop.core.decision_report import decision_dir
     from mlops_loop.core.storage import join_uri, open_storage, read_json, write_json
 
@@ -208,6 +188,5 @@ def publish_decision_record(result: dict[str, Any], root: str) -> dict[str, Any]
     target = open_storage(root)
     target.write_text(html_uri, Path(staged_html).read_text(encoding="utf-8"))
     record = read_json(staging, staged_json)
-    record["html_uri"] = html_uri
-    write_json(target, json_uri, record)
+    write_json(target, json_uri, {**record, "html_uri": html_uri})
     return {**result, "decision_uri": json_uri, "html_uri": html_uri}

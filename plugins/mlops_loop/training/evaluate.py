@@ -327,8 +327,9 @@ def run_evaluation(
         context=context,
         mlflow_client=client,
         run_id=run_id,
+        published_root=config.root,  # the operator publishes a staged record there
     )
-    registry.mark_validation(client, name, challenger, decision, decision_uri=record["json_uri"])
+    registry.mark_validation(client, name, challenger, decision, decision_uri=record["published_json_uri"])
     log(f"decision record {record['json_uri']} ({record['html_uri']})")
     return {
         **decision.to_dict(),

@@ -143,3 +143,16 @@ def test_read_decision_record_round_trip(tmp_path):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(ValueError, match="not a decision record"):
         read_decision_record(LocalStorage(), str(tmp_path / "other.json"))
+
+
+def test_staged_record_names_where_it_will_be_published(tmp_path):
+    y, good, weak, region = _holdout()
+    decision = compare.decide(y, good, weak, SETTINGS, slices={"region": region}, challenger_version="5")
+    staging, final = str(tmp_path / "staging"), str(tmp_path / "credit_default")
+
+    out = write_decision_record(LocalStorage(), staging, decision, published_root=final)
+
+    folder = decision_dir(final, decision.decision_id)
+    assert out["json_uri"].startswith(staging) and out["published_json_uri"] == f"{folder}/decision.json"
+    record = json.loads(LocalStorage().read_text(out["json_uri"]))
+    assert record["html_uri"] == f"{folder}/report.html"
