@@ -25,7 +25,9 @@ DOC = """
    data becomes train and validation. The set is content-addressed under `training_sets/`.
 2. **train_challenger**: the trainer image runs in a Docker container (GPU when the
    Docker host has the NVIDIA runtime), logs parameters, per-epoch metrics, datasets and
-   the model to MLflow, and registers a new version of the registered model.
+   the model to MLflow, and registers a new version of the registered model. With
+   `MLOPS_LOOP_TRAINER_RUNNER=auto` on a worker without a Docker engine, the same trainer
+   runs as a local process instead (the task log says so).
 3. **evaluate_challenger**: reads the current `champion` alias, then (in the trainer image
    again: anything that loads a model runs there) scores the challenger and the champion
    on the same holdout rows, compares them with a paired test plus guardrails, floors and
