@@ -9,7 +9,6 @@ no engine.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -185,8 +184,8 @@ def test_on_kill_stops_the_local_process_and_registers_nothing(
         registered_model_name=name,
     )
     task = Background(lambda: op.execute(_context()))
-    task.wait_for(lambda: op._process is not None)
-    time.sleep(2)  # let it get into training
+    # Kill it in the epoch loop (a kill during start-up is test_train's watchdog test).
+    task.wait_for(lambda: op._process is not None and any("epoch 1/" in line for line in op._process.tail))
     assert task.alive, f"training ended before it could be killed: {task.error}"
 
     op.on_kill()

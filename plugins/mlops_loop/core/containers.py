@@ -506,7 +506,7 @@ class LocalTrainerProcess:
         self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | Path | None = None
     ) -> None:
         self.argv = list(argv)
-        self.tail: list[str] = []
+        self._tail: deque[str] = deque(maxlen=200)
         self._proc = subprocess.Popen(
             self.argv,
             env=dict(env),
@@ -524,17 +524,20 @@ class LocalTrainerProcess:
     def pid(self) -> int:
         return self._proc.pid
 
-    def stream(self, on_line: Callable[[str], None], keep: int = 200) -> int:
-        tail: deque[str] = deque(maxlen=keep)
+    @property
+    def tail(self) -> list[str]:
+        """The last 200 lines of output so far."""
+        return list(self._tail)
+
+    def stream(self, on_line: Callable[[str], None]) -> int:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
             line = line.rstrip("\n")
-            tail.append(line)
+            self._tail.append(line)
             on_line(line)
-        self.tail = list(tail)
         return exit_code_of(self._proc.wait())
 
-    def stop(self, grace_seconds: float = 10.0) -> None:
+    def stop(self, grace_seconds: float = 30.0) -> None:
         if self._proc.poll() is not None:
             return
         for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 30.0)):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -139,7 +140,26 @@ def write_result(path: Path, payload: dict[str, Any]) -> None:
     LocalStorage().write_text(str(path), text)
 
 
+# After SIGTERM the run gets this long to end itself (mark the MLflow run FAILED, write
+# result.json) before the process exits anyway: the Terminated exception can be swallowed
+# by library code that catches Exception (optional imports, retries). Docker's stop
+# timeout and the local runner's grace are longer.
+TERMINATE_GRACE_SECONDS = 8.0
+_terminating = False
+
+
+def _exit_terminated() -> None:
+    print(f"still running {TERMINATE_GRACE_SECONDS:.0f} s after SIGTERM: exiting", file=sys.stderr, flush=True)
+    os._exit(EXIT_TERMINATED)
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _terminating
+    if not _terminating:
+        _terminating = True
+        watchdog = threading.Timer(TERMINATE_GRACE_SECONDS, _exit_terminated)
+        watchdog.daemon = True
+        watchdog.start()
     raise Terminated("received SIGTERM: the container or task was stopped", stage="interrupted")
 
 

@@ -174,3 +174,32 @@ def test_cgroup_cpu_limit(tmp_path, content, expected):
     if content is not None:
         path.write_text(content)
     assert train.cgroup_cpu_limit(str(path)) == expected
+
+
+def test_sigterm_ends_the_process_even_when_library_code_swallows_it():
+    # Code that catches Exception around the point where SIGTERM lands (optional imports,
+    # retry loops) swallows Terminated; the watchdog still ends the process with 143.
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import signal, time\n"
+        "import mlops_loop.training.__main__ as m\n"
+        "m.TERMINATE_GRACE_SECONDS = 0.5\n"
+        "signal.signal(signal.SIGTERM, m._on_sigterm)\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    try:\n"
+        "        time.sleep(0.05)\n"
+        "    except Exception:\n"
+        "        pass\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == EXIT_TERMINATED
+        assert "after SIGTERM: exiting" in (proc.stderr.read() if proc.stderr else "")
+    finally:
+        proc.kill()
