@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 
 from mlops_loop.core.config import STORAGE_ROOT_ENV, load_config
-from mlops_loop.core.snapshots import ingest_batch
 from mlops_loop.devstack import LocalServer
 from mlops_loop.exceptions import GpuUnavailableError, TrainerContainerFailed, TrainerImageNotFound
 from mlops_loop.operators.docker_train import DockerTrainOperator
-from mlops_loop.sample_data import generate_batch, land_batch
 from tests.fixtures.background import Background
+from tests.fixtures.snapshots import train_valid_snapshots
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -77,11 +76,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Any:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(STORAGE_ROOT_ENV, str(storage))
         config = load_config(CONFIG)
-        land_batch(generate_batch("2026-03-01", 1_500, seed=3), config.root, "2026-03-01")
-        land_batch(generate_batch("2026-03-02", 400, seed=3), config.root, "2026-03-02")
-        train = ingest_batch(config, "2026-03-01")
-        valid = ingest_batch(config, "2026-03-02")
-        yield Data(root=config.root, train_uri=train.snapshot_uri, valid_uri=valid.snapshot_uri)
+        train_uri, valid_uri = train_valid_snapshots(config, seed=3)
+        yield Data(root=config.root, train_uri=train_uri, valid_uri=valid_uri)
 
 
 @pytest.fixture
