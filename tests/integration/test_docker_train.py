@@ -163,6 +163,13 @@ def test_train_in_container_registers_a_model(
     assert version.tags["trainer_image_id"] == image_id
     assert version.tags["trainer_image"] == trainer_image
 
+    # The same run again in a new container, same seed: a new version with the same metrics.
+    again = _op(
+        data, trainer_image, mlflow_server.url, tmp_path / "io", registered_model_name="docker_train_test", retrain=True
+    ).execute(_context())
+    assert again["model_version"] != result["model_version"]
+    assert again["metrics"] == result["metrics"]
+
 
 def test_trainer_error_is_explained_with_its_exit_code(
     docker_client: Any, trainer_image: str, mlflow_server: LocalServer, data: Any, storage_env: None, tmp_path: Path
