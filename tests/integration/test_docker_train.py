@@ -8,6 +8,7 @@ the container through network mode ``host``.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from pathlib import Path
@@ -137,9 +138,11 @@ def test_train_in_container_registers_a_model(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ):
-    op = _op(data, trainer_image, mlflow_server.url, tmp_path / "io", registered_model_name="docker_train_test")
+    train_op = functools.partial(
+        _op, data, trainer_image, mlflow_server.url, tmp_path / "io", registered_model_name="docker_train_test"
+    )
 
-    result = op.execute(_context())
+    result = train_op().execute(_context())
 
     assert result["status"] == "ok"
     assert result["model_name"] == "docker_train_test"
@@ -164,9 +167,7 @@ def test_train_in_container_registers_a_model(
     assert version.tags["trainer_image"] == trainer_image
 
     # The same run again in a new container, same seed: a new version with the same metrics.
-    again = _op(
-        data, trainer_image, mlflow_server.url, tmp_path / "io", registered_model_name="docker_train_test", retrain=True
-    ).execute(_context())
+    again = train_op(retrain=True).execute(_context())
     assert again["model_version"] != result["model_version"]
     assert again["metrics"] == result["metrics"]
 
