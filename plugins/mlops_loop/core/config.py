@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -234,6 +236,39 @@ def check_ds(ds: str) -> str:
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", ds):
         raise ValueError(f"logical date must look like YYYY-MM-DD, got {ds!r}")
     return ds
+
+
+def run_time(context: Mapping[str, Any]) -> datetime:
+    """The time a run is for: data interval end, else logical date, else ``run_after``
+    (a manual run triggered without a logical date has only that). ``context`` is an
+    Airflow task context or any mapping with those keys."""
+    for key in ("data_interval_end", "logical_date"):
+        value = context.get(key)
+        if isinstance(value, datetime):
+            return value
+    dag_run = context.get("dag_run")
+    value = getattr(dag_run, "run_after", None) if dag_run is not None else None
+    if not isinstance(value, datetime):
+        raise ValueError("the run has no data interval, logical date or run_after")
+    return value
+
+
+def run_ds(context: Mapping[str, Any], explicit: Any = None) -> str:
+    """The date ``YYYY-MM-DD`` a task works on: ``explicit`` (a form's date) when given,
+    else the run's logical date, else the day it runs for (``run_after``).
+
+    ``explicit`` may be None, ``""`` or ``"None"`` (an empty Param rendered as text)."""
+    text = "" if explicit is None else str(explicit).strip()
+    if text and text != "None":
+        return check_ds(text)
+    logical = context.get("logical_date")
+    if isinstance(logical, datetime):
+        return logical.date().isoformat()
+    dag_run = context.get("dag_run")
+    run_after = getattr(dag_run, "run_after", None) if dag_run is not None else None
+    if isinstance(run_after, datetime):
+        return run_after.date().isoformat()
+    raise ValueError("no date given and the run has neither a logical date nor run_after")
 
 
 def resolve_uri(uri: str, base_dir: str) -> str:
