@@ -81,7 +81,7 @@ def bench_build(mode: str) -> list[tuple[str, float]]:
 def _prepare(root: Path, rows: int) -> tuple[str, str]:
     from mlops_loop.core.config import STORAGE_ROOT_ENV, load_config
     from mlops_loop.core.snapshots import ingest_batch
-    from mlops_loop.sample_data import generate_batch, land_batch
+    from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
     os.environ[STORAGE_ROOT_ENV] = str(root)
     config = load_config(CONFIG)
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--build", choices=("none", "warm", "cold"), default="none")
     args = parser.parse_args()
 
-    from mlops_loop.devstack import start_mlflow_server
+    from mlops_loop_devtools.devstack import start_mlflow_server
 
     build_rows = bench_build(args.build) if args.build != "none" else []
     _, image = _build()  # the image for the current sources (skipped when up to date)

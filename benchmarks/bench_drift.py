@@ -86,7 +86,7 @@ def chunk(ds: str, rows: int, *, seed: int, drift: float) -> Any:
     """One chunk: the credit-default generator (13 features) plus 7 more (20 in all)."""
     import pyarrow as pa
 
-    from mlops_loop.sample_data import generate_batch
+    from mlops_loop_devtools.sample_data import generate_batch
 
     df = generate_batch(ds, rows, seed=seed, drift=drift)
     rng = np.random.default_rng(seed + 7)

@@ -47,7 +47,7 @@ import yaml
 from bench_quality import DS, batch, bench_config
 
 from mlops_loop.core.config import DatasetConfig, load_config
-from mlops_loop.sample_data import land_batch
+from mlops_loop_devtools.sample_data import land_batch
 
 REFERENCE_DS = "2024-01-15"
 REFERENCE_ROWS = 50_000

@@ -38,7 +38,7 @@ import pandas as pd
 from mlops_loop.core.config import DatasetConfig, load_config
 from mlops_loop.core.quality import run_suite, starter_suite, validate_snapshot
 from mlops_loop.core.snapshots import ingest_batch, read_snapshot
-from mlops_loop.sample_data import generate_batch, land_batch
+from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
 REPO = Path(__file__).resolve().parents[1]
 CREDIT = REPO / "include" / "config" / "credit_default.yaml"

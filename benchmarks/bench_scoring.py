@@ -5,7 +5,7 @@ large holdout: what the ``evaluate`` command spends per model.
     .local/venv/bin/python benchmarks/bench_scoring.py --rows 100000    # quicker
 
 Trains one small model of each kind in this process against a throw-away local MLflow
-server (``mlops_loop.devstack``), registers them, then loads each with
+server (``mlops_loop_devtools.devstack``), registers them, then loads each with
 ``mlflow.pyfunc.load_model`` and times ``predict`` on the whole holdout (one warm-up call on
 100 rows first, as ``training/evaluate.py`` does), plus the paired decision
 (``core.compare.decide``, 1,000 bootstrap resamples) on the two score vectors.
@@ -37,10 +37,10 @@ def main() -> None:
         from mlops_loop.core.config import load_config
         from mlops_loop.core.containers import dataset_config_payload
         from mlops_loop.core.snapshots import ingest_batch
-        from mlops_loop.devstack import start_mlflow_server
-        from mlops_loop.sample_data import generate_batch, land_batch
         from mlops_loop.training.evaluate import score
         from mlops_loop.training.train import TrainingRequest, run_training
+        from mlops_loop_devtools.devstack import start_mlflow_server
+        from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
         config = load_config(
             Path(__file__).resolve().parents[1] / "include/config/credit_default.yaml"

@@ -21,5 +21,9 @@ if [ -n "$wheel" ]; then
     $UV -c constraints.txt "$wheel"
 fi
 $UV -c constraints.txt -e ".[dev,trainer]"
+# The development helpers in devtools/ (local servers, sample data) are importable in
+# this venv only; the installed package does not contain them.
+purelib=$($VENV/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$PWD/devtools" > "$purelib/mlops_loop_devtools.pth"
 echo "$want" > "$STAMP"
 echo "bootstrap: $VENV ready"

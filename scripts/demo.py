@@ -89,7 +89,7 @@ def run_dag(dag, logical_day: date, log_path: Path) -> dict[str, str]:
 
 
 def land_batches(root: Path, days: list[date], rows: int, corrupt_day: date | None = None, drift: float = 0.0) -> None:
-    from mlops_loop.sample_data import generate_batch, land_batch
+    from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
     for day in days:
         ds = day.isoformat()
@@ -192,7 +192,7 @@ def main() -> int:
     if args.ingest_only:
         return 0 if ok else 1
 
-    from mlops_loop.devstack import start_mlflow_server
+    from mlops_loop_devtools.devstack import start_mlflow_server
 
     say()
     say("3. Train the first model (training DAG: assemble -> train -> evaluate -> promote)")

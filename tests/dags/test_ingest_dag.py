@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlops_loop.core.storage import S3Storage, sha256_file
-from mlops_loop.sample_data import generate_batch, land_batch
+from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from mlops_loop.core.config import STORAGE_ROOT_ENV, load_config
-from mlops_loop.devstack import LocalServer
 from mlops_loop.exceptions import GpuUnavailableError, TrainerContainerFailed, TrainerImageNotFound
 from mlops_loop.operators.docker_train import DockerTrainOperator
+from mlops_loop_devtools.devstack import LocalServer
 from tests.fixtures.background import Background
 from tests.fixtures.snapshots import train_valid_snapshots
 

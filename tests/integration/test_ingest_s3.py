@@ -18,7 +18,7 @@ from mlops_loop.core.snapshots import (
 )
 from mlops_loop.core.storage import S3Credentials, S3Storage, sha256_file, split_s3
 from mlops_loop.exceptions import NoBatchError, SnapshotNotFoundError, SourceFileError, StorageError
-from mlops_loop.sample_data import generate_batch, land_batch
+from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
 pytestmark = pytest.mark.integration
 

@@ -17,14 +17,14 @@ import pytest
 
 from mlops_loop.core.config import STORAGE_ROOT_ENV, load_config
 from mlops_loop.core.containers import TrainResult, nvidia_gpus
-from mlops_loop.devstack import LocalServer
 from mlops_loop.exceptions import (
     DockerEngineUnavailable,
     GpuUnavailableError,
     TrainerContainerFailed,
 )
 from mlops_loop.operators.docker_train import DockerTrainOperator
-from mlops_loop.sample_data import generate_batch
+from mlops_loop_devtools.devstack import LocalServer
+from mlops_loop_devtools.sample_data import generate_batch
 from tests.fixtures.background import Background
 from tests.fixtures.snapshots import train_valid_snapshots
 

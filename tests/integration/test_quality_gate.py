@@ -28,7 +28,7 @@ from mlops_loop.core.snapshots import ingest_batch, load_manifest, read_snapshot
 from mlops_loop.core.storage import S3Credentials, S3Storage, sha256_file
 from mlops_loop.core.training_set import validated_snapshots
 from mlops_loop.exceptions import QualityGateFailed, QualitySuiteError
-from mlops_loop.sample_data import generate_batch, land_batch
+from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ from mlops_loop.core.quality import (
     type_list_for,
 )
 from mlops_loop.exceptions import QualityGateFailed, QualitySuiteError
-from mlops_loop.sample_data import generate_batch
+from mlops_loop_devtools.sample_data import generate_batch
 
 REPO = Path(__file__).resolve().parents[3]
 CREDIT = REPO / "include" / "config" / "credit_default.yaml"

@@ -34,7 +34,7 @@ from mlops_loop.exceptions import (
     SourceFileError,
     StorageError,
 )
-from mlops_loop.sample_data import generate_batch, land_batch
+from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
 REPO = Path(__file__).resolve().parents[3]
 CREDIT_CONFIG = REPO / "include" / "config" / "credit_default.yaml"

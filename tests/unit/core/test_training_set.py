@@ -16,7 +16,7 @@ from mlops_loop.core.training_set import (
     validated_snapshots,
 )
 from mlops_loop.exceptions import TrainingSetError
-from mlops_loop.sample_data import generate_batch, land_batch
+from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -17,7 +17,7 @@ from mlops_loop.core.storage import S3Credentials
 from mlops_loop.exceptions import ConfigError, NoBatchError, SourceFileError
 from mlops_loop.hooks.s3 import dataset_s3_credentials, s3_credentials_for
 from mlops_loop.operators import IngestSnapshotOperator
-from mlops_loop.sample_data import generate_batch, land_batch
+from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
 REPO = Path(__file__).resolve().parents[3]
 CREDIT_CONFIG = REPO / "include" / "config" / "credit_default.yaml"

@@ -15,9 +15,9 @@ from mlops_loop.core.config import (
     MlpHyperparameters,
     load_config,
 )
-from mlops_loop.sample_data import generate_batch
 from mlops_loop.training import models
 from mlops_loop.training.train import validation_metrics
+from mlops_loop_devtools.sample_data import generate_batch
 
 torch = pytest.importorskip("torch")
 
