@@ -80,7 +80,7 @@ def bench_build(mode: str) -> list[tuple[str, float]]:
 
 def _prepare(root: Path, rows: int) -> tuple[str, str]:
     from mlops_loop.core.config import STORAGE_ROOT_ENV, load_config
-    from mlops_loop.core.snapshots import ingest_batch
+    from mlops_loop.core.ingest import ingest_batch
     from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
     os.environ[STORAGE_ROOT_ENV] = str(root)

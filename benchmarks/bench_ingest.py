@@ -132,8 +132,8 @@ def child(args: argparse.Namespace) -> int:
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
+    from mlops_loop.core.ingest import ingest_batch
     from mlops_loop.core.quality import validate_snapshot
-    from mlops_loop.core.snapshots import ingest_batch
 
     if args.stage != "ingest":
         import great_expectations  # noqa: F401

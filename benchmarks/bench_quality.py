@@ -36,8 +36,9 @@ import numpy as np
 import pandas as pd
 
 from mlops_loop.core.config import DatasetConfig, load_config
+from mlops_loop.core.ingest import ingest_batch
 from mlops_loop.core.quality import run_suite, starter_suite, validate_snapshot
-from mlops_loop.core.snapshots import ingest_batch, read_snapshot
+from mlops_loop.core.snapshots import read_snapshot
 from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
 REPO = Path(__file__).resolve().parents[1]

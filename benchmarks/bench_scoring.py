@@ -36,7 +36,7 @@ def main() -> None:
         from mlops_loop.core.compare import decide
         from mlops_loop.core.config import load_config
         from mlops_loop.core.containers import dataset_config_payload
-        from mlops_loop.core.snapshots import ingest_batch
+        from mlops_loop.core.ingest import ingest_batch
         from mlops_loop.training.evaluate import score
         from mlops_loop.training.train import TrainingRequest, run_training
         from mlops_loop_devtools.devstack import start_mlflow_server

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mlops_loop.core.config import load_config
-from mlops_loop.core.snapshots import ingest_batch
+from mlops_loop.core.ingest import ingest_batch
 from mlops_loop.core.training_set import ValidatedSnapshot, record_validated
 from mlops_loop_devtools.sample_data import generate_batch, land_batch
 

@@ -25,8 +25,8 @@ def test_monitor_reads_and_writes_s3(tmp_path, monkeypatch, s3_server, s3_creden
     import yaml
 
     from mlops_loop.core.containers import dataset_config_payload
+    from mlops_loop.core.ingest import ingest_batch
     from mlops_loop.core.registry import promote
-    from mlops_loop.core.snapshots import ingest_batch
     from mlops_loop.core.training_set import (
         ValidatedSnapshot,
         assemble_training_set,

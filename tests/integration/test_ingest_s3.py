@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from mlops_loop.core.config import DatasetConfig, load_config
+from mlops_loop.core.ingest import ingest_batch
 from mlops_loop.core.snapshots import (
-    ingest_batch,
     iter_snapshot_batches,
     load_manifest,
     read_snapshot,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mlops_loop.core.config import DatasetConfig, load_config
+from mlops_loop.core.ingest import ingest_batch
 from mlops_loop.core.quality import (
     QualityResult,
     check_suite,
@@ -24,7 +25,7 @@ from mlops_loop.core.quality import (
     run_suite,
     validate_snapshot,
 )
-from mlops_loop.core.snapshots import ingest_batch, load_manifest, read_snapshot
+from mlops_loop.core.snapshots import load_manifest, read_snapshot
 from mlops_loop.core.storage import S3Credentials, S3Storage, sha256_file
 from mlops_loop.core.training_set import validated_snapshots
 from mlops_loop.exceptions import QualityGateFailed, QualitySuiteError

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mlops_loop.core.config import DatasetConfig, load_config
-from mlops_loop.core.snapshots import ingest_batch
+from mlops_loop.core.ingest import ingest_batch
 from mlops_loop.training.__main__ import EXIT_BAD_REQUEST, EXIT_DATA, EXIT_TRACKING, main
 from mlops_loop_devtools.devstack import free_port
 from mlops_loop_devtools.sample_data import generate_batch, land_batch

@@ -11,15 +11,22 @@ returns the sha256 of the bytes it wrote (hashed while copying, so a file is rea
 A missing bucket is reported as :class:`~mlops_loop.exceptions.BucketNotFoundError`
 ("bucket 'x' does not exist") by every method, including those whose S3 call answers a
 missing bucket with a bare 404 (``HeadBucket``, ``HeadObject``).
+
+A multi-object output is built in a local folder (:meth:`Storage.staging_folder`) and put
+in place by :meth:`Storage.publish_folder`: one rename on local disk, uploads with the
+manifest last on S3. Readers get a local file to read with :meth:`Storage.local_file`
+(the file itself on local disk, a temporary download from S3).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +36,15 @@ from typing import Any
 
 from mlops_loop.exceptions import BucketNotFoundError, StorageError
 
+log = logging.getLogger(__name__)
+
 CHUNK = 8 * 1024 * 1024
+# The object that makes a multi-object output exist; it is published last.
+MANIFEST_NAME = "manifest.json"
+# Local staging folders (and temp files) start with this; listings skip them.
+STAGING_PREFIX = ".tmp-"
+# Local staging folders of interrupted writes older than this are removed on the next write.
+STALE_STAGING_SECONDS = 3600
 # Error codes S3-compatible servers use for "no such key" (HEAD requests carry no body, so
 # botocore reports the bare status) and for "no such bucket".
 NOT_FOUND_CODES = ("404", "NoSuchKey", "NotFound")
@@ -132,6 +147,44 @@ class Storage:
             self.download(uri, dest)
             yield dest
 
+    @contextlib.contextmanager
+    def local_file(self, uri: str) -> Iterator[Path]:
+        """A local path to *read* the object from for the duration of the block: the file
+        itself on local disk (never write to it), a temporary download otherwise.
+        StorageError when the object is missing."""
+        with self.local_copy(uri) as path:
+            yield path
+
+    def fetch_with_sha256(self, uri: str, download_to: Path) -> tuple[Path, str]:
+        """A local path to read the object from, and its sha256, each read once: the file
+        itself on local disk (hashed in place), otherwise a download to ``download_to``
+        (hashed while downloading), which stays for as long as the caller keeps it."""
+        return Path(download_to), self.download(uri, download_to)
+
+    def staging_folder(self, final_uri: str, scratch: Path) -> Path:
+        """A new, empty local folder to build the output that :meth:`publish_folder` will
+        put at ``final_uri``. ``scratch`` is a temp folder the caller removes afterwards."""
+        name = final_uri.rstrip("/").rsplit("/", 1)[-1]
+        folder = scratch / f"{STAGING_PREFIX}{name}-{uuid.uuid4().hex[:12]}"
+        folder.mkdir()
+        return folder
+
+    def publish_folder(self, staged: Path, final_uri: str) -> bool:
+        """Put the files of the local folder ``staged`` at ``final_uri``, its
+        :data:`MANIFEST_NAME` last, so readers never see a partial output.
+
+        Returns False, publishing nothing, when another writer already published a
+        complete output there (same address, so the same content). ``staged`` is left
+        for the caller to remove."""
+        raise NotImplementedError
+
+
+def _require_manifest(staged: Path, final_uri: str) -> None:
+    if not (staged / MANIFEST_NAME).is_file():
+        raise StorageError(
+            f"cannot publish {staged} to {final_uri}: it has no {MANIFEST_NAME}", uri=final_uri
+        )
+
 
 class LocalStorage(Storage):
     def exists(self, uri: str) -> bool:
@@ -209,6 +262,50 @@ class LocalStorage(Storage):
             probe = probe.parent
         if not os.access(probe, os.W_OK):
             raise StorageError(f"local storage {uri} is not writable (checked {probe})", uri=uri)
+
+    @contextlib.contextmanager
+    def local_file(self, uri: str) -> Iterator[Path]:
+        if not os.path.exists(uri):
+            raise StorageError(f"{uri} does not exist", uri=uri)
+        yield Path(uri)
+
+    def fetch_with_sha256(self, uri: str, download_to: Path) -> tuple[Path, str]:
+        return Path(uri), sha256_file(uri)
+
+    def staging_folder(self, final_uri: str, scratch: Path) -> Path:
+        # Beside the final folder, so publishing is one rename on one filesystem.
+        final = Path(final_uri)
+        parent = final.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {parent}: {exc}", uri=str(parent)) from exc
+        _remove_stale_staging(parent, final.name)
+        folder = parent / f"{STAGING_PREFIX}{final.name}-{uuid.uuid4().hex[:12]}"
+        folder.mkdir()
+        return folder
+
+    def publish_folder(self, staged: Path, final_uri: str) -> bool:
+        _require_manifest(staged, final_uri)
+        final = Path(final_uri)
+        if (final / MANIFEST_NAME).exists():
+            return False
+        if final.exists():
+            # Leftovers of a write that never got its manifest: not an output, replace them.
+            log.warning("replacing incomplete folder %s (no %s)", final, MANIFEST_NAME)
+            shutil.rmtree(final)
+        os.rename(staged, final)
+        return True
+
+
+def _remove_stale_staging(parent: Path, name: str) -> None:
+    """Staging folders for ``name`` left by interrupted writes; a recent one may belong to
+    a concurrent writer and is left alone."""
+    cutoff = time.time() - STALE_STAGING_SECONDS
+    for leftover in parent.glob(f"{STAGING_PREFIX}{name}-*"):
+        with contextlib.suppress(OSError):
+            if leftover.stat().st_mtime < cutoff:
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _write_hashing(blocks: Iterator[bytes], target: Path, uri: str) -> str:
@@ -381,6 +478,21 @@ class S3Storage(Storage):
         bucket, _ = split_s3(uri)
         with self._errors(uri, "check", bare_404_is_bucket=True):
             self.client.head_bucket(Bucket=bucket)
+
+    def publish_folder(self, staged: Path, final_uri: str) -> bool:
+        # No rename on S3: each upload is all-or-nothing and the manifest goes last, so an
+        # interrupted publish leaves an output without manifest, which readers treat as
+        # absent. Two writers of one address upload the same content, so both return True.
+        _require_manifest(staged, final_uri)
+        names = sorted(p.name for p in staged.iterdir() if p.is_file() and p.name != MANIFEST_NAME)
+        for name in names:
+            self.upload(staged / name, join_uri(final_uri, name))
+        # Objects left by an interrupted earlier write that this output does not have.
+        for stale in self.list(final_uri.rstrip("/") + "/"):
+            if stale.name not in names and stale.name != MANIFEST_NAME:
+                self.delete(stale.uri)
+        self.write_bytes(join_uri(final_uri, MANIFEST_NAME), (staged / MANIFEST_NAME).read_bytes())
+        return True
 
 
 def open_storage(uri: str, credentials: S3Credentials | None = None) -> Storage:

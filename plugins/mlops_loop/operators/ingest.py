@@ -1,6 +1,6 @@
 """IngestSnapshotOperator: a landed batch -> a content-addressed Parquet snapshot.
 
-Thin adapter over :func:`mlops_loop.core.snapshots.ingest_batch`; all logic lives there.
+Thin adapter over :func:`mlops_loop.core.ingest.ingest_batch`; all logic lives there.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class IngestSnapshotOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from mlops_loop.core.config import load_config
-        from mlops_loop.core.snapshots import ingest_batch
+        from mlops_loop.core.ingest import ingest_batch
         from mlops_loop.exceptions import NoBatchError
         from mlops_loop.hooks.s3 import dataset_s3_credentials
 

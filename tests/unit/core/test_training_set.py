@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from mlops_loop.core.config import TrainingWindow, load_config
-from mlops_loop.core.snapshots import ingest_batch, read_snapshot
+from mlops_loop.core.ingest import ingest_batch
+from mlops_loop.core.snapshots import read_snapshot
 from mlops_loop.core.training_set import (
     ValidatedSnapshot,
     assemble_training_set,
