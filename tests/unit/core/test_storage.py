@@ -386,3 +386,136 @@ def test_s3_delete_refuses_a_bucket_uri(stubbed):
     s3, _ = stubbed
     with pytest.raises(StorageError, match="names a bucket, not an object"):
         s3.delete("s3://b/")
+
+
+# --------------------------------------------------------------------------- reading in place
+
+
+def test_local_file_is_the_file_itself_and_a_missing_one_is_named(local, tmp_path):
+    uri = str(tmp_path / "snap" / "part-00000.parquet")
+    local.write_bytes(uri, b"parquet bytes")
+
+    with local.local_file(uri) as path:
+        assert path == Path(uri)  # read in place: no copy
+    assert Path(uri).read_bytes() == b"parquet bytes"
+    gone = str(tmp_path / "snap" / "gone.parquet")
+    with (
+        pytest.raises(StorageError, match=r"snap/gone\.parquet does not exist") as info,
+        local.local_file(gone),
+    ):
+        pass
+    assert info.value.uri == gone
+
+
+def test_local_fetch_with_sha256_hashes_in_place_and_downloads_nothing(local, tmp_path):
+    uri = str(tmp_path / "raw" / "part-000.csv")
+    local.write_bytes(uri, b"a,b\n1,2\n")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+
+    path, sha = local.fetch_with_sha256(uri, scratch / "00000-part-000.csv")
+
+    assert (path, sha) == (Path(uri), sha256_file(uri))
+    assert list(scratch.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- publishing a folder
+
+
+def staged(folder: Path, files: dict[str, bytes]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def test_local_staging_folder_is_beside_the_final_one_and_new_each_time(local, tmp_path):
+    final = str(tmp_path / "data" / "snapshots" / "abc123")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+
+    first = local.staging_folder(final, scratch)
+    second = local.staging_folder(final, scratch)
+
+    assert first.parent == second.parent == Path(final).parent  # one rename on one filesystem
+    assert first != second and first.name.startswith(".tmp-abc123-")
+    assert list(first.iterdir()) == [] and list(scratch.iterdir()) == []
+
+
+def test_local_staging_folder_removes_only_stale_leftovers_of_the_same_output(local, tmp_path):
+    import os
+
+    parent = tmp_path / "snapshots"
+    stale = staged(parent / ".tmp-abc123-deadbeef0000", {"part-00000.parquet": b"partial"})
+    fresh = staged(parent / ".tmp-abc123-cafe00000000", {"part-00000.parquet": b"partial"})
+    other = staged(parent / ".tmp-zzz999-deadbeef0000", {"part-00000.parquet": b"partial"})
+    old = 1_000_000_000
+    for folder in (stale, other):
+        os.utime(folder, (old, old))
+
+    local.staging_folder(str(parent / "abc123"), tmp_path)
+
+    assert not stale.exists()
+    assert fresh.exists()  # may belong to a concurrent writer
+    assert other.exists()  # another output's leftovers are its own writer's business
+
+
+def test_local_staging_folder_that_cannot_be_created_is_named(local, tmp_path):
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(StorageError, match=r"cannot create .*data/snapshots"):
+        local.staging_folder(str(blocker / "snapshots" / "abc123"), tmp_path)
+
+
+def test_local_publish_folder_renames_the_staged_folder_into_place(local, tmp_path):
+    final = tmp_path / "snapshots" / "abc123"
+    stage = local.staging_folder(str(final), tmp_path)
+    staged(stage, {"part-00000.parquet": b"p0", "manifest.json": b"{}"})
+
+    assert local.publish_folder(stage, str(final)) is True
+
+    assert not stage.exists()
+    assert sorted(p.name for p in final.iterdir()) == ["manifest.json", "part-00000.parquet"]
+    assert [p.name for p in final.parent.iterdir()] == ["abc123"]
+
+
+@pytest.mark.parametrize(
+    ("existing", "published", "expected"),
+    [
+        pytest.param(
+            {"part-00000.parquet": b"theirs", "manifest.json": b"{}"},
+            False,
+            ["manifest.json", "part-00000.parquet"],
+            id="complete-output-wins-untouched",
+        ),
+        pytest.param(
+            {"part-00000.parquet": b"half a file", "part-00007.parquet": b"stray"},
+            True,
+            ["manifest.json", "part-00000.parquet"],
+            id="output-without-manifest-is-replaced",
+        ),
+    ],
+)
+def test_local_publish_folder_over_an_existing_folder(
+    local, tmp_path, existing, published, expected
+):
+    final = staged(tmp_path / "snapshots" / "abc123", existing)
+    stage = staged(
+        tmp_path / "snapshots" / ".tmp-abc123-1",
+        {"part-00000.parquet": b"ours", "manifest.json": b"{}"},
+    )
+
+    assert local.publish_folder(stage, str(final)) is published
+
+    assert sorted(p.name for p in final.iterdir()) == expected
+    winner = b"ours" if published else b"theirs"
+    assert (final / "part-00000.parquet").read_bytes() == winner
+    assert stage.exists() is not published  # a losing stage is the caller's to remove
+
+
+def test_publish_folder_refuses_a_folder_without_manifest(local, tmp_path):
+    stage = staged(tmp_path / ".tmp-abc123-1", {"part-00000.parquet": b"p0"})
+    final = tmp_path / "abc123"
+    with pytest.raises(StorageError, match=r"cannot publish .* it has no manifest\.json") as info:
+        local.publish_folder(stage, str(final))
+    assert info.value.uri == str(final) and not final.exists()
