@@ -43,9 +43,10 @@ class MlflowModelVersionLink(BaseOperatorLink):
 
 
 def _linked_operators() -> list[type]:
-    from mlops_loop.operators.docker_train import TrainerContainerOperator
+    # Airflow 3 matches plugin links on the exact class: name each concrete operator.
+    from mlops_loop.operators import DockerTrainOperator, EvaluateChallengerOperator
 
-    return [TrainerContainerOperator]
+    return [DockerTrainOperator, EvaluateChallengerOperator]
 
 
 MlflowModelVersionLink.operators = _linked_operators()

@@ -238,6 +238,25 @@ def check_ds(ds: str) -> str:
     return ds
 
 
+def given(value: Any) -> bool:
+    """An optional setting is set: not None, not empty and not the text "None" (what an
+    empty form field renders to without native rendering)."""
+    return value is not None and str(value).strip() not in ("", "None")
+
+
+def parse_flag(value: Any, name: str) -> bool:
+    """A yes/no setting as a bool: a bool, or its text from a rendered template or a form
+    (true/false, 1/0, yes/no; empty and None are false)."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", "", "none"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
 def run_time(context: Mapping[str, Any]) -> datetime:
     """The time a run is for: data interval end, else logical date, else ``run_after``
     (a manual run triggered without a logical date has only that). ``context`` is an
@@ -258,9 +277,8 @@ def run_ds(context: Mapping[str, Any], explicit: Any = None) -> str:
     else the run's logical date, else the day it runs for (``run_after``).
 
     ``explicit`` may be None, ``""`` or ``"None"`` (an empty Param rendered as text)."""
-    text = "" if explicit is None else str(explicit).strip()
-    if text and text != "None":
-        return check_ds(text)
+    if given(explicit):
+        return check_ds(str(explicit).strip())
     logical = context.get("logical_date")
     if isinstance(logical, datetime):
         return logical.date().isoformat()

@@ -1,6 +1,6 @@
 """Running trainer commands in containers: the Airflow-free decisions and file handling.
 
-The Airflow side (operators/docker_train.py) starts the trainer image as
+The Airflow side (operators/trainer.py) starts the trainer image as
 ``python -m mlops_loop.training <command> --request /mlops/io/request.json
 --result /mlops/io/result.json``. This module decides whether the container gets the GPU,
 builds and writes the request, reads the result back, explains exit codes and names the
@@ -27,30 +27,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from mlops_loop.core.config import DatasetConfig
-from mlops_loop.core.storage import S3Credentials, is_s3
+from mlops_loop.core.storage import is_s3
+from mlops_loop.core.trainer_protocol import (
+    CONTAINER_IO_DIR,
+    EXIT_CODE_MEANINGS,
+    REQUEST_FILE,
+    RESULT_FILE,
+    RUNNER_ENV,
+    TrainerRequest,
+    check_command,
+)
 from mlops_loop.exceptions import GpuUnavailableError, TrainerResultError
 
-# Where the request/result folder is mounted inside the container, and the file names.
-CONTAINER_IO_DIR = "/mlops/io"
-REQUEST_FILE = "request.json"
-RESULT_FILE = "result.json"
-TRAINER_COMMANDS = ("train", "evaluate", "score", "monitor")
 DEFAULT_TRAINER_IMAGE = "mlops-loop/trainer:latest"
-# The trainer reads its S3 endpoint from here (boto3 has no standard variable for it).
-S3_ENDPOINT_ENV = "MLOPS_LOOP_S3_ENDPOINT_URL"
 
 GpuMode = Literal["auto", "required", "none"]
 GPU_MODES: tuple[str, ...] = ("auto", "required", "none")
 # Where trainer commands run: the trainer image on a Docker engine, a local process of the
 # worker, or the first when an engine answers and else the second.
 RUNNERS: tuple[str, ...] = ("docker", "local", "auto")
-RUNNER_ENV = "MLOPS_LOOP_TRAINER_RUNNER"
-# The Python the local runner starts (a venv with mlops_loop[trainer]); default: the worker's.
-TRAINER_PYTHON_ENV = "MLOPS_LOOP_TRAINER_PYTHON"
-
 
 # --- GPU -----------------------------------------------------------------------------
 
@@ -116,16 +113,8 @@ def decide_gpu(
 
 # --- exit codes ----------------------------------------------------------------------
 
-# The trainer's own exit codes (mlops_loop.training.__main__.EXIT_CODES), then the
-# shell's and Docker's conventions.
-_EXIT_CODES = {
-    1: "unexpected error in the trainer (see the traceback in the log tail)",
-    2: "the trainer rejected its request, dataset config, hyperparameters, command line "
-    "or a model version it names (not in the registry, not READY)",
-    3: "snapshot data problem: a snapshot is missing or unreadable, or its labels or columns "
-    "are unusable",
-    4: "the MLflow tracking server was unreachable from the container",
-    5: "fitting, logging or registering the model failed",
+# Beyond the trainer's own codes (trainer_protocol.ExitCode): the shell's and Docker's.
+_RUNTIME_EXIT_CODES = {
     125: "the container could not be started by the Docker engine",
     126: "the entrypoint exists in the image but cannot be executed",
     127: "the entrypoint was not found in the image (is this the trainer image?)",
@@ -159,8 +148,9 @@ def explain_exit_code(
         return "exit code 143: terminated (SIGTERM), the container was stopped (`docker stop`, task killed)"
     if exit_code == 134:
         return "exit code 134: aborted (SIGABRT) by native code, often a failed assertion or a CUDA error"
-    if exit_code in _EXIT_CODES:
-        return f"exit code {exit_code}: {_EXIT_CODES[exit_code]}"
+    meanings = {**EXIT_CODE_MEANINGS, **_RUNTIME_EXIT_CODES}
+    if exit_code in meanings:
+        return f"exit code {exit_code}: {meanings[exit_code]}"
     if 128 < exit_code < 128 + 65:
         try:
             name = signal.Signals(exit_code - 128).name
@@ -183,10 +173,7 @@ def log_tail(lines: Sequence[str], max_lines: int = 30) -> str:
 
 def container_command(command: str) -> list[str]:
     """Arguments after the image's entrypoint (``python -m mlops_loop.training``)."""
-    if command not in TRAINER_COMMANDS:
-        raise ValueError(
-            f"trainer command must be one of {', '.join(TRAINER_COMMANDS)}, got {command!r}"
-        )
+    check_command(command)
     return [
         command,
         "--request",
@@ -194,27 +181,6 @@ def container_command(command: str) -> list[str]:
         "--result",
         f"{CONTAINER_IO_DIR}/{RESULT_FILE}",
     ]
-
-
-def dataset_config_payload(config: DatasetConfig) -> dict[str, Any]:
-    """The config as the container receives it: its JSON dump plus ``config_dir`` (which
-    the dump leaves out), so ``DatasetConfig.model_validate`` rebuilds it unchanged."""
-    return {**config.model_dump(mode="json"), "config_dir": config.config_dir}
-
-
-class TrainResult(BaseModel):
-    """What the trainer writes to result.json after ``train`` (checked on the Airflow
-    side; the request model is mlops_loop.training.train.TrainingRequest)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    status: Literal["ok"]
-    run_id: str
-    model_uri: str
-    model_name: str
-    model_version: str
-    metrics: dict[str, float | None]  # the trainer writes non-finite values as null
-    device: Literal["cpu", "cuda"]
 
 
 def image_tags(image: str, image_info: Mapping[str, Any]) -> dict[str, str]:
@@ -233,21 +199,6 @@ def image_tags(image: str, image_info: Mapping[str, Any]) -> dict[str, str]:
     return tags
 
 
-def with_tags(
-    request: BaseModel | Mapping[str, Any], tags: Mapping[str, str]
-) -> BaseModel | dict[str, Any]:
-    """The request with ``tags`` merged into its ``tags`` (requests without a ``tags``
-    field are returned unchanged)."""
-    if isinstance(request, BaseModel):
-        if "tags" not in type(request).model_fields:
-            return request
-        current = dict(getattr(request, "tags", None) or {})
-        return request.model_copy(update={"tags": {**current, **tags}})
-    if "tags" not in request:
-        return dict(request)
-    return {**request, "tags": {**request["tags"], **tags}}
-
-
 def make_io_dir(root: str | None = None) -> Path:
     """A fresh folder for request.json/result.json, writable by the container's
     (non-root, other uid) user. ``root`` must be a path the Docker engine sees at the same
@@ -260,9 +211,9 @@ def make_io_dir(root: str | None = None) -> Path:
     return path
 
 
-def write_request(io_dir: str | Path, request: BaseModel | Mapping[str, Any]) -> Path:
+def write_request(io_dir: str | Path, request: TrainerRequest) -> Path:
     """Write request.json (atomically, world-readable) and return its host path."""
-    payload = request.model_dump(mode="json") if isinstance(request, BaseModel) else dict(request)
+    payload = request.model_dump(mode="json")
     target = Path(io_dir) / REQUEST_FILE
     tmp = target.with_name(f".{REQUEST_FILE}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
@@ -295,7 +246,7 @@ def read_result_file(io_dir: str | Path) -> dict[str, Any] | None:
 
 def read_result(io_dir: str | Path, model: type[BaseModel] | None = None) -> dict[str, Any]:
     """result.json of a trainer that exited 0, checked: present, ``status`` ok and, when
-    ``model`` is given (TrainResult for ``train``), of that shape. Returns the dict as
+    ``model`` is given (the command's result model in trainer_protocol), of that shape. Returns the dict as
     written (extra keys kept)."""
     path = Path(io_dir) / RESULT_FILE
     payload = read_result_file(io_dir)
@@ -342,29 +293,6 @@ def local_read_only_paths(uris: Iterable[str | None]) -> list[str]:
         if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
             kept.append(path)
     return sorted(kept)
-
-
-def container_environment(
-    tracking_uri: str, credentials: S3Credentials | None
-) -> tuple[dict[str, str], dict[str, str]]:
-    """(environment, private environment) for a trainer container: the MLflow server, the
-    S3 endpoint and region, and the S3 keys, which go in the private part (DockerOperator's
-    ``private_environment``: not templated, not rendered, never logged)."""
-    env = {"MLFLOW_TRACKING_URI": tracking_uri}
-    secrets: dict[str, str] = {}
-    if credentials is not None:
-        if credentials.endpoint_url:
-            env[S3_ENDPOINT_ENV] = credentials.endpoint_url
-        if credentials.region_name:
-            env["AWS_DEFAULT_REGION"] = credentials.region_name
-        for key, value in (
-            ("AWS_ACCESS_KEY_ID", credentials.aws_access_key_id),
-            ("AWS_SECRET_ACCESS_KEY", credentials.aws_secret_access_key),
-            ("AWS_SESSION_TOKEN", credentials.aws_session_token),
-        ):
-            if value:
-                secrets[key] = value
-    return env, secrets
 
 
 def check_tracking_uri(uri: str | None, *, local: bool = False) -> str:

@@ -47,8 +47,13 @@ class CurveData:
     reference_label: str = "champion"
 
 
+def decisions_root(root_uri: str) -> str:
+    """``<root>/reports/decisions``: every decision record of a dataset."""
+    return join_uri(root_uri, "reports", "decisions")
+
+
 def decision_dir(root_uri: str, decision_id: str) -> str:
-    return join_uri(root_uri, "reports", "decisions", decision_id)
+    return join_uri(decisions_root(root_uri), decision_id)
 
 
 # ------------------------------------------------------------------------------ plots
@@ -295,15 +300,10 @@ def write_decision_record(
     context: Mapping[str, Any] | None = None,
     mlflow_client: Any | None = None,
     run_id: str | None = None,
-    published_root: str | None = None,
 ) -> dict[str, Any]:
     """Write ``report.html`` then ``decision.json`` (last: its presence marks a complete
     record) under ``{root_uri}/reports/decisions/<decision_id>/``; with ``mlflow_client``
     and ``run_id`` also log both as artifacts of that run under ``decision/``.
-
-    ``published_root``: when ``root_uri`` is a staging folder that is copied to this root
-    afterwards, the record (and its MLflow copy) names the published report, and
-    ``published_json_uri`` says where the record will be. Default: ``root_uri``.
 
     ``decision`` is a compare.Decision or its ``to_dict()``; ``context`` is extra JSON
     (dataset, Airflow run, model name...) stored beside the decision. Returns
@@ -315,11 +315,9 @@ def write_decision_record(
         raise ValueError("the decision has no decision_id")
     folder = decision_dir(root_uri, decision_id)
     json_uri, html_uri = join_uri(folder, "decision.json"), join_uri(folder, "report.html")
-    published = decision_dir(published_root or root_uri, decision_id)
-    published_json, published_html = join_uri(published, "decision.json"), join_uri(published, "report.html")
     plot = render_plot(curves_data) if curves_data is not None and d.get("outcome") != "insufficient_data" else None
     page = render_html(d, plot, context)
-    record = {**d, "record_version": RECORD_VERSION, "context": dict(context or {}), "html_uri": published_html}
+    record = {**d, "record_version": RECORD_VERSION, "context": dict(context or {}), "html_uri": html_uri}
     storage.write_text(html_uri, page)
     write_json(storage, json_uri, record)
     artifact_path = None
@@ -333,7 +331,6 @@ def write_decision_record(
         "decision_id": decision_id,
         "json_uri": json_uri,
         "html_uri": html_uri,
-        "published_json_uri": published_json,
         "artifact_path": artifact_path,
     }
 
@@ -344,3 +341,47 @@ def read_decision_record(storage: Storage, json_uri: str) -> dict[str, Any]:
     if "outcome" not in record or "decision_id" not in record:
         raise ValueError(f"{json_uri} is not a decision record (no outcome/decision_id)")
     return record
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def as_decision(value: Any) -> dict[str, Any] | None:
+    """A decision dict from what templating produced: a dict, its JSON text or its
+    Python repr (a DAG without ``render_template_as_native_obj``); None when empty."""
+    if value is None or value == "" or value == {}:
+        return None
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            import ast
+
+            parsed = ast.literal_eval(value)
+        if isinstance(parsed, dict):
+            return parsed
+    raise ValueError(
+        f"decision must be a dict (the evaluate task's XCom), got {type(value).__name__}"
+    )
+
+
+def summarize(decision: Mapping[str, Any], promotion: Mapping[str, Any] | None) -> str:
+    """One line for the log and the run's summary: what happened and where the record is."""
+    name = decision.get("model_name", "model")
+    challenger = decision.get("challenger_version")
+    against = decision.get("expected_champion_version")
+    reasons = "; ".join(map(str, decision.get("reasons") or [])) or "no reasons recorded"
+    record = decision.get("html_uri") or decision.get("decision_uri") or "no record"
+    outcome = (promotion or {}).get("outcome")
+    if outcome == "promoted":
+        head = f"{name}: promoted v{challenger} over {'v' + str(against) if against else 'the baseline (no champion)'}"
+    elif outcome == "noop":
+        head = f"{name}: v{challenger} already is champion; nothing changed"
+    elif outcome == "stale":
+        head = f"{name}: NOT promoted v{challenger}: {promotion.get('why') if promotion else ''}"
+    else:
+        head = f"{name}: {decision.get('outcome', 'rejected')} v{challenger}: {reasons}"
+        return f"{head} (decision report {record})"
+    return f"{head}: {reasons} (decision report {record})"

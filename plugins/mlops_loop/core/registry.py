@@ -97,7 +97,7 @@ class ChampionStatus:
         return asdict(self)
 
 
-def _live_version(client: Any, name: str, version: str) -> Any | None:
+def live_version(client: Any, name: str, version: str) -> Any | None:
     """The ModelVersion, or None when it does not exist or was deleted."""
     from mlflow.exceptions import MlflowException
 
@@ -132,7 +132,7 @@ def champion_status(client: Any, name: str, alias: str = CHAMPION_ALIAS) -> Cham
     aliased = dict(getattr(model, "aliases", {}) or {}).get(alias)
     if aliased is not None:
         aliased = str(aliased)
-        if _live_version(client, name, aliased) is not None:
+        if live_version(client, name, aliased) is not None:
             return ChampionStatus(name, "present", aliased, f"{alias} is version {aliased}")
         return ChampionStatus(
             name, "deleted", None,
@@ -143,7 +143,7 @@ def champion_status(client: Any, name: str, alias: str = CHAMPION_ALIAS) -> Cham
     # says which version was champion, so a deletion is reported instead of silence.
     trail = _audit_from_tags(getattr(model, "tags", {}) or {})
     last = next((e for e in reversed(trail) if e.get("alias", CHAMPION_ALIAS) == alias), None)
-    if last and last.get("to") and _live_version(client, name, str(last["to"])) is None:
+    if last and last.get("to") and live_version(client, name, str(last["to"])) is None:
         gone = str(last["to"])
         return ChampionStatus(
             name, "deleted", None,
@@ -313,7 +313,7 @@ class PromotionResult:
 
 
 def _require_version(client: Any, name: str, version: str, error: type[RegistryError] = RegistryError) -> Any:
-    mv = _live_version(client, name, version)
+    mv = live_version(client, name, version)
     if mv is None:
         if _registered_model(client, name) is None:
             raise error(f"model {name!r} is not registered", model_name=name, version=version)

@@ -20,16 +20,13 @@ _EXPORTS: dict[str, str] = {
     "PromoteModelOperator": "promote",
     "RequestRetrainingOperator": "drift",
     "RollbackChampionOperator": "promote",
-    "TrainerContainerOperator": "docker_train",
+    "TrainerContainerOperator": "trainer",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from mlops_loop.operators.docker_train import DockerTrainOperator as DockerTrainOperator
-    from mlops_loop.operators.docker_train import (
-        TrainerContainerOperator as TrainerContainerOperator,
-    )
     from mlops_loop.operators.drift import DriftMonitorOperator as DriftMonitorOperator
     from mlops_loop.operators.drift import (
         RequestRetrainingOperator as RequestRetrainingOperator,
@@ -43,6 +40,9 @@ if TYPE_CHECKING:
         RollbackChampionOperator as RollbackChampionOperator,
     )
     from mlops_loop.operators.quality import DataQualityOperator as DataQualityOperator
+    from mlops_loop.operators.trainer import (
+        TrainerContainerOperator as TrainerContainerOperator,
+    )
     from mlops_loop.operators.training_set import (
         AssembleTrainingSetOperator as AssembleTrainingSetOperator,
     )

@@ -9,9 +9,7 @@ changed, so nobody mistakes the run for a promotion; re-run the evaluation.
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -20,59 +18,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-def _tracking_uri(explicit: str | None) -> str:
-    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        raise ValueError(
-            "no MLflow tracking URI: pass mlflow_tracking_uri or set MLFLOW_TRACKING_URI"
-        )
-    return uri
-
-
 def _airflow_run(context: Context | None) -> str | None:
     ti = context.get("ti") if context else None
     return None if ti is None else f"{ti.dag_id}/{ti.run_id}/{ti.task_id}"
-
-
-def as_decision(value: Any) -> dict[str, Any] | None:
-    """A decision dict from what templating produced: a dict, its JSON text or its
-    Python repr (a DAG without ``render_template_as_native_obj``); None when empty."""
-    if value is None or value == "" or value == {}:
-        return None
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            import ast
-
-            parsed = ast.literal_eval(value)
-        if isinstance(parsed, dict):
-            return parsed
-    raise ValueError(
-        f"decision must be a dict (the evaluate task's XCom), got {type(value).__name__}"
-    )
-
-
-def summarize(decision: Mapping[str, Any], promotion: Mapping[str, Any] | None) -> str:
-    """One line for the log and the run's summary: what happened and where the record is."""
-    name = decision.get("model_name", "model")
-    challenger = decision.get("challenger_version")
-    against = decision.get("expected_champion_version")
-    reasons = "; ".join(map(str, decision.get("reasons") or [])) or "no reasons recorded"
-    record = decision.get("html_uri") or decision.get("decision_uri") or "no record"
-    outcome = (promotion or {}).get("outcome")
-    if outcome == "promoted":
-        head = f"{name}: promoted v{challenger} over {'v' + str(against) if against else 'the baseline (no champion)'}"
-    elif outcome == "noop":
-        head = f"{name}: v{challenger} already is champion; nothing changed"
-    elif outcome == "stale":
-        head = f"{name}: NOT promoted v{challenger}: {promotion.get('why') if promotion else ''}"
-    else:
-        head = f"{name}: {decision.get('outcome', 'rejected')} v{challenger}: {reasons}"
-        return f"{head} (decision report {record})"
-    return f"{head}: {reasons} (decision report {record})"
 
 
 class PromoteModelOperator(BaseOperator):
@@ -93,7 +41,10 @@ class PromoteModelOperator(BaseOperator):
     :param decision_uri: Instead of ``decision``: URI of a stored ``decision.json``. (templated)
     :param reason: Why (recorded on the version and in the audit trail). (templated)
     :param model_name: Registered model; default the decision's ``model_name``. (templated)
-    :param mlflow_tracking_uri: MLflow server; default ``$MLFLOW_TRACKING_URI``. (templated)
+    :param mlflow_conn_id: Airflow Connection of the MLflow server (mlops_loop.hooks.mlflow);
+        default ``$MLOPS_LOOP_MLFLOW_CONN_ID`` or ``mlflow_default``, else
+        ``$MLFLOW_TRACKING_URI``.
+    :param mlflow_tracking_uri: Use this MLflow server instead. (templated)
     :param fail_on_stale: Fail the task when the champion moved since the evaluation
         (default); False ends the task successfully with outcome ``stale`` and a warning.
     """
@@ -115,6 +66,7 @@ class PromoteModelOperator(BaseOperator):
         decision_uri: str | None = None,
         reason: str = "",
         model_name: str | None = None,
+        mlflow_conn_id: str | None = None,
         mlflow_tracking_uri: str | None = None,
         fail_on_stale: bool = True,
         **kwargs: Any,
@@ -126,10 +78,13 @@ class PromoteModelOperator(BaseOperator):
         self.decision_uri = decision_uri
         self.reason = reason
         self.model_name = model_name
+        self.mlflow_conn_id = mlflow_conn_id
         self.mlflow_tracking_uri = mlflow_tracking_uri
         self.fail_on_stale = fail_on_stale
 
     def _load_decision(self) -> dict[str, Any]:
+        from mlops_loop.core.decision_report import as_decision
+
         decision = as_decision(self.decision)
         if decision is not None:
             return decision
@@ -141,6 +96,7 @@ class PromoteModelOperator(BaseOperator):
         return read_decision_record(open_storage(self.decision_uri), self.decision_uri)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_loop.core.decision_report import summarize
         from mlops_loop.exceptions import PromotionStale
 
         decision = self._load_decision()
@@ -161,15 +117,14 @@ class PromoteModelOperator(BaseOperator):
             self.log.info("Not promoting: %s", result["summary"])
             return result
 
-        from mlflow import MlflowClient
-
         from mlops_loop.core.registry import promote
+        from mlops_loop.hooks.mlflow import MlflowHook
 
         reason = self.reason or f"decision {decision.get('decision_id')}: " + "; ".join(
             map(str, decision.get("reasons") or [])
         )
         promotion = promote(
-            MlflowClient(tracking_uri=_tracking_uri(self.mlflow_tracking_uri)),
+            MlflowHook(self.mlflow_conn_id, tracking_uri=self.mlflow_tracking_uri).client,
             str(name),
             str(decision["challenger_version"]),
             expected_champion=decision.get("expected_champion_version"),
@@ -216,7 +171,8 @@ class RollbackChampionOperator(BaseOperator):
     :param reason: Why (required; recorded on the version and in the audit trail). (templated)
     :param to_version: Target version; empty means the previous champion. (templated)
     :param force: Allow a target that did not pass validation. (templated)
-    :param mlflow_tracking_uri: MLflow server; default ``$MLFLOW_TRACKING_URI``. (templated)
+    :param mlflow_conn_id: Airflow Connection of the MLflow server (mlops_loop.hooks.mlflow).
+    :param mlflow_tracking_uri: Use this MLflow server instead. (templated)
     """
 
     template_fields: Sequence[str] = (
@@ -237,6 +193,7 @@ class RollbackChampionOperator(BaseOperator):
         reason: str,
         to_version: str | int | None = None,
         force: bool | str = False,
+        mlflow_conn_id: str | None = None,
         mlflow_tracking_uri: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -252,28 +209,23 @@ class RollbackChampionOperator(BaseOperator):
         self.reason = reason
         self.to_version = to_version
         self.force = force
+        self.mlflow_conn_id = mlflow_conn_id
         self.mlflow_tracking_uri = mlflow_tracking_uri
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlflow import MlflowClient
-
+        from mlops_loop.core.config import given, load_config, parse_flag, training_settings
         from mlops_loop.core.registry import rollback
+        from mlops_loop.hooks.mlflow import MlflowHook
 
-        name = self.model_name
+        name = str(self.model_name).strip() if given(self.model_name) else None
         if not name:
             if not self.config_path:
                 raise ValueError("model_name rendered empty and no config_path was given")
-            from mlops_loop.core.config import load_config, training_settings
-
             name = str(training_settings(load_config(self.config_path)).registered_model_name)
-        to_version = None if self.to_version in (None, "", "None") else str(self.to_version).strip()
-        force = (
-            self.force
-            if isinstance(self.force, bool)
-            else str(self.force).strip().lower() in ("true", "1", "yes")
-        )
+        to_version = str(self.to_version).strip() if given(self.to_version) else None
+        force = parse_flag(self.force, "force")
         result = rollback(
-            MlflowClient(tracking_uri=_tracking_uri(self.mlflow_tracking_uri)),
+            MlflowHook(self.mlflow_conn_id, tracking_uri=self.mlflow_tracking_uri).client,
             str(name),
             to_version=to_version,
             reason=str(self.reason),

@@ -2,18 +2,18 @@
 
     python -m mlops_loop.training train --request request.json --result result.json
 
-``request.json`` is a :class:`mlops_loop.training.train.TrainingRequest`. The result file
-is written atomically in every outcome the process survives:
+``request.json`` holds the command's request and ``result.json`` gets its result, both
+typed in ``mlops_loop.core.trainer_protocol``. The result file is written atomically in
+every outcome the process survives:
 
 - success: ``{"status": "ok", "run_id", "model_uri", "model_name", "model_version",
   "metrics", "device", "params", "tags", "timing"}``, exit code 0;
 - failure: ``{"status": "error", "error", "error_type", "stage", "run_id"}``, and a
-  non-zero exit code saying what kind of failure it was (EXIT_CODES below).
+  non-zero exit code saying what kind of failure it was (trainer_protocol.ExitCode).
 
 Progress (per-epoch lines) goes to stdout, line by line, so a container log streams it.
-Environment: ``MLFLOW_TRACKING_URI``; for S3 snapshots ``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``MLOPS_LOOP_S3_ENDPOINT_URL``.
-New commands (``evaluate``, ``score``) are added to COMMANDS.
+Environment: the variables named in trainer_protocol (MLflow server and credentials, S3
+endpoint, region and keys).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from mlops_loop.core.trainer_protocol import EXIT_CODE_MEANINGS, ExitCode, parse_request
 from mlops_loop.exceptions import (
     ConfigError,
     DriftError,
@@ -40,56 +41,31 @@ from mlops_loop.exceptions import (
     TrainingError,
 )
 
-EXIT_OK = 0
-EXIT_UNEXPECTED = 1
-EXIT_BAD_REQUEST = 2  # unreadable request, invalid config or hyperparameters, unusable model version
-EXIT_DATA = 3  # snapshot missing or unreadable, labels unusable, data unfit to evaluate or monitor
-EXIT_TRACKING = 4  # MLflow tracking server unreachable
-EXIT_FAILED = 5  # fitting, logging or registering failed
-EXIT_TERMINATED = 143  # SIGTERM (container stopped / task killed)
-EXIT_CODES = {
-    EXIT_OK: "ok",
-    EXIT_UNEXPECTED: "unexpected error",
-    EXIT_BAD_REQUEST: "invalid request or config",
-    EXIT_DATA: "snapshot data problem",
-    EXIT_TRACKING: "MLflow tracking server unreachable",
-    EXIT_FAILED: "training, logging or registration failed",
-    EXIT_TERMINATED: "terminated by SIGTERM",
-}
-
 
 class Terminated(TrainingError):
     """The process received SIGTERM; raised inside the run so it ends as FAILED."""
 
 
-def _train(request_doc: dict[str, Any]) -> dict[str, Any]:
-    from pydantic import ValidationError
+def _train(request: Any) -> dict[str, Any]:
+    from mlops_loop.training.train import run_training
 
-    from mlops_loop.training.train import TrainingRequest, run_training
-
-    try:
-        request = TrainingRequest.model_validate(request_doc)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid training request: {problems}") from exc
     return run_training(request)
 
 
-def _evaluate(request_doc: dict[str, Any]) -> dict[str, Any]:
-    from mlops_loop.training.evaluate import parse_request, run_evaluation
+def _evaluate(request: Any) -> dict[str, Any]:
+    from mlops_loop.training.evaluate import run_evaluation
 
-    return run_evaluation(parse_request(request_doc))
-
-
-def _monitor(request_doc: dict[str, Any]) -> dict[str, Any]:
-    from mlops_loop.training.monitor import parse_request, run_monitor
-
-    return run_monitor(parse_request(request_doc))
+    return run_evaluation(request)
 
 
-COMMANDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+def _monitor(request: Any) -> dict[str, Any]:
+    from mlops_loop.training.monitor import run_monitor
+
+    return run_monitor(request)
+
+
+# The request and result models of each command are in core.trainer_protocol.COMMANDS.
+RUNNERS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "train": _train,
     "evaluate": _evaluate,
     "monitor": _monitor,
@@ -99,27 +75,27 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mlops_loop.training", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
+    for name in RUNNERS:
         cmd = sub.add_parser(name)
         cmd.add_argument("--request", required=True, type=Path, help="request JSON file")
         cmd.add_argument("--result", required=True, type=Path, help="where to write the result JSON")
     return parser
 
 
-def exit_code_for(exc: BaseException) -> int:
+def exit_code_for(exc: BaseException) -> ExitCode:
     if isinstance(exc, Terminated):
-        return EXIT_TERMINATED
+        return ExitCode.TERMINATED
     if isinstance(exc, (ConfigError, RegistryError)):
-        return EXIT_BAD_REQUEST
+        return ExitCode.BAD_REQUEST
     if isinstance(exc, TrackingServerError):
-        return EXIT_TRACKING
+        return ExitCode.TRACKING
     if isinstance(exc, TrainingError):
-        return EXIT_DATA if exc.stage in ("snapshots", "data") else EXIT_FAILED
+        return ExitCode.DATA if exc.stage in ("snapshots", "data") else ExitCode.FAILED
     if isinstance(exc, (EvaluationError, DriftError)):
-        return EXIT_DATA
+        return ExitCode.DATA
     if isinstance(exc, MlopsLoopError):  # a failure the code names, not a bug
-        return EXIT_FAILED
-    return EXIT_UNEXPECTED
+        return ExitCode.FAILED
+    return ExitCode.UNEXPECTED
 
 
 def _json_safe(value: Any) -> Any:
@@ -150,7 +126,7 @@ _terminating = False
 
 def _exit_terminated() -> None:
     print(f"still running {TERMINATE_GRACE_SECONDS:.0f} s after SIGTERM: exiting", file=sys.stderr, flush=True)
-    os._exit(EXIT_TERMINATED)
+    os._exit(ExitCode.TERMINATED)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -164,7 +140,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the exit code (see EXIT_CODES)."""
+    """Run one command; returns the exit code (core.trainer_protocol.ExitCode)."""
     reconfigure = getattr(sys.stdout, "reconfigure", None)
     if reconfigure is not None:
         reconfigure(line_buffering=True)
@@ -178,16 +154,17 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"request {args.request} must hold a JSON object")
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read request {args.request}: {exc}") from exc
-        result = COMMANDS[args.command](request_doc)
+        result = RUNNERS[args.command](parse_request(args.command, request_doc))
         write_result(args.result, result)
-        return EXIT_OK
+        return ExitCode.OK
     except BaseException as exc:
         if isinstance(exc, (SystemExit, KeyboardInterrupt)) and not isinstance(exc, MlopsLoopError):
-            code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else EXIT_TERMINATED
+            code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else ExitCode.TERMINATED
         else:
             code = exit_code_for(exc)
         message = str(exc) if isinstance(exc, MlopsLoopError) else f"{type(exc).__name__}: {exc}"
-        print(f"{args.command} failed ({EXIT_CODES.get(code, 'error')}): {message}", file=sys.stderr, flush=True)
+        meaning = EXIT_CODE_MEANINGS.get(code, "error")
+        print(f"{args.command} failed ({meaning}): {message}", file=sys.stderr, flush=True)
         try:
             write_result(
                 args.result,
@@ -197,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
                     "error_type": type(exc).__name__,
                     "stage": getattr(exc, "stage", None),
                     "run_id": getattr(exc, "run_id", None),
-                    "exit_code": code,
+                    "exit_code": int(code),
                 },
             )
         except Exception as write_exc:  # best effort: the exit code still tells
             print(f"could not write {args.result}: {write_exc}", file=sys.stderr, flush=True)
-        if code == EXIT_UNEXPECTED:
+        if code == ExitCode.UNEXPECTED:
             import traceback
 
             traceback.print_exc(file=sys.stderr)

@@ -1,6 +1,6 @@
 """The ``evaluate`` command of the trainer image: champion vs challenger on one holdout.
 
-One call, :func:`run_evaluation`, takes an :class:`EvaluationRequest` and:
+One call, :func:`run_evaluation`, takes an ``EvaluateRequest`` (core.trainer_protocol) and:
 
 1. validates the dataset config and reads the holdout snapshot (all rows; its sha256
    names the holdout in the decision id); a holdout without the target column is an
@@ -15,7 +15,7 @@ One call, :func:`run_evaluation`, takes an :class:`EvaluationRequest` and:
    model size (MB of its artifacts) for the budget;
 4. calls ``core.compare.decide`` with the config's ``evaluation`` settings, writes the
    decision record (``core.decision_report``: JSON + HTML under
-   ``{decisions_root}/reports/decisions/<decision_id>/`` and as artifacts of the
+   ``{storage root}/reports/decisions/<decision_id>/`` and as artifacts of the
    challenger's MLflow run) and tags the challenger version (``core.registry.mark_validation``).
 
 The result (result.json) is the decision dict plus ``decision_uri``, ``html_uri``,
@@ -27,72 +27,30 @@ outcome, never a promotion.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from mlops_loop.core.config import DatasetConfig
+from mlops_loop.core.trainer_protocol import (
+    EvaluateRequest,
+    s3_credentials_from_env,
+    trainer_tracking_uri,
+)
 from mlops_loop.exceptions import (
-    ConfigError,
     EvaluationError,
     MlopsLoopError,
     TrackingServerError,
     TrainingError,
 )
-from mlops_loop.training.train import (
-    MLFLOW_CLIENT_DEFAULTS,
-    TRACKING_URI_ENV,
-    Log,
-    print_flushed,
-    s3_credentials_from_env,
-)
+from mlops_loop.training.train import Log, print_flushed
 
 WARMUP_ROWS = 100
 
 
-class EvaluationRequest(BaseModel):
-    """What EvaluateChallengerOperator hands the trainer (request.json)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    config: dict[str, Any] = Field(
-        description="DatasetConfig.model_dump(mode='json') plus config_dir."
-    )
-    holdout_snapshot_uri: str = Field(min_length=1)
-    model_name: str = Field(min_length=1)
-    challenger_version: str = Field(min_length=1)
-    expected_champion_version: str | None = None
-    decisions_root: str | None = Field(
-        default=None,
-        description="Where reports/decisions/ goes; default the dataset's storage root.",
-    )
-    tags: dict[str, str] = Field(default_factory=dict)
-
-
-def parse_request(doc: dict[str, Any]) -> EvaluationRequest:
-    try:
-        return EvaluationRequest.model_validate(doc)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise ConfigError(f"invalid evaluation request: {problems}") from exc
-
-
-def _config(request: EvaluationRequest) -> DatasetConfig:
-    try:
-        return DatasetConfig.model_validate(request.config)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid dataset config in the evaluation request: {exc}") from exc
-
-
 def _client(tracking_uri: str) -> Any:
+    """An MLflow client, after one call that proves the server answers."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -150,33 +108,19 @@ def score(model: Any, features: Any) -> tuple[Any, float]:
 
 
 def _live_champion(client: Any, name: str, expected: str | None, notes: list[str]) -> str | None:
-    """The champion to compare against: ``expected`` if that version still exists, else
-    None, with a note on why (deleted champion)."""
-    from mlops_loop.core.registry import champion_status
+    """The champion to compare against: ``expected`` (what the worker saw) if that version
+    still exists, else None, with a note on why (deleted champion)."""
+    from mlops_loop.core.registry import champion_status, live_version
 
     if expected is None:
         status = champion_status(client, name)
         if status.state == "deleted":
             notes.append(f"no valid champion: {status.detail}; compared against the baseline")
         return None
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mv = client.get_model_version(name, expected)
-    except MlflowException as exc:
-        if str(getattr(exc, "error_code", "")) in (
-            "RESOURCE_DOES_NOT_EXIST",
-            "INVALID_PARAMETER_VALUE",
-        ):
-            notes.append(
-                f"the champion seen before evaluation, version {expected} of {name!r}, was deleted: "
-                "treated as no champion; compared against the baseline"
-            )
-            return None
-        raise
-    if str(getattr(mv, "current_stage", "")).lower() in ("deleted_internal", "deleted"):
+    if live_version(client, name, expected) is None:
         notes.append(
-            f"champion version {expected} of {name!r} was deleted: compared against the baseline"
+            f"the champion seen before evaluation, version {expected} of {name!r}, was deleted: "
+            "treated as no champion; compared against the baseline"
         )
         return None
     return expected
@@ -204,7 +148,7 @@ def _require_challenger(client: Any, name: str, version: str) -> None:
 
 
 def run_evaluation(
-    request: EvaluationRequest,
+    request: EvaluateRequest,
     *,
     tracking_uri: str | None = None,
     log: Log = print_flushed,
@@ -218,13 +162,9 @@ def run_evaluation(
     from mlops_loop.core.snapshots import load_manifest, read_snapshot
     from mlops_loop.core.storage import open_storage
 
-    config = _config(request)
+    config = request.dataset_config()
     settings = config.evaluation
-    tracking_uri = tracking_uri or os.environ.get(TRACKING_URI_ENV)
-    if not tracking_uri:
-        raise TrainingError(f"no MLflow tracking server: set {TRACKING_URI_ENV}", stage="tracking")
-    for key, value in MLFLOW_CLIENT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    tracking_uri = trainer_tracking_uri(tracking_uri)
     credentials = s3_credentials_from_env()
     name, challenger = request.model_name, str(request.challenger_version)
 
@@ -296,7 +236,7 @@ def run_evaluation(
     decision.reasons.extend(notes)
     log(decision.summary())
 
-    root = request.decisions_root or config.root
+    root = config.root
     context = {
         "dataset": config.name,
         "model_name": name,
@@ -327,9 +267,8 @@ def run_evaluation(
         context=context,
         mlflow_client=client,
         run_id=run_id,
-        published_root=config.root,  # the operator publishes a staged record there
     )
-    registry.mark_validation(client, name, challenger, decision, decision_uri=record["published_json_uri"])
+    registry.mark_validation(client, name, challenger, decision, decision_uri=record["json_uri"])
     log(f"decision record {record['json_uri']} ({record['html_uri']})")
     return {
         **decision.to_dict(),

@@ -1,7 +1,7 @@
 """The ``monitor`` command: nightly drift and decay of the champion, as run inside the
 trainer image (it loads the champion, so it needs the model's libraries).
 
-One call, :func:`run_monitor`, takes a :class:`MonitorRequest` and:
+One call, :func:`run_monitor`, takes a ``MonitorRequest`` (core.trainer_protocol) and:
 
 1. returns verdict ``no_champion`` (not an error) when the request names no champion;
 2. loads the champion's reference profile from
@@ -27,55 +27,29 @@ champion version and the monitoring run id.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from mlops_loop.core.config import DatasetConfig
 from mlops_loop.core.storage import S3Credentials, is_s3, join_uri
-from mlops_loop.exceptions import ConfigError, MlopsLoopError, TrackingServerError, TrainingError
+from mlops_loop.core.trainer_protocol import (
+    MonitorRequest,
+    no_champion_result,
+    is_connection_error,
+    s3_credentials_from_env,
+    trainer_tracking_uri,
+)
+from mlops_loop.exceptions import MlopsLoopError, TrackingServerError, TrainingError
 
 Log = Callable[[str], None]
 
-NO_CHAMPION = "no_champion"
 PROFILE_ARTIFACT_PATH = "drift_reference"
 REPORT_ARTIFACT_PATH = "drift_report"
 TRAIN_URI_TAG = "train_snapshot_uri"  # written by training/train.py
 VALID_URI_TAG = "valid_snapshot_uri"
-
-
-class MonitorRequest(BaseModel):
-    """What DriftMonitorOperator hands the trainer (request.json)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    config: dict[str, Any] = Field(description="DatasetConfig.model_dump(mode='json') plus config_dir.")
-    model_name: str = Field(min_length=1)
-    champion_version: str | None = Field(
-        description="The champion's version, resolved right before the container starts; None: no champion."
-    )
-    snapshot_uris: list[str] = Field(description="Validated snapshots of the window, oldest first.")
-    ds: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
-    since_ds: str | None = None
-    until_ds: str | None = None
-    reports_root: str = Field(min_length=1, description="Usually <root>/reports/drift.")
-    experiment_name: str | None = Field(default=None, description="Default: <dataset>_monitoring.")
-    tags: dict[str, str] = Field(default_factory=dict)
-
-
-def parse_request(doc: dict[str, Any]) -> MonitorRequest:
-    try:
-        return MonitorRequest.model_validate(doc)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid monitor request: {problems}") from exc
 
 
 def profile_uri_for(reports_root: str, model_name: str, version: str) -> str:
@@ -97,16 +71,7 @@ def run_monitor(
     module doc. Raises ConfigError (bad config), TrainingError (stage ``data``: a snapshot
     or the champion's training data cannot be read; ``monitor``: drift cannot be measured)
     or TrackingServerError (MLflow down)."""
-    from mlops_loop.training.train import (
-        MLFLOW_CLIENT_DEFAULTS,
-        TRACKING_URI_ENV,
-        s3_credentials_from_env,
-    )
-
-    try:
-        config = DatasetConfig.model_validate(request.config)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid dataset config in the monitor request: {exc}") from exc
+    config = request.dataset_config()
     base = {
         "status": "ok",
         "dataset": config.name,
@@ -118,23 +83,20 @@ def run_monitor(
         "snapshots": len(request.snapshot_uris),
     }
     if request.champion_version is None:
-        reason = f"{request.model_name} has no champion yet: nothing to monitor"
-        log(reason)
-        return {**base, "verdict": NO_CHAMPION, "reasons": [reason], "drifted_features": [],
-                "warned_features": [], "decay_verdict": None}  # fmt: skip
+        result = no_champion_result(
+            config.name, request.model_name, request.ds, request.since_ds, request.until_ds
+        )
+        log(result["reasons"][0])
+        return {**result, "snapshots": len(request.snapshot_uris)}
 
-    tracking_uri = tracking_uri or os.environ.get(TRACKING_URI_ENV)
-    if not tracking_uri:
-        raise TrainingError(f"no MLflow tracking server: set {TRACKING_URI_ENV}", stage="tracking")
-    for key, value in MLFLOW_CLIENT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    tracking_uri = trainer_tracking_uri(tracking_uri)
     credentials = credentials if credentials is not None else s3_credentials_from_env()
     try:
         return _monitor(request, config, base, tracking_uri, credentials, log)
     except MlopsLoopError:
         raise
     except Exception as exc:
-        if _is_connection_error(exc):
+        if is_connection_error(exc):
             raise TrackingServerError(
                 f"lost the MLflow tracking server at {tracking_uri}: {exc}", tracking_uri=tracking_uri
             ) from exc
@@ -442,9 +404,3 @@ def _log_monitoring_run(
                 (Path(tmp) / file_name).write_text(storage.read_text(uris[key]), encoding="utf-8")
             mlflow.log_artifacts(tmp, artifact_path=REPORT_ARTIFACT_PATH)
         return str(run.info.run_id)
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__}: {exc}"
-    markers = ("Max retries exceeded", "Connection refused", "ConnectionError", "Failed to establish")
-    return any(m in text for m in markers)

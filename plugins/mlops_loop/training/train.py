@@ -1,6 +1,6 @@
 """Training orchestration, as run inside the trainer container (or as a local process).
 
-One call, :func:`run_training`, takes a :class:`TrainingRequest` and:
+One call, :func:`run_training`, takes a :class:`TrainRequest` and:
 
 1. validates the dataset config and the training settings (with the request's overrides);
 2. reads the snapshot manifests (their sha256 become tags) and checks the MLflow server
@@ -35,22 +35,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlops_loop.core.config import DatasetConfig, TrainingSettings, training_settings
 from mlops_loop.core.storage import S3Credentials
-from mlops_loop.exceptions import ConfigError, MlopsLoopError, TrackingServerError, TrainingError
-
-S3_ENDPOINT_ENV = "MLOPS_LOOP_S3_ENDPOINT_URL"
-TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-# MLflow's HTTP client retries a dead server with exponential backoff; its defaults (7
-# retries, factor 2, 120 s timeout) take minutes to give up. These settle in ~15 s unless
-# the environment sets its own.
-MLFLOW_CLIENT_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
-}
+from mlops_loop.core.trainer_protocol import (
+    TrainRequest,
+    is_connection_error,
+    s3_credentials_from_env,
+    trainer_tracking_uri,
+)
+from mlops_loop.exceptions import MlopsLoopError, TrackingServerError, TrainingError
 
 DATASET_TAG = "dataset"
 MODEL_TYPE_TAG = "model_type"
@@ -68,53 +62,14 @@ DATASET_DIGEST_CHARS = 32  # MLflow caps dataset digests at 36 characters
 Log = Callable[[str], None]
 
 
-class TrainingRequest(BaseModel):
-    """What the operator hands the trainer (request.json)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    config: dict[str, Any] = Field(description="DatasetConfig.model_dump(mode='json') plus config_dir.")
-    train_snapshot_uri: str = Field(min_length=1)
-    valid_snapshot_uri: str = Field(min_length=1)
-    registered_model_name: str | None = None
-    experiment_name: str | None = None
-    seed: int | None = None
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    tags: dict[str, str] = Field(default_factory=dict)
-    retrain: bool = Field(
-        default=False,
-        description="Train a new version even when one exists for the identical training input.",
-    )
-
-
 def print_flushed(line: str) -> None:
     print(line, flush=True)
 
 
-def s3_credentials_from_env(environ: dict[str, str] | None = None) -> S3Credentials:
-    """S3 credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN /
-    AWS_DEFAULT_REGION and MLOPS_LOOP_S3_ENDPOINT_URL; unset ones fall back to boto3's chain."""
-    env = os.environ if environ is None else environ
-    return S3Credentials(
-        endpoint_url=env.get(S3_ENDPOINT_ENV) or None,
-        region_name=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or None,
-        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-        aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
-    )
-
-
-def resolve_settings(request: TrainingRequest) -> tuple[DatasetConfig, TrainingSettings]:
+def resolve_settings(request: TrainRequest) -> tuple[DatasetConfig, TrainingSettings]:
     """The request's dataset config and its training settings with the request's overrides.
     Raises ConfigError naming the key."""
-    try:
-        config = DatasetConfig.model_validate(request.config)
-    except ValidationError as exc:
-        lines = ["invalid dataset config in the training request:"]
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  {loc}: {err['msg'].removeprefix('Value error, ')}")
-        raise ConfigError("\n".join(lines)) from exc
+    config = request.dataset_config()
     overrides = dict(request.hyperparameters)
     for key in ("seed", "registered_model_name", "experiment_name"):
         value = getattr(request, key)
@@ -124,7 +79,7 @@ def resolve_settings(request: TrainingRequest) -> tuple[DatasetConfig, TrainingS
 
 
 def run_training(
-    request: TrainingRequest,
+    request: TrainRequest,
     *,
     tracking_uri: str | None = None,
     credentials: S3Credentials | None = None,
@@ -136,11 +91,7 @@ def run_training(
     ``data``, ``fit``, ``log_model``, ``register``) or TrackingServerError (MLflow down).
     """
     config, settings = resolve_settings(request)
-    tracking_uri = tracking_uri or os.environ.get(TRACKING_URI_ENV)
-    if not tracking_uri:
-        raise TrainingError(f"no MLflow tracking server: set {TRACKING_URI_ENV}", stage="tracking")
-    for key, value in MLFLOW_CLIENT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    tracking_uri = trainer_tracking_uri(tracking_uri)
     credentials = credentials if credentials is not None else s3_credentials_from_env()
     model_name = str(settings.registered_model_name)
 
@@ -217,7 +168,7 @@ def run_training(
             exc.run_id = run_id  # e.g. SIGTERM arriving while the run was open
         raise
     except Exception as exc:
-        if _is_connection_error(exc):
+        if is_connection_error(exc):
             raise TrackingServerError(
                 f"lost the MLflow tracking server at {tracking_uri}: {_short(exc)}",
                 tracking_uri=tracking_uri,
@@ -518,26 +469,21 @@ def _log_iterations(estimator: Any) -> None:
 
 
 def validation_metrics(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """Final metrics of a model's predictions (the output contract) on labelled rows."""
-    from sklearn import metrics as skm
+    """Final metrics of a model's predictions (the output contract) on labelled rows.
+
+    Computed by core.metrics, the code decay later compares the live metrics with.
+    """
+    from mlops_loop.core.metrics import metric_value
 
     y_true = np.asarray(y_true, dtype="float64")
     y_pred = np.asarray(y_pred, dtype="float64")
     if task == "regression":
-        return {
-            "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
-            "mae": float(skm.mean_absolute_error(y_true, y_pred)),
-            "r2": float(skm.r2_score(y_true, y_pred)),
-        }
-    both = len(np.unique(y_true)) == 2
-    prob = np.clip(y_pred, 1e-7, 1 - 1e-7)
-    return {
-        "roc_auc": float(skm.roc_auc_score(y_true, y_pred)) if both else float("nan"),
-        "pr_auc": float(skm.average_precision_score(y_true, y_pred)) if both else float("nan"),
-        "log_loss": float(skm.log_loss(y_true, prob, labels=[0, 1])),
-        "brier": float(skm.brier_score_loss(y_true, y_pred)),
-        "f1": float(skm.f1_score(y_true, (y_pred >= 0.5).astype(int), zero_division=0)),
-    }
+        return {name: float(metric_value(name, y_true, y_pred)) for name in ("rmse", "mae", "r2")}
+    names = ("roc_auc", "pr_auc", "log_loss", "brier", "f1")
+    metrics = {name: float(metric_value(name, y_true, y_pred)) for name in names}
+    if len(np.unique(y_true)) != 2:  # a ranking needs both classes
+        metrics["roc_auc"] = metrics["pr_auc"] = float("nan")
+    return metrics
 
 
 def _log_model(model: Any, train_df: pd.DataFrame, config: DatasetConfig) -> Any:
@@ -637,15 +583,9 @@ def _stage(stage: str, run_id: str | None) -> Iterator[None]:
     except MlopsLoopError:
         raise
     except Exception as exc:
-        if _is_connection_error(exc):
+        if is_connection_error(exc):
             raise
         raise TrainingError(f"{stage} failed: {_short(exc)}", stage=stage, run_id=run_id) from exc
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__}: {exc}"
-    markers = ("Max retries exceeded", "Connection refused", "ConnectionError", "Failed to establish")
-    return any(m in text for m in markers)
 
 
 def _short(exc: BaseException, limit: int = 600) -> str:

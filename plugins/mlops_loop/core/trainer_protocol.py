@@ -1,0 +1,315 @@
+"""The contract between the Airflow worker and the trainer process, in one place.
+
+The worker (operators/trainer.py) writes a typed request to ``request.json`` in a folder
+it hands the trainer, starts ``python -m mlops_loop.training <command> --request ...
+--result ...`` (in the trainer image, or as a local process) and reads ``result.json``
+back. Both sides import this module: the request and result models of each command,
+the exit codes, and the names of the environment variables the trainer reads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import IntEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlops_loop.core.config import DatasetConfig
+from mlops_loop.core.storage import S3Credentials
+from mlops_loop.exceptions import ConfigError, TrainingError
+
+# --- files -----------------------------------------------------------------------------
+
+# Where the request/result folder is mounted inside the container, and the file names.
+CONTAINER_IO_DIR = "/mlops/io"
+REQUEST_FILE = "request.json"
+RESULT_FILE = "result.json"
+
+# --- environment -----------------------------------------------------------------------
+
+# Read by the trainer process.
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+TRACKING_USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
+TRACKING_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
+TRACKING_TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"
+S3_ENDPOINT_ENV = "MLOPS_LOOP_S3_ENDPOINT_URL"  # boto3 has no standard variable for it
+AWS_REGION_ENV = "AWS_DEFAULT_REGION"
+AWS_KEY_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# MLflow's HTTP client retries a dead server with exponential backoff; its defaults (7
+# retries, factor 2, 120 s timeout) take minutes to give up. These settle in ~15 s unless
+# the environment sets its own.
+MLFLOW_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
+# Read by the worker when the matching operator argument is left out (at run time, never
+# at parse time).
+RUNNER_ENV = "MLOPS_LOOP_TRAINER_RUNNER"  # docker | local | auto
+TRAINER_PYTHON_ENV = "MLOPS_LOOP_TRAINER_PYTHON"  # the local runner's interpreter
+IO_ROOT_ENV = "MLOPS_LOOP_TRAINER_IO_ROOT"  # host folder for request/result folders
+NETWORK_ENV = "MLOPS_LOOP_TRAINER_NETWORK"  # container network mode
+
+# --- exit codes ------------------------------------------------------------------------
+
+
+class ExitCode(IntEnum):
+    """The trainer's exit codes: what kind of failure, so the worker can explain it."""
+
+    OK = 0
+    UNEXPECTED = 1  # a bug: the traceback is in the log
+    BAD_REQUEST = 2  # request, config, hyperparameters or a model version it names
+    DATA = 3  # snapshot missing or unreadable, labels unusable, data unfit to evaluate or monitor
+    TRACKING = 4  # MLflow tracking server unreachable
+    FAILED = 5  # fitting, logging or registering failed
+    TERMINATED = 143  # SIGTERM (container stopped / task killed)
+
+
+EXIT_CODE_MEANINGS: dict[int, str] = {
+    ExitCode.OK: "success",
+    ExitCode.UNEXPECTED: "unexpected error in the trainer (see the traceback in the log tail)",
+    ExitCode.BAD_REQUEST: "the trainer rejected its request, dataset config, hyperparameters, "
+    "command line or a model version it names (not in the registry, not READY)",
+    ExitCode.DATA: "snapshot data problem: a snapshot is missing or unreadable, or its labels "
+    "or columns are unusable",
+    ExitCode.TRACKING: "the MLflow tracking server was unreachable from the trainer",
+    ExitCode.FAILED: "fitting, logging or registering the model failed",
+    ExitCode.TERMINATED: "terminated (SIGTERM): the container was stopped or the task killed",
+}
+
+# --- requests --------------------------------------------------------------------------
+
+
+class TrainerRequest(BaseModel):
+    """What every command receives: the dataset config and the tags to record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: dict[str, Any] = Field(
+        description="DatasetConfig.model_dump(mode='json') plus config_dir (config_payload)."
+    )
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    def dataset_config(self) -> DatasetConfig:
+        """The config rebuilt on the trainer side; ConfigError naming the key."""
+        try:
+            return DatasetConfig.model_validate(self.config)
+        except ValidationError as exc:
+            lines = [f"invalid dataset config in the {type(self).__name__}:"]
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+                lines.append(f"  {loc}: {err['msg'].removeprefix('Value error, ')}")
+            raise ConfigError("\n".join(lines)) from exc
+
+
+class TrainRequest(TrainerRequest):
+    """``train``: fit a model on two snapshots, log it and register a version."""
+
+    train_snapshot_uri: str = Field(min_length=1)
+    valid_snapshot_uri: str = Field(min_length=1)
+    registered_model_name: str | None = None
+    experiment_name: str | None = None
+    seed: int | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    retrain: bool = Field(
+        default=False,
+        description="Train a new version even when one exists for the identical training input.",
+    )
+
+
+class EvaluateRequest(TrainerRequest):
+    """``evaluate``: score challenger and champion on one holdout and decide."""
+
+    holdout_snapshot_uri: str = Field(min_length=1)
+    model_name: str = Field(min_length=1)
+    challenger_version: str = Field(min_length=1)
+    expected_champion_version: str | None = None
+
+
+class MonitorRequest(TrainerRequest):
+    """``monitor``: drift and decay of the champion on recent validated snapshots."""
+
+    model_name: str = Field(min_length=1)
+    champion_version: str | None = Field(
+        description="The champion's version, resolved right before the trainer starts; "
+        "None: no champion."
+    )
+    snapshot_uris: list[str] = Field(description="Validated snapshots of the window, oldest first.")
+    ds: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    since_ds: str | None = None
+    until_ds: str | None = None
+    reports_root: str = Field(min_length=1, description="Usually <root>/reports/drift.")
+    experiment_name: str | None = Field(default=None, description="Default: <dataset>_monitoring.")
+
+
+# --- results ---------------------------------------------------------------------------
+
+
+class TrainerResult(BaseModel):
+    """What every successful command writes; the rest of the document is the command's."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ok"]
+
+
+class TrainResult(TrainerResult):
+    run_id: str
+    model_uri: str
+    model_name: str
+    model_version: str
+    metrics: dict[str, float | None]  # the trainer writes non-finite values as null
+    device: Literal["cpu", "cuda"]
+
+
+class EvaluateResult(TrainerResult):
+    outcome: Literal["promote", "reject", "insufficient_data"]
+    reasons: list[str]
+    decision_id: str
+    decision_uri: str
+    html_uri: str
+    model_name: str
+    challenger_version: str
+    expected_champion_version: str | None = None
+
+
+class MonitorResult(TrainerResult):
+    verdict: str
+    model_name: str
+    champion_version: str | None
+    ds: str
+    reasons: list[str] = Field(default_factory=list)
+    drifted_features: list[str] = Field(default_factory=list)
+    warned_features: list[str] = Field(default_factory=list)
+    decay_verdict: str | None = None
+
+
+NO_CHAMPION = "no_champion"
+
+
+def no_champion_result(
+    dataset: str, model_name: str, ds: str, since_ds: str | None, until_ds: str | None
+) -> dict[str, Any]:
+    """The monitor result when there is no champion to monitor (not an error)."""
+    return {
+        "status": "ok",
+        "dataset": dataset,
+        "model_name": model_name,
+        "champion_version": None,
+        "ds": ds,
+        "since_ds": since_ds,
+        "until_ds": until_ds,
+        "verdict": NO_CHAMPION,
+        "reasons": [f"{model_name} has no champion yet: nothing to monitor"],
+        "drifted_features": [],
+        "warned_features": [],
+        "decay_verdict": None,
+    }
+
+
+class ErrorResult(BaseModel):
+    """What the trainer writes when a command fails (besides its exit code)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["error"]
+    error: str
+    error_type: str
+    stage: str | None = None
+    run_id: str | None = None
+    exit_code: int
+
+
+# Each command with its request and result model.
+COMMANDS: dict[str, tuple[type[TrainerRequest], type[TrainerResult]]] = {
+    "train": (TrainRequest, TrainResult),
+    "evaluate": (EvaluateRequest, EvaluateResult),
+    "monitor": (MonitorRequest, MonitorResult),
+}
+
+
+def check_command(command: str) -> str:
+    if command not in COMMANDS:
+        raise ValueError(f"trainer command must be one of {', '.join(COMMANDS)}, got {command!r}")
+    return command
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
+        f"{e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )
+
+
+def parse_request(command: str, doc: Mapping[str, Any]) -> TrainerRequest:
+    """The typed request of ``command``; ConfigError naming each bad field."""
+    model = COMMANDS[check_command(command)][0]
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {command} request: {_problems(exc)}") from exc
+
+
+def config_payload(config: DatasetConfig) -> dict[str, Any]:
+    """The config as the trainer receives it: its JSON dump plus ``config_dir`` (which
+    the dump leaves out), so ``DatasetConfig.model_validate`` rebuilds it unchanged."""
+    return {**config.model_dump(mode="json"), "config_dir": config.config_dir}
+
+
+def s3_credentials_from_env(environ: Mapping[str, str] | None = None) -> S3Credentials:
+    """The trainer's S3 settings from the variables the worker set (unset ones fall back
+    to boto3's chain)."""
+    env = os.environ if environ is None else environ
+    key, secret, token = (env.get(name) or None for name in AWS_KEY_ENVS)
+    return S3Credentials(
+        endpoint_url=env.get(S3_ENDPOINT_ENV) or None,
+        region_name=env.get(AWS_REGION_ENV) or env.get("AWS_REGION") or None,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        aws_session_token=token,
+    )
+
+
+def s3_environment(credentials: S3Credentials | None) -> tuple[dict[str, str], dict[str, str]]:
+    """(environment, secrets) that give the trainer ``credentials``; the secrets go where
+    nothing logs or renders them (DockerOperator's ``private_environment``)."""
+    env: dict[str, str] = {}
+    secrets: dict[str, str] = {}
+    if credentials is None:
+        return env, secrets
+    if credentials.endpoint_url:
+        env[S3_ENDPOINT_ENV] = credentials.endpoint_url
+    if credentials.region_name:
+        env[AWS_REGION_ENV] = credentials.region_name
+    values = (
+        credentials.aws_access_key_id,
+        credentials.aws_secret_access_key,
+        credentials.aws_session_token,
+    )
+    secrets.update({name: value for name, value in zip(AWS_KEY_ENVS, values, strict=True) if value})
+    return env, secrets
+
+
+# --- the trainer side ------------------------------------------------------------------
+
+
+def trainer_tracking_uri(explicit: str | None = None) -> str:
+    """The MLflow server the trainer logs to (``explicit`` or ``$MLFLOW_TRACKING_URI``),
+    with the client timeouts set unless the environment sets its own."""
+    uri = explicit or os.environ.get(TRACKING_URI_ENV)
+    if not uri:
+        raise TrainingError(f"no MLflow tracking server: set {TRACKING_URI_ENV}", stage="tracking")
+    for key, value in MLFLOW_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    return uri
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """The tracking server did not answer (as opposed to answering with an error)."""
+    text = f"{type(exc).__name__}: {exc}"
+    markers = ("Max retries exceeded", "Connection refused", "ConnectionError", "Failed to establish")
+    return any(m in text for m in markers)
