@@ -12,24 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
 
-from mlops_loop.core.config import DatasetConfig, load_config
 from mlops_loop.core.containers import (
-    CONTAINER_IO_DIR,
-    RESULT_FILE,
     LocalTrainerProcess,
-    TrainResult,
     check_runner,
     check_tracking_uri,
     container_command,
-    container_environment,
-    dataset_config_payload,
     decide_gpu,
     decide_local_gpu,
     exit_code_of,
     explain_exit_code,
-    image_tags,
     local_command,
     local_environment,
     local_read_only_paths,
@@ -38,10 +30,15 @@ from mlops_loop.core.containers import (
     nvidia_runtime_available,
     read_result,
     read_result_file,
-    with_tags,
     write_request,
 )
-from mlops_loop.core.storage import S3Credentials
+from mlops_loop.core.trainer_protocol import (
+    CONTAINER_IO_DIR,
+    RESULT_FILE,
+    ExitCode,
+    TrainRequest,
+    TrainResult,
+)
 from mlops_loop.exceptions import GpuUnavailableError, TrainerResultError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -144,12 +141,10 @@ def test_oom_flag_wins_over_the_code():
     assert "running out of memory" in explain_exit_code(1, oom_killed=True, mem_limit="1g")
 
 
-def test_every_trainer_exit_code_has_its_own_explanation():
-    # The trainer's codes (training/__main__.py) must not fall through to the generic text.
-    from mlops_loop.training.__main__ import EXIT_CODES
-
-    for code in EXIT_CODES:
-        assert "exited with an error status" not in explain_exit_code(code), code
+@pytest.mark.parametrize("code", list(ExitCode), ids=lambda c: c.name)
+def test_every_trainer_exit_code_has_its_own_explanation(code):
+    # The trainer's codes (trainer_protocol.ExitCode) must not fall through to the generic text.
+    assert "exited with an error status" not in explain_exit_code(int(code))
 
 
 def test_log_tail_keeps_last_non_empty_lines():
@@ -169,34 +164,16 @@ def test_container_command():
         "--result",
         f"{CONTAINER_IO_DIR}/result.json",
     ]
-    with pytest.raises(ValueError, match="must be one of train, evaluate, score"):
+    with pytest.raises(ValueError, match="must be one of train, evaluate, monitor"):
         container_command("predict")
 
 
-def test_dataset_config_payload_round_trips():
-    config = load_config(CONFIG)
-    payload = json.loads(json.dumps(dataset_config_payload(config)))
-    assert payload["config_dir"] == config.config_dir
-    rebuilt = DatasetConfig.model_validate(payload)
-    assert rebuilt == config
-    assert rebuilt.root == config.root
-
-
-class _Request(BaseModel):
-    train_snapshot_uri: str
-    tags: dict[str, str] = {}
-
-
-class _Untagged(BaseModel):
-    x: int = 1
-
-
-def _train_request(**tags: str) -> _Request:
-    return _Request(train_snapshot_uri="/data/snapshots/a", tags=dict(tags))
-
-
 def test_write_request_is_json_readable_by_others(tmp_path):
-    path = write_request(tmp_path, _train_request(airflow_dag_id="d"))
+    request = TrainRequest(
+        config={}, train_snapshot_uri="/data/snapshots/a", valid_snapshot_uri="/data/snapshots/b",
+        tags={"airflow_dag_id": "d"},
+    )  # fmt: skip
+    path = write_request(tmp_path, request)
     data = json.loads(path.read_text())
     assert data["train_snapshot_uri"] == "/data/snapshots/a"
     assert data["tags"] == {"airflow_dag_id": "d"}
@@ -204,32 +181,6 @@ def test_write_request_is_json_readable_by_others(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["request.json"]  # no temp file left
 
 
-def test_with_tags_merges_into_model_and_dict():
-    merged = with_tags(_train_request(a="1"), {"b": "2"})
-    assert isinstance(merged, BaseModel)
-    assert merged.tags == {"a": "1", "b": "2"}  # type: ignore[attr-defined]
-    assert with_tags({"tags": {"a": "1"}, "x": 1}, {"a": "9"}) == {"tags": {"a": "9"}, "x": 1}
-    assert with_tags({"x": 1}, {"a": "1"}) == {"x": 1}
-    assert with_tags(_Untagged(), {"a": "1"}) == _Untagged()
-
-
-def test_image_tags_from_inspect():
-    info = {
-        "Id": "sha256:abc",
-        "RepoDigests": ["registry.example/mlops-loop/trainer@sha256:def"],
-        "Config": {"Labels": {"org.opencontainers.image.revision": "1a2b3c", "mlops-loop.source-hash": "f00"}},
-    }
-    assert image_tags("mlops-loop/trainer:latest", info) == {
-        "trainer_image": "mlops-loop/trainer:latest",
-        "trainer_image_id": "sha256:abc",
-        "trainer_image_digest": "registry.example/mlops-loop/trainer@sha256:def",
-        "code_version": "1a2b3c",
-        "trainer_source_hash": "f00",
-    }
-    assert image_tags("img", {"Id": "sha256:1", "Config": {"Labels": None}}) == {
-        "trainer_image": "img",
-        "trainer_image_id": "sha256:1",
-    }
 
 
 # --- io folder and result ------------------------------------------------------------
@@ -324,35 +275,6 @@ def test_check_tracking_uri_accepts_http():
 
 
 # --- environment ---------------------------------------------------------------------
-
-
-def test_container_environment_local_storage():
-    env, secrets = container_environment("http://127.0.0.1:5000", None)
-    assert env == {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
-    assert secrets == {}
-
-
-def test_container_environment_keeps_keys_private():
-    creds = S3Credentials(
-        endpoint_url="http://127.0.0.1:9000",
-        region_name="us-east-1",
-        aws_access_key_id="AKIA-test",
-        aws_secret_access_key="s3cr3t",
-    )
-    env, secrets = container_environment("http://mlflow:5000", creds)
-    assert env == {
-        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
-        "MLOPS_LOOP_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    assert secrets == {"AWS_ACCESS_KEY_ID": "AKIA-test", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}
-    assert "s3cr3t" not in repr(env)
-
-
-def test_container_environment_default_chain_passes_no_keys():
-    env, secrets = container_environment("http://m", S3Credentials(region_name="eu-west-1"))
-    assert env["AWS_DEFAULT_REGION"] == "eu-west-1"
-    assert secrets == {}
 
 
 # --- the local-process runner ----------------------------------------------------------
