@@ -115,6 +115,20 @@ def test_interrupted_s3_write_is_absent_and_replaced(tmp_path, s3_credentials, s
     assert len(read_snapshot(again.snapshot_uri, credentials=s3_credentials)) == ROWS
 
 
+def test_a_part_missing_from_the_bucket_is_named(tmp_path, s3_credentials, s3_bucket):
+    storage = S3Storage(s3_credentials)
+    land_to_bucket(tmp_path, storage, s3_bucket)
+    result = ingest_batch(s3_config(s3_bucket, s3_credentials), DS, credentials=s3_credentials)
+    part = f"{result.snapshot_uri}/part-00000.parquet"
+    storage.delete(part)
+
+    with pytest.raises(
+        StorageError, match=f"snapshot part {part} listed in the manifest is missing"
+    ) as info:
+        read_snapshot(result.snapshot_uri, credentials=s3_credentials)
+    assert info.value.uri == part
+
+
 def test_missing_bucket_is_named(s3_credentials):
     config = s3_config("s3://no-such-bucket-for-ingest", s3_credentials)
     with pytest.raises(StorageError, match="bucket 'no-such-bucket-for-ingest' does not exist"):
