@@ -13,8 +13,11 @@ from mlops_loop.core import compare
 from mlops_loop.core.config import EvaluationSettings
 from mlops_loop.core.decision_report import (
     CurveData,
+    as_decision,
     decision_dir,
+    decisions_root,
     render_html,
+    summarize,
     write_decision_record,
 )
 from mlops_loop.core.storage import LocalStorage
@@ -145,14 +148,78 @@ def test_read_decision_record_round_trip(tmp_path):
         read_decision_record(LocalStorage(), str(tmp_path / "other.json"))
 
 
-def test_staged_record_names_where_it_will_be_published(tmp_path):
+def test_record_lands_under_the_decisions_root(tmp_path):
     y, good, weak, region = _holdout()
     decision = compare.decide(y, good, weak, SETTINGS, slices={"region": region}, challenger_version="5")
-    staging, final = str(tmp_path / "staging"), str(tmp_path / "credit_default")
+    root = str(tmp_path / "credit_default")
 
-    out = write_decision_record(LocalStorage(), staging, decision, published_root=final)
+    out = write_decision_record(LocalStorage(), root, decision)
 
-    folder = decision_dir(final, decision.decision_id)
-    assert out["json_uri"].startswith(staging) and out["published_json_uri"] == f"{folder}/decision.json"
+    folder = decision_dir(root, decision.decision_id)
+    assert folder.startswith(decisions_root(root) + "/")
+    assert out["json_uri"] == f"{folder}/decision.json"
     record = json.loads(LocalStorage().read_text(out["json_uri"]))
-    assert record["html_uri"] == f"{folder}/report.html"
+    assert record["html_uri"] == out["html_uri"] == f"{folder}/report.html"
+
+
+def decision_dict(outcome: str = "promote", **extra):
+    return {
+        "outcome": outcome,
+        "model_name": "m",
+        "challenger_version": "2",
+        "expected_champion_version": "1",
+        "decision_id": "abc",
+        "reasons": ["roc_auc 0.80 vs 0.70"],
+        "html_uri": "/data/reports/decisions/abc/report.html",
+        **extra,
+    }
+
+
+# --- reading a decision back, and its one-line summary --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param({"outcome": "reject"}, {"outcome": "reject"}, id="dict"),
+        pytest.param('{"outcome": "promote"}', {"outcome": "promote"}, id="json-text"),
+        pytest.param(
+            "{'outcome': 'promote', 'x': None}", {"outcome": "promote", "x": None}, id="python-repr"
+        ),
+        pytest.param("", None, id="empty-string"),
+        pytest.param(None, None, id="none"),
+    ],
+)
+def test_as_decision(value, expected):
+    assert as_decision(value) == expected
+
+
+def test_as_decision_rejects_a_list():
+    with pytest.raises(ValueError, match="must be a dict"):
+        as_decision("[1, 2]")
+
+
+@pytest.mark.parametrize(
+    ("promotion", "expected"),
+    [
+        pytest.param({"outcome": "promoted"}, "m: promoted v2 over v1: roc_auc", id="promoted"),
+        pytest.param({"outcome": "noop"}, "already is champion", id="noop"),
+        pytest.param(
+            {"outcome": "stale", "why": "champion is now 3"},
+            "NOT promoted v2: champion is now 3",
+            id="stale",
+        ),
+        pytest.param(
+            {"outcome": "rejected"}, "m: promote v2: roc_auc", id="rejected-shows-decision"
+        ),
+    ],
+)
+def test_summarize(promotion, expected):
+    line = summarize(decision_dict(), promotion)
+    assert expected in line
+    assert "report.html" in line
+
+
+def test_summarize_first_model_names_the_baseline():
+    line = summarize(decision_dict(expected_champion_version=None), {"outcome": "promoted"})
+    assert "over the baseline" in line

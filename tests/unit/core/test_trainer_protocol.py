@@ -162,6 +162,21 @@ def test_s3_credentials_round_trip_through_the_environment():
         "s",
         "t",
     )
+    assert s3_credentials_from_env({}).endpoint_url is None
+
+
+def test_s3_credentials_from_env_hides_keys_in_repr():
+    creds = s3_credentials_from_env(
+        {
+            "AWS_ACCESS_KEY_ID": "key-id-123",
+            "AWS_SECRET_ACCESS_KEY": "secret-456",
+            "AWS_DEFAULT_REGION": "eu-west-1",
+            "MLOPS_LOOP_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+        }
+    )
+    assert (creds.aws_access_key_id, creds.aws_secret_access_key) == ("key-id-123", "secret-456")
+    assert (creds.region_name, creds.endpoint_url) == ("eu-west-1", "http://127.0.0.1:9000")
+    assert "secret-456" not in repr(creds) and "key-id-123" not in repr(creds)
 
 
 def test_trainer_tracking_uri(monkeypatch):

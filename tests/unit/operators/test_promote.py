@@ -9,12 +9,7 @@ import inspect
 import pytest
 
 from mlops_loop.exceptions import PromotionStale, RollbackRefused
-from mlops_loop.operators.promote import (
-    PromoteModelOperator,
-    RollbackChampionOperator,
-    as_decision,
-    summarize,
-)
+from mlops_loop.operators.promote import PromoteModelOperator, RollbackChampionOperator
 
 DEAD_SERVER = "http://127.0.0.1:9"  # nothing listens: a registry call would fail loudly
 
@@ -36,53 +31,6 @@ def decision(outcome: str = "promote", **extra):
 def test_template_fields_are_constructor_arguments(cls):
     params = inspect.signature(cls.__init__).parameters
     assert all(f in params for f in cls.template_fields)
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        pytest.param({"outcome": "reject"}, {"outcome": "reject"}, id="dict"),
-        pytest.param('{"outcome": "promote"}', {"outcome": "promote"}, id="json-text"),
-        pytest.param(
-            "{'outcome': 'promote', 'x': None}", {"outcome": "promote", "x": None}, id="python-repr"
-        ),
-        pytest.param("", None, id="empty-string"),
-        pytest.param(None, None, id="none"),
-    ],
-)
-def test_as_decision(value, expected):
-    assert as_decision(value) == expected
-
-
-def test_as_decision_rejects_a_list():
-    with pytest.raises(ValueError, match="must be a dict"):
-        as_decision("[1, 2]")
-
-
-@pytest.mark.parametrize(
-    ("promotion", "expected"),
-    [
-        pytest.param({"outcome": "promoted"}, "m: promoted v2 over v1: roc_auc", id="promoted"),
-        pytest.param({"outcome": "noop"}, "already is champion", id="noop"),
-        pytest.param(
-            {"outcome": "stale", "why": "champion is now 3"},
-            "NOT promoted v2: champion is now 3",
-            id="stale",
-        ),
-        pytest.param(
-            {"outcome": "rejected"}, "m: promote v2: roc_auc", id="rejected-shows-decision"
-        ),
-    ],
-)
-def test_summarize(promotion, expected):
-    line = summarize(decision(), promotion)
-    assert expected in line
-    assert "report.html" in line
-
-
-def test_summarize_first_model_names_the_baseline():
-    line = summarize(decision(expected_champion_version=None), {"outcome": "promoted"})
-    assert "over the baseline" in line
 
 
 def test_promote_needs_a_decision():

@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 
 from mlops_loop.core.config import load_config
-from mlops_loop.core.containers import dataset_config_payload
+from mlops_loop.core.trainer_protocol import NO_CHAMPION, ExitCode, config_payload, parse_request
 from mlops_loop.exceptions import ConfigError, TrainingError
-from mlops_loop.training.__main__ import EXIT_BAD_REQUEST, EXIT_OK, main
+from mlops_loop.training.__main__ import main
 from mlops_loop.training.monitor import (
-    NO_CHAMPION,
     _holdout_uri,
-    parse_request,
     profile_uri_for,
     report_prefix_for,
     run_monitor,
@@ -28,7 +26,7 @@ CONFIG = REPO / "include" / "config" / "credit_default.yaml"
 
 def request_doc(**overrides) -> dict:
     doc = {
-        "config": dataset_config_payload(load_config(CONFIG)),
+        "config": config_payload(load_config(CONFIG)),
         "model_name": "credit_default_model",
         "champion_version": None,
         "snapshot_uris": [],
@@ -43,7 +41,7 @@ def request_doc(**overrides) -> dict:
 
 def test_no_champion_is_a_verdict_not_an_error(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # not needed without a champion
-    result = run_monitor(parse_request(request_doc()), log=lambda _: None)
+    result = run_monitor(parse_request("monitor", request_doc()), log=lambda _: None)
     assert result["status"] == "ok" and result["verdict"] == NO_CHAMPION
     assert result["champion_version"] is None and "no champion" in result["reasons"][0]
 
@@ -51,7 +49,7 @@ def test_no_champion_is_a_verdict_not_an_error(monkeypatch):
 def test_command_line_monitor_without_champion(tmp_path):
     (tmp_path / "request.json").write_text(json.dumps(request_doc()))
     code = main(["monitor", "--request", str(tmp_path / "request.json"), "--result", str(tmp_path / "result.json")])
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     assert json.loads((tmp_path / "result.json").read_text())["verdict"] == NO_CHAMPION
 
 
@@ -65,13 +63,13 @@ def test_command_line_monitor_without_champion(tmp_path):
 )
 def test_bad_requests_name_the_field(overrides, names):
     with pytest.raises(ConfigError, match=names):
-        parse_request(request_doc(**overrides))
+        parse_request("monitor", request_doc(**overrides))
 
 
 def test_bad_request_exit_code(tmp_path):
     (tmp_path / "request.json").write_text(json.dumps(request_doc(ds="yesterday")))
     code = main(["monitor", "--request", str(tmp_path / "request.json"), "--result", str(tmp_path / "result.json")])
-    assert code == EXIT_BAD_REQUEST
+    assert code == ExitCode.BAD_REQUEST
     assert "ds" in json.loads((tmp_path / "result.json").read_text())["error"]
 
 

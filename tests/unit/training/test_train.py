@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mlops_loop.core.config import load_config, training_settings
+from mlops_loop.core.trainer_protocol import ExitCode, TrainRequest
 from mlops_loop.exceptions import (
     ConfigError,
     DriftError,
@@ -19,12 +20,6 @@ from mlops_loop.exceptions import (
 )
 from mlops_loop.training import train
 from mlops_loop.training.__main__ import (
-    EXIT_BAD_REQUEST,
-    EXIT_DATA,
-    EXIT_FAILED,
-    EXIT_TERMINATED,
-    EXIT_TRACKING,
-    EXIT_UNEXPECTED,
     Terminated,
     exit_code_for,
     main,
@@ -45,7 +40,7 @@ def request(config, **extra):
         "valid_snapshot_uri": "/nowhere/b",
     }
     doc.update(extra)
-    return train.TrainingRequest.model_validate(doc)
+    return TrainRequest.model_validate(doc)
 
 
 def test_request_overrides_reach_the_settings(config):
@@ -60,21 +55,6 @@ def test_invalid_config_in_request_names_the_key(config):
     bad.config["task"] = "ranking"
     with pytest.raises(ConfigError, match="task"):
         train.resolve_settings(bad)
-
-
-def test_s3_credentials_from_env():
-    creds = train.s3_credentials_from_env(
-        {
-            "AWS_ACCESS_KEY_ID": "key-id-123",
-            "AWS_SECRET_ACCESS_KEY": "secret-456",
-            "AWS_DEFAULT_REGION": "eu-west-1",
-            "MLOPS_LOOP_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
-        }
-    )
-    assert (creds.aws_access_key_id, creds.aws_secret_access_key) == ("key-id-123", "secret-456")
-    assert (creds.region_name, creds.endpoint_url) == ("eu-west-1", "http://127.0.0.1:9000")
-    assert "secret-456" not in repr(creds) and "key-id-123" not in repr(creds)
-    assert train.s3_credentials_from_env({}).endpoint_url is None
 
 
 @pytest.mark.parametrize(
@@ -110,21 +90,21 @@ def test_cpu_threads_are_restored():
 @pytest.mark.parametrize(
     ("exc", "code"),
     [
-        pytest.param(ConfigError("x"), EXIT_BAD_REQUEST, id="config"),
-        pytest.param(TrainingError("x", stage="snapshots"), EXIT_DATA, id="snapshot"),
-        pytest.param(TrainingError("x", stage="data"), EXIT_DATA, id="data"),
-        pytest.param(TrainingError("x", stage="fit"), EXIT_FAILED, id="fit"),
-        pytest.param(TrackingServerError("x", tracking_uri="http://h"), EXIT_TRACKING, id="tracking"),
-        pytest.param(Terminated("x", stage="interrupted"), EXIT_TERMINATED, id="sigterm"),
-        pytest.param(RegistryError("x", model_name="m", version="9"), EXIT_BAD_REQUEST, id="unknown-version"),
-        pytest.param(EvaluationError("x"), EXIT_DATA, id="evaluation-data"),
-        pytest.param(DriftError("x", feature="age"), EXIT_DATA, id="drift-data"),
+        pytest.param(ConfigError("x"), ExitCode.BAD_REQUEST, id="config"),
+        pytest.param(TrainingError("x", stage="snapshots"), ExitCode.DATA, id="snapshot"),
+        pytest.param(TrainingError("x", stage="data"), ExitCode.DATA, id="data"),
+        pytest.param(TrainingError("x", stage="fit"), ExitCode.FAILED, id="fit"),
+        pytest.param(TrackingServerError("x", tracking_uri="http://h"), ExitCode.TRACKING, id="tracking"),
+        pytest.param(Terminated("x", stage="interrupted"), ExitCode.TERMINATED, id="sigterm"),
+        pytest.param(RegistryError("x", model_name="m", version="9"), ExitCode.BAD_REQUEST, id="unknown-version"),
+        pytest.param(EvaluationError("x"), ExitCode.DATA, id="evaluation-data"),
+        pytest.param(DriftError("x", feature="age"), ExitCode.DATA, id="drift-data"),
         pytest.param(
             PromotionLockTimeout("x", model_name="m", lock_name="l", holder=None),
-            EXIT_BAD_REQUEST,
+            ExitCode.BAD_REQUEST,
             id="registry-subclass",
         ),
-        pytest.param(RuntimeError("x"), EXIT_UNEXPECTED, id="bug"),
+        pytest.param(RuntimeError("x"), ExitCode.UNEXPECTED, id="bug"),
     ],
 )
 def test_exit_codes(exc, code):
@@ -147,7 +127,7 @@ def test_bad_request_files_write_an_error_result(tmp_path, content, message):
         req.write_text(content)
     result = tmp_path / "out" / "result.json"
     code = main(["train", "--request", str(req), "--result", str(result)])
-    assert code == EXIT_BAD_REQUEST
+    assert code == ExitCode.BAD_REQUEST
     doc = json.loads(result.read_text())
     assert doc["status"] == "error" and message in doc["error"]
     assert [p.name for p in result.parent.iterdir()] == ["result.json"]  # atomic: no temp left
@@ -199,7 +179,7 @@ def test_sigterm_ends_the_process_even_when_library_code_swallows_it():
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == EXIT_TERMINATED
+        assert proc.wait(timeout=60) == ExitCode.TERMINATED
         assert "after SIGTERM: exiting" in (proc.stderr.read() if proc.stderr else "")
     finally:
         proc.kill()
