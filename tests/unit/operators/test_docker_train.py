@@ -1,6 +1,8 @@
-"""operators/docker_train.py without a Docker engine: construction, template fields, the
-train request, and the checks that must fail before any container (or the engine) is
-touched. The real runs are in tests/integration/test_docker_train.py."""
+"""operators/docker_train.py and its base operators/trainer.py without a Docker engine:
+construction, template fields, the train request, and the checks that must fail before
+any container (or the engine) is touched. The real runs are in
+tests/integration/test_docker_train.py; the container-failure path against a client of
+the Docker API's shape is in test_trainer.py."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from airflow.providers.docker.operators.docker import DockerOperator
 
 from mlops_loop.core.config import load_config
 from mlops_loop.exceptions import ConfigError
-from mlops_loop.operators.docker_train import DockerTrainOperator, TrainerContainerOperator
+from mlops_loop.operators.docker_train import DockerTrainOperator
+from mlops_loop.operators.trainer import TrainerContainerOperator
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = str(REPO / "include" / "config" / "credit_default.yaml")
@@ -44,7 +47,9 @@ def _constructor_args(cls: type) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("cls", [TrainerContainerOperator, DockerTrainOperator])
+@pytest.mark.parametrize(
+    "cls", [TrainerContainerOperator, DockerTrainOperator], ids=["base", "train"]
+)
 def test_template_fields_are_constructor_args(cls):
     fields = set(cls.template_fields)
     assert len(fields) == len(cls.template_fields), "duplicate template field"
@@ -54,7 +59,7 @@ def test_template_fields_are_constructor_args(cls):
 
 def test_train_operator_templates_its_inputs_and_dockers():
     fields = set(DockerTrainOperator.template_fields)
-    assert {"config_path", "train_snapshot_uri", "valid_snapshot_uri", "seed", "hyperparameters", "gpu"} <= fields
+    assert {"config_path", "train_snapshot_uri", "valid_snapshot_uri", "seed", "hyperparameters", "gpu", "model_type"} <= fields
     assert {"image", "environment", "mounts", "container_name"} <= fields
     assert not {"trainer_command", "request"} & fields  # not arguments of this class
 
@@ -75,9 +80,9 @@ def test_constructor_only_stores():
     [
         pytest.param({"gpu": "yes"}, "gpu must be", id="bad-gpu"),
         pytest.param({"auto_remove": "force"}, "always removed", id="auto-remove"),
-        pytest.param({"command": "train"}, "trainer_command", id="command"),
-        pytest.param({"trainer_command": "score"}, "builds its own", id="trainer-command"),
-        pytest.param({"request": {}}, "builds its own", id="request"),
+        pytest.param({"command": "train"}, "command is not an argument here", id="command"),
+        pytest.param({"trainer_command": "score"}, "DockerTrainOperator runs 'train'", id="trainer-command"),
+        pytest.param({"request": {}}, "builds its own typed request", id="request"),
     ],
 )
 def test_constructor_rejects(kwargs, match):
@@ -96,17 +101,47 @@ def test_gpu_auto_asks_the_docker_host():
         _train_op(gpu="auto")._decide_gpu()
 
 
+CONFIG_OBJ = load_config(CONFIG)
+
+
 def test_build_request_from_config():
     op = _train_op(seed="7", hyperparameters={"max_epochs": 2})
-    request = op.build_request({})
-    config = load_config(CONFIG)
+    request = op.build_request({}, CONFIG_OBJ)
+    config = CONFIG_OBJ
     assert request.train_snapshot_uri == "/data/credit_default/snapshots/aaa"
     assert request.registered_model_name == "credit_default_model"
     assert request.seed == 7
     assert request.hyperparameters == {"max_epochs": 2}
     assert request.config["config_dir"] == config.config_dir
-    assert request.tags["config_hash"] == config.config_hash()
-    assert op.container_read_only_paths(request)[0] == config.root
+    assert op.common_tags({}, config)["config_hash"] == config.config_hash()
+    assert op.input_paths(config, request)[0] == config.root
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        pytest.param({}, {}, id="nothing"),
+        pytest.param({"model_type": None, "hyperparameters": None}, {}, id="empty-form"),
+        pytest.param({"model_type": "None", "hyperparameters": "{}"}, {}, id="rendered-empty"),
+        pytest.param(
+            {"model_type": "hist_gradient_boosting"},
+            {"model_type": "hist_gradient_boosting"},
+            id="model-type",
+        ),
+        pytest.param(
+            {"model_type": "mlp", "hyperparameters": '{"max_epochs": 3}'},
+            {"model_type": "mlp", "max_epochs": 3},
+            id="json-text",
+        ),
+    ],
+)
+def test_model_type_and_overrides_from_a_form(kwargs, expected):
+    assert _train_op(**kwargs).build_request({}, CONFIG_OBJ).hyperparameters == expected
+
+
+def test_hyperparameters_must_be_an_object():
+    with pytest.raises(ValueError, match="hyperparameters must be an object, got list"):
+        _train_op(hyperparameters="[1, 2]").build_request({}, CONFIG_OBJ)
 
 
 @pytest.mark.parametrize(
@@ -119,16 +154,16 @@ def test_build_request_from_config():
     ],
 )
 def test_retrain_flag_reaches_the_request(value, expected):
-    assert _train_op(retrain=value).build_request({}).retrain is expected
+    assert _train_op(retrain=value).build_request({}, CONFIG_OBJ).retrain is expected
 
 
 def test_retrain_flag_rejects_other_text():
     with pytest.raises(ValueError, match="retrain must be true or false"):
-        _train_op(retrain="sometimes").build_request({})
+        _train_op(retrain="sometimes").build_request({}, CONFIG_OBJ)
 
 
 def test_registered_model_name_override():
-    request = _train_op(registered_model_name="other_model").build_request({})
+    request = _train_op(registered_model_name="other_model").build_request({}, CONFIG_OBJ)
     assert request.registered_model_name == "other_model"
 
 
@@ -148,13 +183,20 @@ def test_execute_rejects_bad_training_input_before_docker(kwargs, match):
 
 def test_execute_rejects_missing_tracking_uri_before_docker(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with pytest.raises(ValueError, match="no MLflow tracking URI"):
+    monkeypatch.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
+    with pytest.raises(ConfigError, match="no MLflow tracking server: define the Airflow connection"):
         _train_op(mlflow_tracking_uri=None).execute({})
 
 
-def test_generic_operator_rejects_unknown_trainer_command():
-    op = TrainerContainerOperator(
-        task_id="x", trainer_command="predict", docker_url=NO_ENGINE, mlflow_tracking_uri="http://127.0.0.1:1"
-    )
-    with pytest.raises(ValueError, match="train, evaluate, score"):
+def test_base_operator_needs_a_command():
+    with pytest.raises(TypeError, match="names no trainer_command"):
+        TrainerContainerOperator(task_id="x", config_path=CONFIG, docker_url=NO_ENGINE)
+
+
+def test_unknown_trainer_command_fails_before_docker():
+    class Predict(TrainerContainerOperator):
+        trainer_command = "predict"
+
+    op = Predict(task_id="x", config_path=CONFIG, docker_url=NO_ENGINE, mlflow_tracking_uri="http://127.0.0.1:1")
+    with pytest.raises(ValueError, match="must be one of train, evaluate, monitor, got 'predict'"):
         op.execute({})
