@@ -1,13 +1,11 @@
 """Champion/challenger comparison on the same holdout rows, as a statistical decision.
 
-Metrics are vectorised NumPy functions over labels and scores (for classification the
-score is the probability of the positive class; for regression the prediction). Each one
-also accepts a bootstrap *weight matrix* of shape ``(resamples, rows)``: row ``j`` of it
-counts how often each holdout row was drawn into resample ``j``. A weighted metric over
-the original rows equals the metric over the resampled rows, so rank metrics (ROC AUC,
-PR AUC) need one sort per model instead of one sort per resample, and resamples are
-processed in blocks that fit a memory budget (1M rows x 1,000 resamples never exists in
-memory at once).
+The metrics come from :mod:`mlops_loop.core.metrics`, where each one also accepts a
+bootstrap *weight matrix* of shape ``(resamples, rows)``: row ``j`` of it counts how often
+each holdout row was drawn into resample ``j``. A weighted metric over the original rows
+equals the metric over the resampled rows, so rank metrics (ROC AUC, PR AUC) need one sort
+per model instead of one sort per resample, and resamples are processed in blocks that
+fit a memory budget (1M rows x 1,000 resamples never exists in memory at once).
 
 :func:`paired_bootstrap` resamples rows once and scores both models on each resample
 (a paired comparison), :func:`mcnemar` tests paired right/wrong outcomes, and
@@ -20,14 +18,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from mlops_loop.core.config import EVALUATION_METRICS
+from mlops_loop.core.metrics import (
+    FloatArray,
+    higher_is_better,
+    json_safe,
+    metric_task,
+    metric_value,
+    prepare_metric,
+)
 from mlops_loop.exceptions import EvaluationError
 
 if TYPE_CHECKING:
@@ -35,7 +40,6 @@ if TYPE_CHECKING:
 
     from mlops_loop.core.config import EvaluationSettings, GuardrailSpec
 
-FloatArray = NDArray[np.float64]
 Outcome = Literal["promote", "reject", "insufficient_data"]
 
 # Bytes one (resamples x rows) float64 block may take; a few such temporaries live at once.
@@ -44,268 +48,6 @@ DEFAULT_BLOCK_BYTES = 32 * 1024 * 1024
 MCNEMAR_EXACT_BELOW = 25
 # Slices shown per column at most (largest first); the rest are counted, not evaluated.
 MAX_SLICES_PER_COLUMN = 50
-LOG_LOSS_EPS = 1e-15
-
-
-def higher_is_better(metric: str) -> bool:
-    try:
-        return EVALUATION_METRICS[metric][1]
-    except KeyError:
-        raise EvaluationError(f"unknown metric {metric!r}", metric=metric) from None
-
-
-def metric_task(metric: str) -> str:
-    return EVALUATION_METRICS[metric][0][0]
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def _weights_2d(weights: ArrayLike | None, n: int) -> tuple[FloatArray, bool]:
-    """``(resamples, n)`` float weights and whether the caller passed a matrix."""
-    if weights is None:
-        return np.ones((1, n)), False
-    w = np.asarray(weights, dtype=np.float64)
-    if w.ndim == 1:
-        if w.shape[0] != n:
-            raise EvaluationError(f"weights have {w.shape[0]} entries for {n} rows", rows=n)
-        return w[None, :], False
-    if w.ndim != 2 or w.shape[1] != n:
-        raise EvaluationError(f"weights must be (resamples, {n}), got {w.shape}", rows=n)
-    return w, True
-
-
-def _out(values: FloatArray, matrix: bool) -> Any:
-    return values if matrix else float(values[0])
-
-
-def _safe_div(num: FloatArray, den: FloatArray) -> FloatArray:
-    out = np.full(np.broadcast(num, den).shape, np.nan)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
-
-
-def _cumsum_dtype(w: NDArray[Any]) -> type[np.generic]:
-    """Exact integer running sums for count weights (much faster than float64 in the
-    bootstrap's hot loop); float64 for any other weights."""
-    if w.dtype == np.uint8 and w.shape[1] < 2**31 // 255:
-        return np.int32
-    if np.issubdtype(w.dtype, np.integer) or w.dtype == np.bool_:
-        return np.int64
-    return np.float64
-
-
-@dataclass(frozen=True)
-class _RankIndex:
-    """Rows sorted by descending score, and where each run of tied scores ends."""
-
-    order: NDArray[np.intp]
-    positive_sorted: NDArray[np.uint8]
-    negative_sorted: NDArray[np.uint8]
-    ends: NDArray[np.intp] | None  # None: no ties, every row is its own group
-
-    @classmethod
-    def build(cls, y: FloatArray, score: FloatArray) -> _RankIndex:
-        order = np.argsort(-score, kind="stable")
-        s = score[order]
-        ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
-        positive = y[order] == 1
-        return cls(
-            order=order,
-            positive_sorted=positive.astype(np.uint8),
-            negative_sorted=(~positive).astype(np.uint8),
-            ends=None if ends.size == s.size else ends,
-        )
-
-    def group_sums(
-        self, w: NDArray[Any], *, need_cum_pos: bool = True
-    ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None, NDArray[Any]]:
-        """Per tie group, shape (resamples, groups), in descending score order: weight of
-        positives, of negatives, and the running totals through each group (cum_pos is
-        None when not needed and there are no ties)."""
-        ws = np.take(w, self.order, axis=1)
-        if ws.dtype == np.bool_:
-            ws = ws.astype(np.uint8)
-        pos = ws * self.positive_sorted
-        neg = ws * self.negative_sorted
-        dtype = _cumsum_dtype(ws)
-        cum_neg = np.cumsum(neg, axis=1, dtype=dtype)
-        if self.ends is None:
-            cum_pos = np.cumsum(pos, axis=1, dtype=dtype) if need_cum_pos else None
-            return pos, neg, cum_pos, cum_neg
-        cum_pos = np.cumsum(pos, axis=1, dtype=dtype)[:, self.ends]
-        cum_neg = cum_neg[:, self.ends]
-        pos_g = np.diff(cum_pos, axis=1, prepend=0)
-        neg_g = np.diff(cum_neg, axis=1, prepend=0)
-        return pos_g, neg_g, cum_pos, cum_neg
-
-
-def _dot_rows(a: NDArray[Any], b: NDArray[Any]) -> FloatArray:
-    out: FloatArray = np.einsum("ij,ij->i", a, b, dtype=np.float64)
-    return out
-
-
-def _roc_auc_ranked(idx: _RankIndex, w: NDArray[Any]) -> FloatArray:
-    # Mann-Whitney: pairs (positive, negative) with the positive scored higher, ties half.
-    # Negatives strictly below a group = n_neg - cum_neg (cum_neg includes the group), so
-    # num = n_pos * n_neg - sum(pos * cum_neg) + 0.5 * sum(pos * neg).
-    pos, neg, _, cum_neg = idx.group_sums(w, need_cum_pos=False)
-    n_pos = pos.sum(axis=1, dtype=np.float64)
-    n_neg = cum_neg[:, -1].astype(np.float64)
-    num = n_pos * n_neg - _dot_rows(pos, cum_neg)
-    if idx.ends is not None:
-        num += 0.5 * _dot_rows(pos, neg)
-    return _safe_div(num, n_pos * n_neg)
-
-
-def _pr_curve_ranked(idx: _RankIndex, w: NDArray[Any]) -> tuple[NDArray[Any], FloatArray, FloatArray]:
-    pos, _, tp, fp = idx.group_sums(w)
-    assert tp is not None
-    tp = tp.astype(np.float64)
-    precision = _safe_div(tp, tp + fp)
-    return pos, tp, precision
-
-
-def _pr_auc_ranked(idx: _RankIndex, w: NDArray[Any]) -> FloatArray:
-    """Average precision (sklearn's definition): sum over thresholds of recall gain x precision."""
-    pos, tp, precision = _pr_curve_ranked(idx, w)
-    n_pos = tp[:, -1]
-    gain = _dot_rows(pos, np.nan_to_num(precision, copy=False))
-    return _safe_div(gain, n_pos)
-
-
-def _recall_at_precision_ranked(idx: _RankIndex, w: NDArray[Any], at_precision: float) -> FloatArray:
-    _, tp, precision = _pr_curve_ranked(idx, w)
-    n_pos = tp[:, -1]
-    recall = _safe_div(tp, n_pos[:, None])
-    ok = np.nan_to_num(precision) >= at_precision
-    best = np.where(ok, np.nan_to_num(recall), 0.0).max(axis=1)
-    return np.where(n_pos > 0, best, np.nan)
-
-
-def roc_auc(y: ArrayLike, score: ArrayLike, weights: ArrayLike | None = None) -> Any:
-    """Area under the ROC curve from rank statistics (ties count half). NaN with one class."""
-    yy, ss = np.asarray(y, dtype=np.float64), np.asarray(score, dtype=np.float64)
-    w, matrix = _weights_2d(weights, yy.shape[0])
-    return _out(_roc_auc_ranked(_RankIndex.build(yy, ss), w), matrix)
-
-
-def pr_auc(y: ArrayLike, score: ArrayLike, weights: ArrayLike | None = None) -> Any:
-    """Average precision (area under the precision-recall step curve)."""
-    yy, ss = np.asarray(y, dtype=np.float64), np.asarray(score, dtype=np.float64)
-    w, matrix = _weights_2d(weights, yy.shape[0])
-    return _out(_pr_auc_ranked(_RankIndex.build(yy, ss), w), matrix)
-
-
-def recall_at_precision(
-    y: ArrayLike, score: ArrayLike, at_precision: float, weights: ArrayLike | None = None
-) -> Any:
-    """Highest recall over thresholds whose precision is at least ``at_precision`` (0 if none)."""
-    yy, ss = np.asarray(y, dtype=np.float64), np.asarray(score, dtype=np.float64)
-    w, matrix = _weights_2d(weights, yy.shape[0])
-    return _out(_recall_at_precision_ranked(_RankIndex.build(yy, ss), w, at_precision), matrix)
-
-
-def _row_loss(metric: str, y: FloatArray, score: FloatArray, threshold: float) -> FloatArray:
-    """Per-row loss whose weighted mean is the metric (before the square root for rmse)."""
-    if metric == "log_loss":
-        p = np.clip(score, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
-        return -(y * np.log(p) + (1 - y) * np.log1p(-p))
-    if metric == "brier":
-        return (score - y) ** 2
-    if metric == "accuracy":
-        return ((score >= threshold) == (y == 1)).astype(np.float64)
-    if metric == "rmse":
-        return (score - y) ** 2
-    if metric == "mae":
-        return np.abs(score - y)
-    raise EvaluationError(f"{metric!r} is not a mean of per-row losses", metric=metric)
-
-
-MEAN_METRICS = ("log_loss", "brier", "accuracy", "rmse", "mae")
-COUNT_METRICS = ("f1", "precision", "recall")
-RANK_METRICS = ("roc_auc", "pr_auc", "recall_at_precision")
-
-
-def _mean_metric(metric: str, loss: FloatArray, w: NDArray[Any]) -> FloatArray:
-    value: FloatArray = (w @ loss) / w.sum(axis=1, dtype=np.float64)
-    return np.sqrt(value) if metric == "rmse" else value
-
-
-def _confusion_rows(y: FloatArray, score: FloatArray, threshold: float) -> FloatArray:
-    pred = score >= threshold
-    truth = y == 1
-    return np.stack([pred & truth, pred & ~truth, ~pred & truth]).astype(np.float64).T
-
-
-def _count_metric(metric: str, conf: FloatArray, w: NDArray[Any]) -> FloatArray:
-    tp, fp, fn = (w @ conf).T
-    if metric == "precision":
-        return np.nan_to_num(_safe_div(tp, tp + fp))
-    if metric == "recall":
-        return _safe_div(tp, tp + fn)
-    return np.nan_to_num(_safe_div(2 * tp, 2 * tp + fp + fn))
-
-
-def _prepare(
-    metric: str, y: FloatArray, score: FloatArray, threshold: float, at_precision: float | None
-) -> Callable[[NDArray[Any]], FloatArray]:
-    """Precompute what ``metric`` needs once; return a function of a weight matrix."""
-    if metric in MEAN_METRICS:
-        loss = _row_loss(metric, y, score, threshold)
-        return lambda w: _mean_metric(metric, loss, w)
-    if metric in COUNT_METRICS:
-        conf = _confusion_rows(y, score, threshold)
-        return lambda w: _count_metric(metric, conf, w)
-    idx = _RankIndex.build(y, score)
-    if metric == "roc_auc":
-        return lambda w: _roc_auc_ranked(idx, w)
-    if metric == "pr_auc":
-        return lambda w: _pr_auc_ranked(idx, w)
-    if metric == "recall_at_precision":
-        if at_precision is None:
-            raise EvaluationError("recall_at_precision needs at_precision", metric=metric)
-        return lambda w: _recall_at_precision_ranked(idx, w, at_precision)
-    raise EvaluationError(f"unknown metric {metric!r}", metric=metric)
-
-
-def metric_value(
-    metric: str,
-    y: ArrayLike,
-    score: ArrayLike,
-    weights: ArrayLike | None = None,
-    *,
-    threshold: float = 0.5,
-    at_precision: float | None = None,
-) -> Any:
-    """Any supported metric by name; a float, or one value per weight row for a matrix."""
-    yy, ss = np.asarray(y, dtype=np.float64), np.asarray(score, dtype=np.float64)
-    w, matrix = _weights_2d(weights, yy.shape[0])
-    return _out(_prepare(metric, yy, ss, threshold, at_precision)(w), matrix)
-
-
-def log_loss(y: ArrayLike, score: ArrayLike, weights: ArrayLike | None = None) -> Any:
-    return metric_value("log_loss", y, score, weights)
-
-
-def brier(y: ArrayLike, score: ArrayLike, weights: ArrayLike | None = None) -> Any:
-    return metric_value("brier", y, score, weights)
-
-
-def accuracy(y: ArrayLike, score: ArrayLike, weights: ArrayLike | None = None, threshold: float = 0.5) -> Any:
-    return metric_value("accuracy", y, score, weights, threshold=threshold)
-
-
-def f1(y: ArrayLike, score: ArrayLike, weights: ArrayLike | None = None, threshold: float = 0.5) -> Any:
-    return metric_value("f1", y, score, weights, threshold=threshold)
-
-
-def rmse(y: ArrayLike, pred: ArrayLike, weights: ArrayLike | None = None) -> Any:
-    return metric_value("rmse", y, pred, weights)
-
-
-def mae(y: ArrayLike, pred: ArrayLike, weights: ArrayLike | None = None) -> Any:
-    return metric_value("mae", y, pred, weights)
 
 
 # ------------------------------------------------------------------ paired comparison
@@ -348,7 +90,7 @@ class BootstrapResult:
         out = asdict(self)
         out["improvement"] = self.improvement
         out["improvement_ci"] = list(self.improvement_ci)
-        return _json_safe(out)
+        return json_safe(out)
 
 
 def bootstrap_weights(n_rows: int, n_resamples: int, rng: np.random.Generator) -> NDArray[Any]:
@@ -395,8 +137,8 @@ def paired_bootstrap(
     if n < 1:
         raise EvaluationError(f"n_bootstrap must be positive, got {n}", metric=metric)
     rows = yy.shape[0]
-    fa = _prepare(metric, yy, sa, threshold, at_precision)
-    fb = _prepare(metric, yy, sb, threshold, at_precision)
+    fa = prepare_metric(metric, yy, sa, threshold, at_precision)
+    fb = prepare_metric(metric, yy, sb, threshold, at_precision)
     ones = np.ones((1, rows))
     value_a, value_b = float(fa(ones)[0]), float(fb(ones)[0])
 
@@ -447,7 +189,7 @@ class McNemarResult:
     method: Literal["exact", "chi2", "none"]
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 def mcnemar(
@@ -539,21 +281,9 @@ class Decision:
         return f"{self.outcome}: " + "; ".join(self.reasons)
 
     def to_dict(self) -> dict[str, Any]:
-        out = _json_safe(asdict(self))
+        out = json_safe(asdict(self))
         out["validation_status"] = self.validation_status
         return out
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _fmt(value: float | None) -> str:

@@ -1,24 +1,14 @@
-"""Metrics, paired bootstrap, McNemar and the champion/challenger decision."""
+"""Paired bootstrap, McNemar and the champion/challenger decision (the metrics themselves:
+test_metrics.py)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-from sklearn import metrics as skm
 
-from mlops_loop.core import compare
+from mlops_loop.core import compare, metrics
 from mlops_loop.core.config import EvaluationSettings
 from mlops_loop.exceptions import EvaluationError
-
-
-def scored(n: int, seed: int, signal: float, prior: float = 0.3, ties: bool = False):
-    """Labels and a probability score whose quality grows with ``signal``."""
-    rng = np.random.default_rng(seed)
-    y = (rng.random(n) < prior).astype(int)
-    score = 1 / (1 + np.exp(-(signal * (2 * y - 1) + rng.normal(size=n))))
-    return y, (np.round(score, 2) if ties else score)
 
 
 def two_models(n: int, seed: int, signal_a: float, signal_b: float, prior: float = 0.3):
@@ -34,45 +24,6 @@ def two_models(n: int, seed: int, signal_a: float, signal_b: float, prior: float
     return y, model(signal_a), model(signal_b)
 
 
-# ----------------------------------------------------------------------------- metrics
-
-
-@pytest.mark.parametrize("ties", [False, True], ids=["distinct-scores", "tied-scores"])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_metrics_equal_sklearn(seed, ties):
-    y, s = scored(3000, seed, 0.8, ties=ties)
-    assert compare.roc_auc(y, s) == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
-    assert compare.pr_auc(y, s) == pytest.approx(skm.average_precision_score(y, s), abs=1e-12)
-    assert compare.log_loss(y, s) == pytest.approx(skm.log_loss(y, s), abs=1e-12)
-    assert compare.brier(y, s) == pytest.approx(skm.brier_score_loss(y, s), abs=1e-12)
-    assert compare.accuracy(y, s) == pytest.approx(skm.accuracy_score(y, s >= 0.5))
-    assert compare.f1(y, s) == pytest.approx(skm.f1_score(y, s >= 0.5))
-    assert compare.metric_value("precision", y, s) == pytest.approx(skm.precision_score(y, s >= 0.5))
-    assert compare.metric_value("recall", y, s) == pytest.approx(skm.recall_score(y, s >= 0.5))
-    precision, recall, _ = skm.precision_recall_curve(y, s)
-    assert compare.recall_at_precision(y, s, 0.6) == pytest.approx(recall[precision >= 0.6].max())
-    pred = s * 10
-    assert compare.rmse(y, pred) == pytest.approx(skm.root_mean_squared_error(y, pred))
-    assert compare.mae(y, pred) == pytest.approx(skm.mean_absolute_error(y, pred))
-
-
-@pytest.mark.parametrize("metric", ["roc_auc", "pr_auc", "log_loss", "f1", "accuracy", "brier", "rmse"])
-def test_weight_matrix_equals_metric_on_resampled_rows(metric):
-    y, s = scored(500, 7, 0.6, ties=True)
-    rng = np.random.default_rng(3)
-    draws = rng.integers(0, y.size, size=(4, y.size))
-    weights = np.stack([np.bincount(d, minlength=y.size) for d in draws])
-    got = compare.metric_value(metric, y, s, weights)
-    want = [compare.metric_value(metric, y[d], s[d]) for d in draws]
-    np.testing.assert_allclose(got, want, rtol=1e-12)
-
-
-def test_roc_auc_is_nan_with_one_class_and_weights_must_fit():
-    assert math.isnan(compare.roc_auc(np.ones(5), np.linspace(0, 1, 5)))
-    with pytest.raises(EvaluationError, match="weights"):
-        compare.roc_auc([0, 1, 1], [0.1, 0.2, 0.3], np.ones((2, 4)))
-
-
 # -------------------------------------------------------------------- paired bootstrap
 
 
@@ -80,7 +31,7 @@ def test_bootstrap_ci_covers_true_difference_across_seeds():
     """The population AUC difference (from a very large sample) lies inside the 95% CI
     for most independent holdouts; a broken (e.g. unpaired or mis-scaled) CI fails this."""
     y_big, a_big, b_big = two_models(400_000, 99, 1.0, 0.8)
-    true_diff = compare.roc_auc(y_big, a_big) - compare.roc_auc(y_big, b_big)
+    true_diff = metrics.roc_auc(y_big, a_big) - metrics.roc_auc(y_big, b_big)
     covered = 0
     seeds = range(20)
     for seed in seeds:
@@ -365,15 +316,3 @@ def test_equally_good_but_different_models_are_rarely_promoted():
         y, a, b = two_models(2000, 100 + seed, 1.0, 1.0)
         promoted += compare.decide(y, a, b, _settings()).outcome == "promote"
     assert promoted <= 2
-
-
-@pytest.mark.parametrize("ties", [False, True], ids=["distinct-scores", "tied-scores"])
-@pytest.mark.parametrize("metric", ["roc_auc", "pr_auc", "recall_at_precision", "log_loss", "f1"])
-def test_bootstrap_count_weights_match_float_weights(metric, ties):
-    """The bootstrap's hot path (uint8 counts, integer running sums) equals the float path."""
-    y, s = scored(2000, 4, 0.7, ties=ties)
-    counts = compare.bootstrap_weights(y.size, 6, np.random.default_rng(0))
-    assert counts.dtype == np.uint8 and (counts.sum(axis=1) == y.size).all()
-    fast = compare._prepare(metric, y.astype(float), s, 0.5, 0.6)(counts)
-    slow = compare.metric_value(metric, y, s, counts.astype(float), at_precision=0.6)
-    np.testing.assert_allclose(fast, slow, rtol=1e-12)
