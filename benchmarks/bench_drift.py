@@ -131,7 +131,7 @@ def write_parquet(path: Path, chunks: int, *, seed: int, drift: float, first_day
 
 
 def features() -> tuple[list[str], list[str]]:
-    from mlops_loop.core.drift import monitored_features
+    from mlops_loop.core.profile import monitored_features
 
     kinds = monitored_features(dataset_config())
     numeric = [n for n, k in kinds.items() if k == "numeric"]
@@ -142,7 +142,8 @@ def features() -> tuple[list[str], list[str]]:
 def worker(mode: str) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
-    from mlops_loop.core.drift import ParquetBatches, build_profile, measure_drift
+    from mlops_loop.core.drift import measure_drift
+    from mlops_loop.core.profile import ParquetBatches, build_profile
 
     config = dataset_config()
     numeric, categorical = features()

@@ -113,8 +113,10 @@ def _monitor(
 ) -> dict[str, Any]:
     import mlflow
 
-    from mlops_loop.core.drift import measure_decay, measure_drift, monitored_features
+    from mlops_loop.core.decay import measure_decay
+    from mlops_loop.core.drift import measure_drift
     from mlops_loop.core.drift_report import write_reports
+    from mlops_loop.core.profile import monitored_features
     from mlops_loop.core.storage import open_storage
     from mlops_loop.exceptions import DriftError
 
@@ -204,7 +206,12 @@ def _reference_profile(
     log: Log,
 ) -> tuple[dict[str, Any], bool]:
     """(profile, built now?). Loads the stored one; builds, stores and logs it on first use."""
-    from mlops_loop.core.drift import build_profile, load_profile, monitored_features, save_profile
+    from mlops_loop.core.profile import (
+        build_profile,
+        load_profile,
+        monitored_features,
+        save_profile,
+    )
     from mlops_loop.core.storage import open_storage
     from mlops_loop.exceptions import DriftError, ReferenceProfileMissing
 
@@ -318,7 +325,7 @@ def _filesystem(files: list[str], credentials: S3Credentials) -> Any:
 def _batches(
     files: list[str], credentials: S3Credentials, columns: list[str], categorical: list[str] | None = None
 ) -> Any:
-    from mlops_loop.core.drift import ParquetBatches
+    from mlops_loop.core.profile import ParquetBatches
 
     filesystem = _filesystem(files, credentials)
     paths = [f.removeprefix("s3://") for f in files] if filesystem is not None else files

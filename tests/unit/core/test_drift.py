@@ -1,87 +1,31 @@
-"""core/drift.py: values against independent computations, false-alarm rate, detection,
-edge cases, decay and the retrain policy. Small data only (runs in a few seconds)."""
+"""core/drift.py: measures against independent computations, false-alarm rate, detection,
+edge cases and verdicts. Small data only (runs in a few seconds)."""
 
 from __future__ import annotations
 
 import bisect
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
-from sklearn.metrics import roc_auc_score
 
-from mlops_loop.core.config import DatasetConfig, DriftSettings
-from mlops_loop.core.drift import (
-    MISSING_BIN,
-    UNSEEN_BIN,
-    ParquetBatches,
-    build_profile,
-    load_profile,
-    measure_decay,
-    measure_drift,
-    monitored_features,
-    psi,
-    save_profile,
-    should_retrain,
-)
-from mlops_loop.core.storage import LocalStorage
+from mlops_loop.core.config import DatasetConfig
+from mlops_loop.core.drift import MISSING_BIN, UNSEEN_BIN, drift_summary_lines, measure_drift, psi
+from mlops_loop.core.profile import ParquetBatches, build_profile
+from mlops_loop.core.retrain import should_retrain
 from mlops_loop.exceptions import DriftError, ReferenceProfileMissing
-
-COLUMNS = [
-    {"name": "id", "type": "string"},
-    {"name": "ts", "type": "timestamp"},
-    {"name": "x", "type": "float"},
-    {"name": "k", "type": "integer"},
-    {"name": "z", "type": "float"},
-    {"name": "color", "type": "category"},
-    {"name": "flag", "type": "boolean"},
-    {"name": "y", "type": "integer"},
-]
-COLORS = ["red", "green", "blue", "black"]
-COLOR_P = [0.4, 0.3, 0.2, 0.1]
+from tests.fixtures.drift_frames import COLORS, frame, settings, toy_config
 
 
 @pytest.fixture(scope="module")
 def config() -> DatasetConfig:
-    return DatasetConfig(
-        name="toy",
-        storage={"root": "/tmp/unused"},
-        columns=COLUMNS,
-        target="y",
-        id_column="id",
-        timestamp_column="ts",
-    )
-
-
-def frame(
-    n: int, seed: int, *, x_shift: float = 0.0, color_p: list[float] | None = None
-) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(x_shift, 1.0, n)
-    x[rng.random(n) < 0.05] = np.nan
-    return pd.DataFrame(
-        {
-            "id": [f"r{i}" for i in range(n)],
-            "ts": pd.Timestamp("2026-01-01"),
-            "x": x,
-            "k": rng.poisson(4, n),
-            "z": rng.exponential(2.0, n),
-            "color": rng.choice(COLORS, n, p=color_p or COLOR_P),
-            "flag": rng.random(n) < 0.3,
-            "y": (rng.random(n) < 0.2).astype(int),
-        }
-    )
-
-
-def settings(**kw: object) -> DriftSettings:
-    return DriftSettings(**{"min_rows": 100, **kw})
+    return toy_config()
 
 
 # --------------------------------------------------------------------------- independent references
@@ -106,18 +50,6 @@ def plain_bin_counts(values: list[float], edges: list[float]) -> list[int]:
         else:
             counts[bisect.bisect_right(edges, v)] += 1
     return counts
-
-
-def test_monitored_features_skip_id_target_and_time(config: DatasetConfig) -> None:
-    assert monitored_features(config) == {
-        "x": "numeric",
-        "k": "numeric",
-        "z": "numeric",
-        "color": "categorical",
-        "flag": "categorical",
-    }
-    with pytest.raises(DriftError, match="'nope'"):
-        monitored_features(config, DriftSettings(features=["nope"]))
 
 
 def test_psi_matches_plain_python_on_known_distributions(config: DatasetConfig) -> None:
@@ -209,40 +141,6 @@ def test_chi_square_and_jensen_shannon_match_scipy_with_unseen_category(
     assert f.psi == pytest.approx(plain_psi(ref_counts, cur_counts), rel=1e-12)
     assert f.unseen == {"purple": 50}
     assert f.verdict == "drift" and "purple" in f.reason
-
-
-def same_profile(a: dict, b: dict) -> bool:
-    """Equal, except float moments summed in another order may differ in the last bits."""
-
-    def split(profile: dict) -> tuple[dict, list[float]]:
-        out = json.loads(json.dumps(profile))
-        moments = []
-        for f in out["features"].values():
-            for key in ("mean", "std"):
-                moments.append(f.pop(key, None) or 0.0)
-        return out, moments
-
-    (ra, ma), (rb, mb) = split(a), split(b)
-    return ra == rb and np.allclose(ma, mb, rtol=1e-12, atol=1e-15)
-
-
-def test_streamed_profile_equals_in_memory_profile(config: DatasetConfig, tmp_path) -> None:
-    ref = frame(4000, 9)
-    whole = build_profile(ref, config, sample_size=500)
-    parts = [ref.iloc[i : i + 700] for i in range(0, len(ref), 700)]
-    assert same_profile(build_profile(parts, config, sample_size=500), whole)
-    table = pa.Table.from_pandas(ref, preserve_index=False)
-    path = tmp_path / "ref.parquet"
-    pq.write_table(table, path, row_group_size=700)
-    assert same_profile(
-        build_profile(ParquetBatches(path, batch_size=700), config, sample_size=500), whole
-    )
-    # A one-shot generator is read once: numeric bin counts come from the sample.
-    once = build_profile((p for p in parts), config, sample_size=500)
-    assert once["features"]["x"]["counts_source"] == "sample"
-    assert once["features"]["x"]["edges"] == whole["features"]["x"]["edges"]
-    assert once["features"]["color"] == whole["features"]["color"]
-    json.dumps(whole)  # JSON-serialisable as is
 
 
 def test_measure_drift_same_result_for_frames_arrow_and_batches(
@@ -369,17 +267,9 @@ def test_fewer_rows_than_minimum_is_insufficient_not_an_alarm(config: DatasetCon
     assert should_retrain(result, None, None, datetime(2026, 1, 1), settings())[0] is False
 
 
-def test_champion_without_profile(config: DatasetConfig, tmp_path) -> None:
+def test_measure_drift_without_a_profile_or_with_another_format(config: DatasetConfig) -> None:
     with pytest.raises(ReferenceProfileMissing, match="no reference profile"):
         measure_drift(None, frame(500, 70), config, settings())
-    storage = LocalStorage()
-    uri = str(tmp_path / "models" / "7" / "profile.json")
-    with pytest.raises(ReferenceProfileMissing) as info:
-        load_profile(storage, uri, model_version="7")
-    assert info.value.profile_uri == uri and info.value.model_version == "7"
-    profile = build_profile(frame(500, 71), config, scores=np.linspace(0, 1, 300))
-    save_profile(storage, uri, profile)
-    assert load_profile(storage, uri) == json.loads(json.dumps(profile))
     with pytest.raises(DriftError, match="format"):
         measure_drift({"format": 99}, frame(500, 70), config, settings())
 
@@ -407,136 +297,24 @@ def test_prediction_drift(config: DatasetConfig) -> None:
     assert few.prediction_verdict == "insufficient_data"
 
 
-# --------------------------------------------------------------------------- decay
-
-
-def test_decay_auc_and_delong_interval() -> None:
-    rng = np.random.default_rng(100)
-    y = (rng.random(2000) < 0.2).astype(int)
-    good = np.clip(0.35 * y + rng.random(2000) * 0.65, 0, 1)
-    s = DriftSettings()
-    d = measure_decay(y, good, {"roc_auc": 0.86}, s, "classification")
-    assert d["value"] == pytest.approx(roc_auc_score(y, good), abs=1e-12)
-    assert d["ci_low"] < d["value"] < d["ci_high"]
-    # DeLong standard error against a bootstrap of the same data.
-    boots = []
-    for _ in range(300):
-        idx = rng.integers(0, y.size, y.size)
-        boots.append(roc_auc_score(y[idx], good[idx]))
-    se_delong = (d["ci_high"] - d["ci_low"]) / (2 * stats.norm.ppf(0.975))
-    assert se_delong == pytest.approx(np.std(boots), rel=0.25)
-    assert d["verdict"] == "none"
-    random_scores = rng.random(2000)
-    bad = measure_decay(y, random_scores, {"roc_auc": 0.86}, s, "classification")
-    assert bad["verdict"] == "decay" and "roc_auc" in bad["reason"]
-
-
-@pytest.mark.parametrize(
-    ("y", "scores", "why"),
-    [
-        pytest.param(None, None, "0 labelled rows", id="no-labels"),
-        pytest.param([0, 1] * 50, [0.1, 0.9] * 50, "100 labelled rows", id="too-few"),
-        pytest.param([0] * 500, [0.1] * 500, "one class", id="one-class"),
-    ],
-)
-def test_decay_insufficient_data(y, scores, why) -> None:
-    d = measure_decay(y, scores, {"roc_auc": 0.8}, DriftSettings(), "classification")
-    assert d["verdict"] == "insufficient_data" and why in d["reason"]
-
-
-def test_decay_regression_rmse_and_errors() -> None:
-    rng = np.random.default_rng(110)
-    y = rng.normal(0, 1, 1000)
-    s = DriftSettings()
-    fine = measure_decay(y, y + rng.normal(0, 0.5, 1000), {"rmse": 0.5}, s, "regression")
-    assert fine["value"] == pytest.approx(0.5, rel=0.1) and fine["verdict"] == "none"
-    worse = measure_decay(y, y + rng.normal(0, 0.8, 1000), {"rmse": 0.5}, s, "regression")
-    assert worse["verdict"] == "decay"
-    with pytest.raises(DriftError, match="no 'rmse'"):
-        measure_decay(y, y, {"mae": 0.4}, s, "regression")
-    with pytest.raises(DriftError, match="differ in length"):
-        measure_decay(y, y[:10], {"rmse": 0.4}, s, "regression")
-
-
-# --------------------------------------------------------------------------- policy
-
-NOW = datetime(2026, 3, 10, 2, 0, tzinfo=timezone.utc)
-DRIFT = {"verdict": "drift", "drifted_features": ["x"], "prediction_verdict": None}
-NONE = {"verdict": "none", "drifted_features": []}
-DECAY = {"verdict": "decay", "reason": "roc_auc down"}
-
-
-@pytest.mark.parametrize(
-    ("result", "decay", "last", "retrain_on", "expected", "text"),
-    [
-        pytest.param(
-            DRIFT, None, None, ["drift", "decay"], True, "drift in x", id="drift-first-time"
-        ),
-        pytest.param(
-            DRIFT,
-            None,
-            NOW - timedelta(hours=2),
-            ["drift", "decay"],
-            False,
-            "cool-down",
-            id="drift-in-cool-down",
-        ),
-        pytest.param(
-            DRIFT,
-            None,
-            NOW - timedelta(hours=25),
-            ["drift", "decay"],
-            True,
-            "drift in x",
-            id="drift-after-cool-down",
-        ),
-        pytest.param(NONE, None, None, ["drift", "decay"], False, "not over policy", id="nothing"),
-        pytest.param(
-            {"verdict": "warn"},
-            None,
-            None,
-            ["drift", "decay"],
-            False,
-            "not over policy",
-            id="warn-only",
-        ),
-        pytest.param(
-            NONE, DECAY, None, ["drift", "decay"], True, "decay: roc_auc down", id="decay"
-        ),
-        pytest.param(
-            NONE, DECAY, None, ["drift"], False, "not over policy", id="decay-not-in-policy"
-        ),
-    ],
-)
-def test_should_retrain(result, decay, last, retrain_on, expected, text) -> None:
-    s = DriftSettings(cool_down_hours=24, retrain_on=retrain_on)
-    retrain, reason = should_retrain(result, decay, last, NOW, s)
-    assert retrain is expected and text in reason
-
-
-def test_should_retrain_rejects_mixed_timezones() -> None:
-    with pytest.raises(DriftError, match="timezone"):
-        should_retrain(DRIFT, None, datetime(2026, 3, 9), NOW, DriftSettings())
-
-
-def test_parquet_batches_reads_a_snapshot_folder_in_name_order(
-    config: DatasetConfig, tmp_path
-) -> None:
-    ref = frame(900, 120)
-    for i, part in enumerate((ref.iloc[:400], ref.iloc[400:])):
-        pq.write_table(
-            pa.Table.from_pandas(part, preserve_index=False), tmp_path / f"part-{i:03d}.parquet"
-        )
-    batches = ParquetBatches(tmp_path, columns=["x", "color"], batch_size=128)
-    rows = [len(b) for b in batches]
-    assert sum(rows) == 900 and max(rows) <= 128
-    assert [len(b) for b in batches] == rows  # re-iterable
-    assert same_profile(
-        build_profile(batches, config, features=["x", "color"]),
-        build_profile(ref, config, features=["x", "color"]),
+def test_summary_lines_of_a_monitor_result() -> None:
+    result = {
+        "verdict": "drift",
+        "prediction_verdict": "none",
+        "decay_verdict": "insufficient_data",
+        "model_name": "toy_model",
+        "champion_version": "3",
+        "rows": 1200,
+        "reasons": ["x: drift - PSI 0.31", "color: warn - PSI 0.12"],
+        "report_uri": "/r/ds=2026-04-22/report.html",
+    }
+    assert drift_summary_lines(result) == [
+        "drift verdict: drift (prediction: none, decay: insufficient_data); "
+        "champion toy_model version 3; 1200 recent rows",
+        "  - x: drift - PSI 0.31",
+        "  - color: warn - PSI 0.12",
+        "report: /r/ds=2026-04-22/report.html",
+    ]
+    assert drift_summary_lines({"verdict": "no_champion"})[0].startswith(
+        "drift verdict: no_champion"
     )
-    with pytest.raises(DriftError, match="no such Parquet"):
-        list(ParquetBatches(tmp_path / "nope.parquet"))
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DriftError, match=r"no \.parquet files"):
-        list(ParquetBatches(tmp_path / "empty"))

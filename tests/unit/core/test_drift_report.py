@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 
 from mlops_loop.core.config import DatasetConfig, DriftSettings
-from mlops_loop.core.drift import build_profile, measure_decay, measure_drift
+from mlops_loop.core.decay import measure_decay
+from mlops_loop.core.drift import measure_drift
 from mlops_loop.core.drift_report import COLOURS, bar_chart, cdf_chart, render_html, report_json
+from mlops_loop.core.profile import build_profile
 
 VOID = {"meta", "br", "img", "input", "link", "hr", "line", "rect", "polyline", "path", "circle"}
 

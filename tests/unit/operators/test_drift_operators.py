@@ -1,6 +1,6 @@
 """operators/drift.py without Docker or MLflow: the retrain decision, the cool-down record,
-the Asset event extra, the window, construction. The real runs are in
-tests/dags/test_drift_dag.py."""
+the Asset event extra, construction. The record, the policy and the window themselves are
+tested in tests/unit/core/test_retrain.py; the real runs are in tests/dags/test_drift_dag.py."""
 
 from __future__ import annotations
 
@@ -17,18 +17,11 @@ from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowSkipException
 
 from mlops_loop.assets import retrain_requested_asset
+from mlops_loop.core.config import run_time
+from mlops_loop.core.retrain import ASSET_EXTRA_KEYS, read_retrain_requests
 from mlops_loop.core.storage import LocalStorage
 from mlops_loop.exceptions import RetrainRecordError
-from mlops_loop.operators.drift import (
-    ASSET_EXTRA_KEYS,
-    DriftMonitorOperator,
-    RequestRetrainingOperator,
-    drift_window,
-    last_retrain_time,
-    read_retrain_requests,
-    record_retrain_request,
-    run_time,
-)
+from mlops_loop.operators.drift import DriftMonitorOperator, RequestRetrainingOperator
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = str(REPO / "include" / "config" / "credit_default.yaml")
@@ -155,26 +148,6 @@ def test_drift_result_as_json_text_and_bad_results(root):
         request("None", context(T0))
 
 
-def test_record_round_trip_and_corrupt_record(tmp_path):
-    storage, uri = LocalStorage(), str(tmp_path / "retrain_requests.json")
-    assert read_retrain_requests(storage, uri) == []
-    assert last_retrain_time([]) is None
-    record_retrain_request(storage, uri, {"time": T0.isoformat(), "reason": "a"})
-    record_retrain_request(storage, uri, {"time": (T0 + timedelta(days=4)).isoformat(), "reason": "b"})
-    requests = read_retrain_requests(storage, uri)
-    assert [r["reason"] for r in requests] == ["a", "b"]
-    assert last_retrain_time(requests) == T0 + timedelta(days=4)
-    assert not list(tmp_path.glob("*.tmp*")), "atomic write left a temp file"
-
-    Path(uri).write_text("{not json")
-    with pytest.raises(RetrainRecordError, match="not JSON") as info:
-        read_retrain_requests(storage, uri)
-    assert info.value.uri == uri
-    Path(uri).write_text(json.dumps({"requests": [{"reason": "no time"}]}))
-    with pytest.raises(RetrainRecordError, match="'time'"):
-        read_retrain_requests(storage, uri)
-
-
 def test_corrupt_record_fails_the_task_instead_of_retraining_blindly(root):
     record_path(root).parent.mkdir(parents=True)
     record_path(root).write_text("[]")
@@ -188,26 +161,6 @@ def test_run_time_falls_back_to_logical_date_then_run_after():
     assert run_time({"dag_run": SimpleNamespace(run_after=T0)}) == T0
     with pytest.raises(ValueError, match="logical date"):
         run_time({})
-
-
-@pytest.mark.parametrize(
-    "ds, days, since, expected",
-    [
-        pytest.param("2026-04-22", 7, None, ("2026-04-16", "2026-04-22"), id="default-window"),
-        pytest.param("2026-03-01", 2, None, ("2026-02-28", "2026-03-01"), id="across-month"),
-        pytest.param("2026-04-22", 1, None, ("2026-04-22", "2026-04-22"), id="one-day"),
-        pytest.param("2026-04-22", 7, "2026-04-01", ("2026-04-01", "2026-04-22"), id="explicit-start"),
-    ],
-)
-def test_drift_window(ds, days, since, expected):
-    assert drift_window(ds, days, since) == expected
-
-
-def test_drift_window_rejects_bad_dates():
-    with pytest.raises(ValueError, match="after its end"):
-        drift_window("2026-04-01", 7, "2026-04-02")
-    with pytest.raises(Exception, match="2026-13-01"):
-        drift_window("2026-13-01", 7)
 
 
 def _constructor_args(cls: type) -> set[str]:
@@ -232,7 +185,7 @@ def test_monitor_operator_builds_its_own_command():
     op = DriftMonitorOperator(task_id="drift_monitor", config_path=CONFIG, ds="2026-04-22")
     assert op.trainer_command == "monitor" and op.gpu == "none"
     assert {"config_path", "ds", "since_ds", "model_name"} <= set(op.template_fields)
-    with pytest.raises(ValueError, match="builds its own"):
+    with pytest.raises(ValueError, match="DriftMonitorOperator runs 'monitor'"):
         DriftMonitorOperator(task_id="x", config_path=CONFIG, trainer_command="train")
 
 
