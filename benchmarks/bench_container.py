@@ -92,10 +92,10 @@ def _prepare(root: Path, rows: int) -> tuple[str, str]:
 
 def _request(train_uri: str, valid_uri: str, hyper: dict[str, Any], name: str) -> dict[str, Any]:
     from mlops_loop.core.config import load_config
-    from mlops_loop.core.containers import dataset_config_payload
+    from mlops_loop.core.trainer_protocol import config_payload
 
     return {
-        "config": dataset_config_payload(load_config(CONFIG)),
+        "config": config_payload(load_config(CONFIG)),
         "train_snapshot_uri": train_uri,
         "valid_snapshot_uri": valid_uri,
         "registered_model_name": name,

@@ -24,17 +24,17 @@ def test_monitor_reads_and_writes_s3(tmp_path, monkeypatch, s3_server, s3_creden
     import mlflow
     import yaml
 
-    from mlops_loop.core.containers import dataset_config_payload
     from mlops_loop.core.ingest import ingest_batch
     from mlops_loop.core.registry import promote
+    from mlops_loop.core.trainer_protocol import MonitorRequest, TrainRequest, config_payload
     from mlops_loop.core.training_set import (
         ValidatedSnapshot,
         assemble_training_set,
         record_validated,
         validated_snapshots,
     )
-    from mlops_loop.training.monitor import MonitorRequest, run_monitor
-    from mlops_loop.training.train import TrainingRequest, run_training
+    from mlops_loop.training.monitor import run_monitor
+    from mlops_loop.training.train import run_training
 
     monkeypatch.delenv("MLOPS_LOOP_STORAGE_ROOT", raising=False)
     raw = yaml.safe_load(CONFIG.read_text())
@@ -56,8 +56,8 @@ def test_monitor_reads_and_writes_s3(tmp_path, monkeypatch, s3_server, s3_creden
     validated_days(["2026-05-01", "2026-05-02", "2026-05-03"], rows=600)
     training_set = assemble_training_set(config, credentials=s3_credentials)
     trained = run_training(
-        TrainingRequest(
-            config=dataset_config_payload(config),
+        TrainRequest(
+            config=config_payload(config),
             train_snapshot_uri=training_set.train_uri,
             valid_snapshot_uri=training_set.valid_uri,
             hyperparameters={"model_type": "hist_gradient_boosting", "max_iter": 20},
@@ -74,7 +74,7 @@ def test_monitor_reads_and_writes_s3(tmp_path, monkeypatch, s3_server, s3_creden
     reports_root = f"{config.root}/reports/drift"
     result = run_monitor(
         MonitorRequest(
-            config=dataset_config_payload(config),
+            config=config_payload(config),
             model_name=name,
             champion_version=version,
             snapshot_uris=[s.snapshot_uri for s in snapshots],

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from mlops_loop.core.config import STORAGE_ROOT_ENV, load_config
-from mlops_loop.core.containers import TrainResult, nvidia_gpus
+from mlops_loop.core.containers import nvidia_gpus
+from mlops_loop.core.trainer_protocol import TrainResult
 from mlops_loop.exceptions import (
     DockerEngineUnavailable,
     GpuUnavailableError,

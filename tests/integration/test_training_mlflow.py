@@ -17,7 +17,8 @@ import pytest
 
 from mlops_loop.core.config import DatasetConfig, load_config
 from mlops_loop.core.ingest import ingest_batch
-from mlops_loop.training.__main__ import EXIT_BAD_REQUEST, EXIT_DATA, EXIT_TRACKING, main
+from mlops_loop.core.trainer_protocol import ExitCode
+from mlops_loop.training.__main__ import main
 from mlops_loop_devtools.devstack import free_port
 from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
@@ -188,7 +189,7 @@ def test_bad_settings_fail_before_training(data: Data, tracking: str, tmp_path: 
     doc = request_doc(data, "mlp", name)
     doc["hyperparameters"] = hyperparameters
     code, result = run_cli(tmp_path, doc)
-    assert code == EXIT_BAD_REQUEST
+    assert code == ExitCode.BAD_REQUEST
     assert result["status"] == "error" and message in result["error"]
     assert result["run_id"] is None
     assert versions_of(tracking, name) == []
@@ -198,7 +199,7 @@ def test_missing_snapshot_fails_clearly(data: Data, tracking: str, tmp_path: Pat
     name = f"credit_nosnap_{uuid.uuid4().hex[:6]}"
     missing = f"{data.config.root}/snapshots/{'0' * 64}"
     code, result = run_cli(tmp_path, request_doc(data, "mlp", name, train_snapshot_uri=missing))
-    assert code == EXIT_DATA
+    assert code == ExitCode.DATA
     assert missing in result["error"] and "manifest.json is missing" in result["error"]
     assert versions_of(tracking, name) == []
 
@@ -212,7 +213,7 @@ def test_mlflow_server_down_fails_clearly_and_registers_nothing(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     name = f"credit_down_{uuid.uuid4().hex[:6]}"
     code, result = run_cli(tmp_path, request_doc(data, "hist_gradient_boosting", name))
-    assert code == EXIT_TRACKING
+    assert code == ExitCode.TRACKING
     assert dead in result["error"] and "did not answer" in result["error"]
     assert versions_of(mlflow_server.url, name) == []
 
@@ -329,4 +330,4 @@ def test_trains_from_s3_snapshots(data: Data, tracking: str, s3_credentials, s3_
 
     missing = f"{s3_bucket}/credit_default/snapshots/{'f' * 64}"
     code, result = run_cli(tmp_path, request_doc(data, "mlp", f"{name}_x", train_snapshot_uri=missing))
-    assert code == EXIT_DATA and missing in result["error"]
+    assert code == ExitCode.DATA and missing in result["error"]
