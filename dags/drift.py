@@ -4,12 +4,10 @@ the dataset's ``retrain_requested`` Asset."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG
 
 from mlops_loop.assets import retrain_requested_asset
-from mlops_loop.dag_configs import dataset_entries
+from mlops_loop.dag_configs import dag_arguments, dataset_entries, date_param
 from mlops_loop.operators import DriftMonitorOperator, RequestRetrainingOperator
 
 DOC = """
@@ -27,53 +25,45 @@ DOC = """
    an event on `mlops_loop.{name}.retrain_requested` (the training DAG runs on it) carrying
    the reason. Otherwise the task is skipped with the reason.
 
-Schedule: `{schedule}`. Trigger form: a report date, or a window (start and end). Config: `{path}`.
+Schedule: `{drift_schedule}`. Trigger form: a report date, or a window (start and end). Config: `{path}`.
+
+Retries: both tasks retry transient faults twice with growing pauses. A re-run of
+**drift_monitor** rewrites the report of its date; **request_retraining** writes its
+record last, so a retry after a failed read or write decides the same. Data the monitor
+cannot use (a feature missing, no reference profile) fails at once.
 """
 
 for entry in dataset_entries():
     with DAG(
-        dag_id=f"mlops_drift__{entry.name}",
-        description=f"Nightly drift and decay of the {entry.name} champion; requests retraining",
         schedule=entry.drift_schedule,
-        start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-        catchup=False,
-        max_active_runs=1,
-        tags=["mlops_loop", "drift", entry.name],
-        doc_md=DOC.format(name=entry.name, path=entry.path, schedule=entry.drift_schedule),
-        render_template_as_native_obj=True,
-        params={
-            "ds": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                title="Report date",
-                description="The window ends here and the report is filed under it. "
-                "Empty: the run's logical date (or the day it runs, without one).",
-            ),
-            "start": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                title="Window start",
-                description="First date of recent data. Empty: window_days before the end.",
-            ),
-            "end": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                title="Window end",
-                description="Last date of recent data (and the report date; wins over it). "
-                "Empty: the report date.",
-            ),
-        },
-        default_args={"retries": 0},
+        **dag_arguments(
+            entry,
+            "drift",
+            description=f"Nightly drift and decay of the {entry.name} champion; requests retraining",
+            doc=DOC,
+            params={
+                "ds": date_param(
+                    "Report date",
+                    "The window ends here and the report is filed under it. "
+                    "Empty: the run's logical date (or the day it runs, without one).",
+                ),
+                "start": date_param(
+                    "Window start", "First date of recent data. Empty: window_days before the end."
+                ),
+                "end": date_param(
+                    "Window end",
+                    "Last date of recent data (and the report date; wins over it). "
+                    "Empty: the report date.",
+                ),
+            },
+        )
     ):
         monitor = DriftMonitorOperator(
             task_id="drift_monitor",
             config_path=entry.path,
-            # A manual run may have no logical date (no `ds`): then the day it runs for.
-            ds="{{ params.end or params.ds or (ds if ds is defined else dag_run.run_after | ds) }}",
-            since_ds="{{ params.start or '' }}",
+            ds="{{ params.ds }}",
+            window_end="{{ params.end }}",
+            since_ds="{{ params.start }}",
             mem_limit="4g",
         )
         request = RequestRetrainingOperator(

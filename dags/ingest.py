@@ -1,13 +1,11 @@
-"""Ingest + quality gate: one DAG per dataset config in include/config/."""
+"""Ingest + quality gate: one DAG per dataset config (see mlops_loop.dag_configs)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG
 
 from mlops_loop.assets import validated_asset
-from mlops_loop.dag_configs import dataset_entries
+from mlops_loop.dag_configs import dag_arguments, dataset_entries, date_param
 from mlops_loop.operators import DataQualityOperator, IngestSnapshotOperator
 
 DOC = """
@@ -25,39 +23,39 @@ Parquet snapshot, and runs the Great Expectations suite on it.
 
 Re-running a date is safe: the same landed files give the same snapshot hash and nothing
 new is written. Trigger with a date to re-ingest it. Config: `{path}`.
+
+Retries: both tasks retry transient faults (storage timeouts) twice with growing pauses.
+A data failure is final and fails at once: a missing or unreadable batch, and a batch
+that fails the quality gate (the same batch fails the same way).
 """
 
 for entry in dataset_entries():
     with DAG(
-        dag_id=f"mlops_ingest__{entry.name}",
-        description=f"Ingest and quality-gate daily batches of {entry.name}",
         schedule=entry.schedule,
-        start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-        catchup=False,
-        max_active_runs=4,
-        tags=["mlops_loop", "ingest", entry.name],
-        doc_md=DOC.format(name=entry.name, path=entry.path),
-        params={
-            "ds": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                title="Date to (re-)ingest",
-                description="Partition ds=YYYY-MM-DD to read. Empty: the run's logical date.",
-            ),
-        },
-        default_args={"retries": 0},
+        **dag_arguments(
+            entry,
+            "ingest",
+            description=f"Ingest and quality-gate daily batches of {entry.name}",
+            doc=DOC,
+            max_active_runs=4,
+            params={
+                "ds": date_param(
+                    "Date to (re-)ingest",
+                    "Partition ds=YYYY-MM-DD to read. Empty: the run's logical date.",
+                ),
+            },
+        )
     ):
         ingest = IngestSnapshotOperator(
             task_id="ingest_snapshot",
             config_path=entry.path,
-            ds="{{ params.ds or ds }}",
+            ds="{{ params.ds }}",
         )
         gate = DataQualityOperator(
             task_id="quality_gate",
             config_path=entry.path,
             snapshot_uri="{{ ti.xcom_pull(task_ids='ingest_snapshot')['snapshot_uri'] }}",
-            ds="{{ params.ds or ds }}",
+            ds="{{ params.ds }}",
             outlets=[validated_asset(entry.name)],
         )
         ingest >> gate

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from airflow.sdk import DAG, Param
 
-from mlops_loop.dag_configs import dataset_entries
+from mlops_loop.dag_configs import dag_arguments, dataset_entries
 from mlops_loop.operators import RollbackChampionOperator
 
 DOC = """
@@ -25,53 +23,56 @@ or to the version you name.
   does not move.
 
 Empty model name: the config's `training.registered_model_name`. Config: `{path}`.
+
+No retries: without a target version the alias moves to the champion before the current
+one, so a retry after a move that did happen would roll back one step further. Trigger
+again after reading the audit trail instead.
 """
 
 for entry in dataset_entries():
     with DAG(
-        dag_id=f"mlops_rollback__{entry.name}",
-        description=f"Roll back the champion model of {entry.name}",
         schedule=None,
-        start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-        catchup=False,
-        max_active_runs=1,
-        tags=["mlops_loop", "rollback", entry.name],
-        doc_md=DOC.format(name=entry.name, path=entry.path),
-        params={
-            "model_name": Param(
-                None,
-                type=["null", "string"],
-                title="Registered model",
-                description="Empty: the config's training.registered_model_name.",
-            ),
-            "reason": Param(
-                "",
-                type="string",
-                minLength=5,
-                maxLength=500,
-                title="Reason",
-                description="Why roll back (required; recorded in the audit trail).",
-            ),
-            "to_version": Param(
-                None,
-                type=["null", "string", "integer"],
-                title="Target version",
-                description="Empty: the previous champion.",
-            ),
-            "force": Param(
-                False,
-                type="boolean",
-                title="Force",
-                description="Allow a target that did not pass validation.",
-            ),
-        },
-        default_args={"retries": 0},
+        **dag_arguments(
+            entry,
+            "rollback",
+            description=f"Roll back the champion model of {entry.name}",
+            doc=DOC,
+            params={
+                "model_name": Param(
+                    None,
+                    type=["null", "string"],
+                    title="Registered model",
+                    description="Empty: the config's training.registered_model_name.",
+                ),
+                "reason": Param(
+                    "",
+                    type="string",
+                    minLength=5,
+                    maxLength=500,
+                    title="Reason",
+                    description="Why roll back (required; recorded in the audit trail).",
+                ),
+                "to_version": Param(
+                    None,
+                    type=["null", "string", "integer"],
+                    title="Target version",
+                    description="Empty: the previous champion.",
+                ),
+                "force": Param(
+                    False,
+                    type="boolean",
+                    title="Force",
+                    description="Allow a target that did not pass validation.",
+                ),
+            },
+        )
     ):
         RollbackChampionOperator(
             task_id="rollback_champion",
             config_path=entry.path,
-            model_name="{{ params.model_name or '' }}",
+            model_name="{{ params.model_name }}",
             reason="{{ params.reason }}",
-            to_version="{{ params.to_version if params.to_version is not none else '' }}",
+            to_version="{{ params.to_version }}",
             force="{{ params.force }}",
+            retries=0,
         )

@@ -4,12 +4,10 @@ champion on a fresh holdout and promotes it (compare-and-set) or rejects it."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from airflow.sdk import DAG, Param, task
 
 from mlops_loop.assets import retrain_requested_asset, validated_asset
-from mlops_loop.dag_configs import dataset_entries
+from mlops_loop.dag_configs import dag_arguments, dataset_entries, date_param
 from mlops_loop.operators import (
     AssembleTrainingSetOperator,
     DockerTrainOperator,
@@ -43,66 +41,64 @@ DOC = """
 Runs on the assets `mlops_loop.{name}.validated` and `mlops_loop.{name}.retrain_requested`,
 or from the trigger form: choose a model type, override hyperparameters (checked against
 their bounds before any container starts) and say why. Config: `{path}`.
+
+Retries: every task retries transient faults (storage, tracking server, container
+engine) twice with growing pauses, because each may run again with the same result: the
+training set is content-addressed, training on identical input reuses the version it
+registered, evaluation on the same holdout with the same seed decides the same, and a
+promotion that already happened is a no-op (the challenger already is champion). Not
+enough validated data, bad hyperparameters and a stale champion fail at once.
 """
 
 for entry in dataset_entries():
     with DAG(
-        dag_id=f"mlops_train__{entry.name}",
-        description=f"Train a challenger for {entry.name}",
         schedule=validated_asset(entry.name) | retrain_requested_asset(entry.name),
-        start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-        catchup=False,
-        max_active_runs=1,
-        tags=["mlops_loop", "train", entry.name],
-        doc_md=DOC.format(name=entry.name, path=entry.path),
-        render_template_as_native_obj=True,
-        params={
-            "model_type": Param(
-                None,
-                type=["null", "string"],
-                enum=[None, "mlp", "hist_gradient_boosting"],
-                title="Model type",
-                description="Empty: the config's training.model_type.",
-            ),
-            "hyperparameters": Param(
-                {},
-                type="object",
-                title="Hyperparameter overrides",
-                description='For example {"max_epochs": 20, "lr": 0.001}; each is checked '
-                "against its bounds before a container starts.",
-            ),
-            "until_ds": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                title="Train on validated data up to",
-                description="Empty: the most recent validated date.",
-            ),
-            "reason": Param(
-                "scheduled",
-                type="string",
-                minLength=1,
-                maxLength=500,
-                title="Reason",
-                description="Why this run; recorded with the model version and the promotion.",
-            ),
-        },
-        default_args={"retries": 0},
+        **dag_arguments(
+            entry,
+            "train",
+            description=f"Train a challenger for {entry.name}",
+            doc=DOC,
+            params={
+                "model_type": Param(
+                    None,
+                    type=["null", "string"],
+                    enum=[None, "mlp", "hist_gradient_boosting"],
+                    title="Model type",
+                    description="Empty: the config's training.model_type.",
+                ),
+                "hyperparameters": Param(
+                    {},
+                    type="object",
+                    title="Hyperparameter overrides",
+                    description='For example {"max_epochs": 20, "lr": 0.001}; each is checked '
+                    "against its bounds before a container starts.",
+                ),
+                "until_ds": date_param(
+                    "Train on validated data up to", "Empty: the most recent validated date."
+                ),
+                "reason": Param(
+                    "scheduled",
+                    type="string",
+                    minLength=1,
+                    maxLength=500,
+                    title="Reason",
+                    description="Why this run; recorded with the model version and the promotion.",
+                ),
+            },
+        )
     ):
         assemble = AssembleTrainingSetOperator(
             task_id="assemble_training_set",
             config_path=entry.path,
-            until_ds="{{ params.until_ds or '' }}",
+            until_ds="{{ params.until_ds }}",
         )
         train = DockerTrainOperator(
             task_id="train_challenger",
             config_path=entry.path,
             train_snapshot_uri="{{ ti.xcom_pull(task_ids='assemble_training_set')['train_uri'] }}",
             valid_snapshot_uri="{{ ti.xcom_pull(task_ids='assemble_training_set')['valid_uri'] }}",
-            hyperparameters=(
-                "{{ dict(params.hyperparameters, **({'model_type': params.model_type} "
-                "if params.model_type else {})) }}"
-            ),
+            model_type="{{ params.model_type }}",
+            hyperparameters="{{ params.hyperparameters }}",
             reason="{{ params.reason }}",
             gpu="auto",
             mem_limit="4g",

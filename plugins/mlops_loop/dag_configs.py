@@ -1,23 +1,79 @@
-"""Find the dataset configs that DAG files turn into DAGs, cheaply enough for parse time.
+"""What the DAG files share: the dataset configs to turn into DAGs, the DAG arguments and
+the task defaults (retries), so that each DAG file only lists its operators.
 
 DAG files run on every scheduler parse, so this reads only each YAML file's ``name``,
 ``schedule`` and ``drift.schedule`` with PyYAML; the full typed validation
 (core.config.load_config) happens when a task runs, where a bad config fails that task
 with a message naming the key.
+
+The config folder, first match:
+
+1. ``$MLOPS_LOOP_CONFIG_DIR``;
+2. ``include/config/`` beside Airflow's DAGs folder (``[core] dags_folder``): the
+   Astro-style project layout, ``<project>/dags`` next to ``<project>/include``.
+
+No folder (or no config in it): the DAG files define no DAGs and one warning names
+``MLOPS_LOOP_CONFIG_DIR``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import yaml
+from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule
+
+from mlops_loop.exceptions import (
+    BucketNotFoundError,
+    ConfigError,
+    DriftError,
+    EvaluationError,
+    IngestError,
+    PromotionStale,
+    QualityGateFailed,
+    QualitySuiteError,
+    RetrainRecordError,
+    RollbackRefused,
+    SnapshotNotFoundError,
+    TrainingSetError,
+)
+
+log = logging.getLogger(__name__)
 
 CONFIG_DIR_ENV = "MLOPS_LOOP_CONFIG_DIR"
 DEFAULT_DRIFT_SCHEDULE = "0 2 * * *"  # core.config.DriftSettings.schedule's default
-# Repository layout: plugins/mlops_loop/dag_configs.py -> <repo>/include/config
-_REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "include" / "config"
+START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+# Transient faults (a storage or tracking server that times out, a container engine that
+# restarts) are retried with growing pauses: 1, 2 minutes. Every stage may run again
+# with the same result (content-addressed outputs, compare-and-set promotion); a DAG sets
+# retries=0 on a task where that does not hold and says why in its doc.
+TASK_RETRIES = 2
+FIRST_RETRY_DELAY = timedelta(minutes=1)
+MAX_RETRY_DELAY = timedelta(minutes=10)
+# Errors that say the input is wrong (bad data, a bad config, a refused registry change):
+# the same input fails the same way, so a retry would only delay the message.
+FINAL_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    IngestError,
+    SnapshotNotFoundError,
+    BucketNotFoundError,
+    QualityGateFailed,
+    QualitySuiteError,
+    TrainingSetError,
+    EvaluationError,
+    DriftError,
+    RetrainRecordError,
+    RollbackRefused,
+    PromotionStale,
+)
+
+_warned: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -28,38 +84,128 @@ class DatasetEntry:
     drift_schedule: str | None = DEFAULT_DRIFT_SCHEDULE
 
 
-def config_dir() -> Path:
-    """``$MLOPS_LOOP_CONFIG_DIR`` if set, else the repository's include/config/."""
-    return Path(os.environ.get(CONFIG_DIR_ENV) or _REPO_CONFIG_DIR)
+def _dags_folder() -> Path | None:
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:  # the task SDK without its configuration module
+        return None
+    folder = conf.get("core", "dags_folder", fallback=None)
+    return Path(folder).expanduser() if folder else None
+
+
+def config_dir() -> Path | None:
+    """The folder whose YAML files become DAGs (see the module doc for the order), or None
+    when neither rule names one."""
+    explicit = os.environ.get(CONFIG_DIR_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    dags_folder = _dags_folder()
+    return dags_folder.parent / "include" / "config" if dags_folder else None
+
+
+def _warn_once(message: str) -> None:
+    # Every DAG file asks; one warning per process is enough.
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
 
 
 def dataset_entries(directory: str | Path | None = None) -> list[DatasetEntry]:
-    """One entry per ``*.yaml``/``*.yml`` file, sorted by name. A file that cannot be read
-    still yields an entry (named after the file) so its DAG shows up and its first task
-    reports the real error instead of the DAG silently vanishing."""
+    """One entry per ``*.yaml``/``*.yml`` file of ``directory`` (default: config_dir()),
+    sorted by name. A file that cannot be read still yields an entry (named after the
+    file) so its DAG shows up and its first task reports the real error instead of the
+    DAG silently vanishing. No folder or no file: no entries, and a warning."""
     folder = Path(directory) if directory else config_dir()
-    entries = []
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError):
-            raw = {}
-        if not isinstance(raw, dict):
-            raw = {}
-        name = str(raw.get("name") or path.stem)
-        schedule = raw.get("schedule", "@daily")
-        drift = raw.get("drift")
-        drift_schedule = (
-            drift.get("schedule", DEFAULT_DRIFT_SCHEDULE)
-            if isinstance(drift, dict)
-            else DEFAULT_DRIFT_SCHEDULE
+    if folder is None or not folder.is_dir():
+        _warn_once(
+            f"mlops_loop: no dataset config folder at {folder or '(none)'}, so no mlops_loop "
+            f"DAGs; set {CONFIG_DIR_ENV} to the folder of the dataset YAML files"
         )
-        entries.append(
-            DatasetEntry(
-                name=name,
-                path=str(path.resolve()),
-                schedule=schedule,
-                drift_schedule=drift_schedule,
-            )
+        return []
+    paths = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    if not paths:
+        _warn_once(
+            f"mlops_loop: no *.yaml dataset config in {folder}, so no mlops_loop DAGs "
+            f"(folder from {CONFIG_DIR_ENV} or beside the DAGs folder)"
         )
-    return entries
+    return [_entry(path) for path in paths]
+
+
+def _entry(path: Path) -> DatasetEntry:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        raw = {}
+    if not isinstance(raw, dict):
+        raw = {}
+    drift = raw.get("drift")
+    drift_schedule = (
+        drift.get("schedule", DEFAULT_DRIFT_SCHEDULE)
+        if isinstance(drift, dict)
+        else DEFAULT_DRIFT_SCHEDULE
+    )
+    return DatasetEntry(
+        name=str(raw.get("name") or path.stem),
+        path=str(path.resolve()),
+        schedule=raw.get("schedule", "@daily"),
+        drift_schedule=drift_schedule,
+    )
+
+
+def task_defaults() -> dict[str, Any]:
+    """``default_args`` of every mlops_loop DAG: retries with exponential backoff for
+    transient faults; FINAL_ERRORS fail the task at once."""
+    return {
+        "retries": TASK_RETRIES,
+        "retry_delay": FIRST_RETRY_DELAY,
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": MAX_RETRY_DELAY,
+        "retry_policy": ExceptionRetryPolicy(
+            rules=[
+                RetryRule(
+                    exception=list(FINAL_ERRORS),
+                    action=RetryAction.FAIL,
+                    reason="the input is wrong; the same input fails the same way",
+                )
+            ]
+        ),
+    }
+
+
+def dag_arguments(
+    entry: DatasetEntry,
+    stage: str,
+    *,
+    description: str,
+    doc: str,
+    params: dict[str, Param],
+    max_active_runs: int = 1,
+) -> dict[str, Any]:
+    """Keyword arguments for ``DAG(...)`` of one stage of one dataset, all but the
+    schedule: dag id ``mlops_<stage>__<dataset>``, tags, ``doc`` formatted with the entry's
+    ``name``, config ``path``, ``schedule`` and ``drift_schedule``, and task_defaults().
+
+    Templates render to native objects, so an empty form field reaches the operator as
+    None (it then uses its default) and a JSON field as a dict."""
+    return {
+        "dag_id": f"mlops_{stage}__{entry.name}",
+        "description": description,
+        "start_date": START_DATE,
+        "catchup": False,
+        "max_active_runs": max_active_runs,
+        "tags": ["mlops_loop", stage, entry.name],
+        "doc_md": doc.format(
+            name=entry.name,
+            path=entry.path,
+            schedule=entry.schedule,
+            drift_schedule=entry.drift_schedule,
+        ),
+        "render_template_as_native_obj": True,
+        "params": params,
+        "default_args": task_defaults(),
+    }
+
+
+def date_param(title: str, description: str) -> Param:
+    """An optional ``YYYY-MM-DD`` field of the trigger form; empty means None."""
+    return Param(None, type=["null", "string"], format="date", title=title, description=description)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
 HEAVY = ["pandas", "numpy", "pyarrow", "mlflow", "great_expectations", "sklearn", "torch", "scipy", "boto3"]
+# Tasks that must not retry; each DAG's doc says why.
+NO_RETRY = {("mlops_rollback__credit_default", "rollback_champion")}
+# A template only looks values up; defaults and fallbacks are the operators' business.
+JINJA_LOGIC = re.compile(r"\b(or|and|if|else|not|is)\b|dict\(|\|")
+
+
+@pytest.fixture(scope="module")
+def dags():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags
 
 
 def test_dagbag_has_no_import_errors():
@@ -49,3 +63,40 @@ def test_core_imports_no_airflow():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_tasks_retry_with_backoff_unless_a_retry_is_unsafe(dags):
+    for dag_id, dag in dags.items():
+        assert "retr" in dag.doc_md.lower(), f"{dag_id}'s doc does not say how its tasks retry"
+        for task in dag.tasks:
+            where = f"{dag_id}.{task.task_id}"
+            if (dag_id, task.task_id) in NO_RETRY:
+                assert task.retries == 0, where
+                continue
+            assert task.retries == 2, where
+            assert task.retry_exponential_backoff == 2.0, where
+            assert task.retry_delay.total_seconds() == 60, where
+            assert task.max_retry_delay.total_seconds() == 600, where
+            assert task.retry_policy is not None, f"{where}: data errors would be retried"
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+def test_templates_hold_lookups_not_logic(dags):
+    for dag_id, dag in dags.items():
+        for task in dag.tasks:
+            for field in task.template_fields:
+                for text in _strings(getattr(task, field, None)):
+                    for expression in re.findall(r"{{(.*?)}}", text):
+                        assert not JINJA_LOGIC.search(expression), (
+                            f"{dag_id}.{task.task_id}.{field} has logic in Jinja: {expression!r}"
+                        )

@@ -424,6 +424,19 @@ def test_operator_pass_returns_result_and_annotates_the_asset(tmp_path):
     assert context["ti"].pushed == {}
 
 
+def test_operator_without_a_date_checks_the_run_date(tmp_path):
+    from datetime import datetime, timezone
+
+    from mlops_loop.operators import DataQualityOperator
+
+    config_path = write_config(tmp_path)
+    snapshot, _ = land_and_ingest(load_config(config_path), tmp_path, "2024-06-22")
+    op = DataQualityOperator(task_id="quality_gate", config_path=str(config_path), snapshot_uri=snapshot)
+    context = operator_context()
+    context["logical_date"] = datetime(2024, 6, 22, tzinfo=timezone.utc)
+    assert op.execute(context)["ds"] == "2024-06-22"
+
+
 def test_operator_fail_pushes_result_and_raises_the_summary(tmp_path):
     from mlops_loop.operators import DataQualityOperator
 
@@ -453,7 +466,7 @@ def test_operator_template_fields_match_constructor():
     for name in DataQualityOperator.template_fields:
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
     op = DataQualityOperator(
-        task_id="q", config_path="{{ params.c }}", snapshot_uri="{{ params.s }}"
+        task_id="q", config_path="{{ params.c }}", snapshot_uri="{{ params.s }}", ds="{{ ds }}"
     )
     op.render_template_fields({"ds": "2024-01-01", "params": {"c": "/c.yaml", "s": "/snap"}})
     assert (op.config_path, op.snapshot_uri, op.ds) == ("/c.yaml", "/snap", "2024-01-01")

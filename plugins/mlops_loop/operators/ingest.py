@@ -24,7 +24,8 @@ class IngestSnapshotOperator(BaseOperator):
     ``fail`` fails the task, ``skip`` skips it (and, by default trigger rules, downstream).
 
     :param config_path: path of the dataset config YAML. (templated)
-    :param ds: logical date ``YYYY-MM-DD`` of the batch to ingest. (templated)
+    :param ds: date ``YYYY-MM-DD`` of the batch to ingest; None or empty: the run's
+        logical date, else the day it runs for (``run_after``). (templated)
     :return: ``SnapshotResult.to_xcom()``: snapshot_uri, sha256, rows, ds, dataset,
         created, source_uri, manifest_uri.
     """
@@ -32,7 +33,7 @@ class IngestSnapshotOperator(BaseOperator):
     template_fields: Sequence[str] = ("config_path", "ds")
     ui_color = "#d7ecf7"
 
-    def __init__(self, *, config_path: str, ds: str = "{{ ds }}", **kwargs: Any) -> None:
+    def __init__(self, *, config_path: str, ds: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config_path = config_path
         self.ds = ds
@@ -40,14 +41,16 @@ class IngestSnapshotOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from mlops_loop.core.config import load_config
+        from mlops_loop.core.config import load_config, run_ds
         from mlops_loop.core.ingest import ingest_batch
         from mlops_loop.exceptions import NoBatchError
         from mlops_loop.hooks.s3 import dataset_s3_credentials
 
         config = load_config(self.config_path)
         try:
-            result = ingest_batch(config, self.ds, credentials=dataset_s3_credentials(config))
+            result = ingest_batch(
+                config, run_ds(context, self.ds), credentials=dataset_s3_credentials(config)
+            )
         except NoBatchError as exc:
             if config.source.on_missing == "skip":
                 raise AirflowSkipException(f"{exc} (source.on_missing: skip)") from exc

@@ -34,7 +34,8 @@ class DataQualityOperator(BaseOperator):
     :param config_path: path of the dataset config YAML. (templated)
     :param snapshot_uri: URI of the snapshot to check, usually the ingest task's
         ``output["snapshot_uri"]``. (templated)
-    :param ds: logical date ``YYYY-MM-DD`` of the batch. (templated)
+    :param ds: date ``YYYY-MM-DD`` of the batch; None or empty: the run's logical date,
+        else the day it runs for (``run_after``). (templated)
     :return: ``QualityResult.to_xcom()``: success, dataset, ds, snapshot_uri, sha256,
         result_uri, docs_uri, stats, summary, quarantine_uri.
     """
@@ -43,7 +44,7 @@ class DataQualityOperator(BaseOperator):
     ui_color = "#e3f2d9"
 
     def __init__(
-        self, *, config_path: str, snapshot_uri: str, ds: str = "{{ ds }}", **kwargs: Any
+        self, *, config_path: str, snapshot_uri: str, ds: str | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.config_path = config_path
@@ -51,7 +52,7 @@ class DataQualityOperator(BaseOperator):
         self.ds = ds
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_loop.core.config import load_config
+        from mlops_loop.core.config import load_config, run_ds
         from mlops_loop.core.quality import validate_snapshot
         from mlops_loop.hooks.s3 import dataset_s3_credentials
 
@@ -60,7 +61,7 @@ class DataQualityOperator(BaseOperator):
             config,
             self.snapshot_uri,
             credentials=dataset_s3_credentials(config),
-            ds=self.ds,
+            ds=run_ds(context, self.ds),
             raise_on_failure=False,
         )
         payload = result.to_xcom()

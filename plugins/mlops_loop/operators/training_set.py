@@ -19,8 +19,8 @@ class AssembleTrainingSetOperator(BaseOperator):
     (same validated inputs, same training set, nothing rewritten).
 
     :param config_path: path of the dataset config YAML. (templated)
-    :param until_ds: last logical date ``YYYY-MM-DD`` to include; empty: the most recent
-        validated date. (templated)
+    :param until_ds: last logical date ``YYYY-MM-DD`` to include; None or empty: the most
+        recent validated date. (templated)
     :return: TrainingSet.to_xcom(): sha256, uri, train_uri, valid_uri, holdout_uri, rows,
         members, created.
     """
@@ -34,13 +34,14 @@ class AssembleTrainingSetOperator(BaseOperator):
         self.until_ds = until_ds
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_loop.core.config import load_config
+        from mlops_loop.core.config import given, load_config
         from mlops_loop.core.training_set import assemble_training_set
         from mlops_loop.hooks.s3 import dataset_s3_credentials
 
         config = load_config(self.config_path)
+        until_ds = str(self.until_ds).strip() if given(self.until_ds) else None
         result = assemble_training_set(
-            config, until_ds=self.until_ds or None, credentials=dataset_s3_credentials(config)
+            config, until_ds=until_ds, credentials=dataset_s3_credentials(config)
         )
         self.log.info(
             "Training set %s (%s): rows %s from %d validated snapshots",

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -47,15 +49,42 @@ def test_template_fields_are_constructor_arguments():
 def test_constructor_only_stores_values(tmp_path):
     op = IngestSnapshotOperator(task_id="ingest", config_path=str(tmp_path / "not-there.yaml"))
     assert op.config_path == str(tmp_path / "not-there.yaml")
-    assert op.ds == "{{ ds }}"
+    assert op.ds is None  # resolved in execute: the run's logical date, else run_after
     with pytest.raises(TypeError):
         IngestSnapshotOperator("ingest", "x.yaml")  # type: ignore[misc]
 
 
 def test_templates_render(tmp_path):
-    op = IngestSnapshotOperator(task_id="ingest", config_path="{{ params.cfg }}")
-    op.render_template_fields({"ds": DS, "params": {"cfg": "/configs/credit.yaml"}})
+    op = IngestSnapshotOperator(
+        task_id="ingest", config_path="{{ params.cfg }}", ds="{{ params.ds }}"
+    )
+    op.render_template_fields({"params": {"cfg": "/configs/credit.yaml", "ds": DS}})
     assert (op.config_path, op.ds) == ("/configs/credit.yaml", DS)
+
+
+def _at(day: str) -> datetime:
+    return datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("ds", "context"),
+    [
+        pytest.param(DS, {"logical_date": _at("2024-05-05")}, id="form-date-wins"),
+        pytest.param(None, {"logical_date": _at(DS)}, id="empty-form-logical-date"),
+        pytest.param("", {"logical_date": _at(DS)}, id="empty-text-logical-date"),
+        pytest.param("None", {"logical_date": _at(DS)}, id="none-rendered-as-text"),
+        pytest.param(
+            None,
+            {"logical_date": None, "dag_run": SimpleNamespace(run_after=_at(DS))},
+            id="manual-run-without-logical-date",
+        ),
+    ],
+)
+def test_the_batch_date_comes_from_the_form_else_the_run(tmp_path, ds, context):
+    config_path = dataset_config(tmp_path)
+    land_batch(generate_batch(DS, 20), tmp_path / "data", DS)
+    op = IngestSnapshotOperator(task_id="ingest", config_path=str(config_path), ds=ds)
+    assert op.execute(context=context)["ds"] == DS
 
 
 def test_execute_writes_a_snapshot_and_returns_small_json(tmp_path):
