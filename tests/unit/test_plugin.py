@@ -1,4 +1,4 @@
-"""The Airflow plugin loads and builds MLflow links from task results."""
+"""The Airflow plugin loads, builds MLflow links from task results and attaches them to the\ntasks of the real train DAG that register or judge a model version."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "mlops_loop_plugin.py"
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN = REPO / "plugins" / "mlops_loop_plugin.py"
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,30 @@ def test_model_version_url(plugin, monkeypatch, env, result, expected):
     assert plugin.model_version_url(result) == expected
 
 
-def test_plugin_registers_the_link_for_trainer_operators(plugin):
+@pytest.fixture(scope="module")
+def served_train_dag():
+    """The real train DAG as the webserver gets it: parsed from dags/, serialized and
+    deserialized. Deserialization attaches plugin links to operators whose class matches
+    a link's ``operators`` exactly (name and module), not to subclasses."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    dag = bag.get_dag("mlops_train__credit_default")
+    return DagSerialization.from_dict(DagSerialization.to_dict(dag))
+
+
+@pytest.mark.parametrize("task_id", ["train_challenger", "evaluate_challenger"])
+def test_train_dag_tasks_that_register_or_judge_a_version_get_the_link(
+    plugin, served_train_dag, task_id
+):
     assert plugin.MlopsLoopPlugin.name == "mlops_loop"
-    (link,) = plugin.MlopsLoopPlugin.operator_extra_links
-    assert [op.__name__ for op in link.operators] == ["TrainerContainerOperator"]
+    task = served_train_dag.get_task(task_id)
+    assert [link.name for link in task.operator_extra_links] == ["MLflow model version"]
+    (link,) = task.operator_extra_links
+    assert type(link).__name__ == "MlflowModelVersionLink"
+
+
+def test_assembling_the_training_set_gets_no_link(served_train_dag):
+    assert served_train_dag.get_task("assemble_training_set").operator_extra_links == []
