@@ -58,7 +58,8 @@ def test_promote_is_a_noop_unless_the_decision_says_promote(outcome):
     ],
 )
 def test_rollback_arguments_are_checked(kwargs):
-    with pytest.raises(ValueError):
+    cause = "needs a reason" if "model_name" in kwargs else "pass model_name or config_path"
+    with pytest.raises(ValueError, match=cause):
         RollbackChampionOperator(task_id="r", **kwargs)
 
 
