@@ -190,4 +190,15 @@ def test_monitor_operator_builds_its_own_command():
 
 
 def test_the_outlet_is_the_asset_the_training_dag_listens_to():
+    # Read from the real DAG files: the drift DAG's request_retraining task emits ASSET, and
+    # the train DAG of the same dataset runs on ANY of its assets, so ASSET alone starts it.
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.asset import AssetAny
+
     assert isinstance(ASSET, Asset) and ASSET.name == "mlops_loop.credit_default.retrain_requested"
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    request = bag.get_dag("mlops_drift__credit_default").get_task("request_retraining")
+    schedule = bag.get_dag("mlops_train__credit_default").timetable.asset_condition
+    assert request.outlets == [ASSET]
+    assert isinstance(schedule, AssetAny) and ASSET in schedule.objects, schedule
