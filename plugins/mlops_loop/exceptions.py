@@ -1,4 +1,5 @@
-"""The package's exception types. Each carries the context a person needs to act.
+"""The package's exception types, grouped by hierarchy and stage. Each carries the context
+a person needs to act.
 
 Airflow-free: the trainer image and core modules raise these too.
 """
@@ -19,12 +20,33 @@ class ConfigError(MlopsLoopError):
     """
 
 
+
+# --- storage --------------------------------------------------------------------------
+
+
 class StorageError(MlopsLoopError):
     """A storage URI cannot be read or written (missing bucket, no permission, bad URI)."""
 
     def __init__(self, message: str, *, uri: str) -> None:
         super().__init__(message)
         self.uri = uri
+
+
+class SnapshotNotFoundError(StorageError):
+    """A snapshot URI has no ``manifest.json``: it was never written or its write was
+    interrupted (a snapshot only exists once its manifest does)."""
+
+
+class BucketNotFoundError(StorageError):
+    """The bucket an ``s3://`` URI names does not exist on the endpoint."""
+
+    def __init__(self, message: str, *, uri: str, bucket: str) -> None:
+        super().__init__(message, uri=uri)
+        self.bucket = bucket
+
+
+
+# --- ingest and the quality gate ------------------------------------------------------
 
 
 class IngestError(MlopsLoopError):
@@ -38,6 +60,20 @@ class IngestError(MlopsLoopError):
 
 class NoBatchError(IngestError):
     """No landed batch exists for the requested logical date."""
+
+
+class SourceFileError(IngestError):
+    """One landed file of a batch cannot be read: empty, wrong delimiter or encoding,
+    corrupted Parquet, malformed rows. ``reason`` is a short machine-readable tag
+    (``empty``, ``delimiter``, ``encoding``, ``corrupt``, ``malformed``)."""
+
+    def __init__(self, message: str, *, source_uri: str, file_uri: str, reason: str) -> None:
+        super().__init__(message, source_uri=source_uri, file_uri=file_uri)
+        self.reason = reason
+
+
+class MixedSchemaError(IngestError):
+    """The files of one batch do not share the same columns."""
 
 
 class QualityGateFailed(MlopsLoopError):
@@ -62,105 +98,22 @@ class QualityGateFailed(MlopsLoopError):
         self.stats = stats or {}
 
 
-class SnapshotNotFoundError(StorageError):
-    """A snapshot URI has no ``manifest.json``: it was never written or its write was
-    interrupted (a snapshot only exists once its manifest does)."""
+class QualitySuiteError(MlopsLoopError):
+    """A Great Expectations suite file is unreadable, not valid JSON, or names an unknown
+    expectation type or bad arguments. The message names the file and the expectation."""
 
-
-class SourceFileError(IngestError):
-    """One landed file of a batch cannot be read: empty, wrong delimiter or encoding,
-    corrupted Parquet, malformed rows. ``reason`` is a short machine-readable tag
-    (``empty``, ``delimiter``, ``encoding``, ``corrupt``, ``malformed``)."""
-
-    def __init__(self, message: str, *, source_uri: str, file_uri: str, reason: str) -> None:
-        super().__init__(message, source_uri=source_uri, file_uri=file_uri)
-        self.reason = reason
-
-
-class MixedSchemaError(IngestError):
-    """The files of one batch do not share the same columns."""
-
-
-class TrainingError(MlopsLoopError):
-    """Training could not run or finish; no model version was registered.
-
-    ``stage`` says where it stopped (config, snapshots, tracking, fit, log_model, register);
-    ``run_id`` is the MLflow run (ended as FAILED) when one had been started.
-    """
-
-    def __init__(self, message: str, *, stage: str, run_id: str | None = None) -> None:
+    def __init__(self, message: str, *, suite_path: str, expectation: str | None = None) -> None:
         super().__init__(message)
-        self.stage = stage
-        self.run_id = run_id
+        self.suite_path = suite_path
+        self.expectation = expectation
 
 
-class TrackingServerError(TrainingError):
-    """The MLflow tracking server did not answer after the client's retries."""
-
-    def __init__(
-        self, message: str, *, tracking_uri: str, stage: str = "tracking", run_id: str | None = None
-    ) -> None:
-        super().__init__(message, stage=stage, run_id=run_id)
-        self.tracking_uri = tracking_uri
+class TrainingSetError(MlopsLoopError):
+    """Not enough validated data to assemble a training set, or a split is too small."""
 
 
-class EvaluationError(MlopsLoopError):
-    """A challenger/champion comparison cannot run on the given inputs (holdout without
-    the target column, labels and scores of different lengths, missing labels)."""
 
-    def __init__(self, message: str, *, metric: str | None = None, rows: int | None = None) -> None:
-        super().__init__(message)
-        self.metric = metric
-        self.rows = rows
-
-
-class RegistryError(MlopsLoopError):
-    """A model registry operation was refused or failed; names the model and version."""
-
-    def __init__(self, message: str, *, model_name: str, version: str | None = None) -> None:
-        super().__init__(message)
-        self.model_name = model_name
-        self.version = version
-
-
-class PromotionLockTimeout(RegistryError):
-    """Another promotion or rollback of the same model held the lock for too long."""
-
-    def __init__(
-        self, message: str, *, model_name: str, lock_name: str, holder: str | None
-    ) -> None:
-        super().__init__(message, model_name=model_name)
-        self.lock_name = lock_name
-        self.holder = holder
-
-
-class RollbackRefused(RegistryError):
-    """A rollback target is unknown, deleted or failed validation (and force was not set)."""
-
-
-class DriftError(MlopsLoopError):
-    """Drift or decay monitoring cannot run on the given inputs (a monitored feature missing
-    from the recent data or the profile, a bad profile, labels and scores of different
-    lengths). ``feature`` names the column when one is at fault."""
-
-    def __init__(self, message: str, *, feature: str | None = None) -> None:
-        super().__init__(message)
-        self.feature = feature
-
-
-class ReferenceProfileMissing(DriftError):
-    """The champion has no stored reference profile (or it cannot be read), so drift cannot
-    be measured; build one with core.drift.build_profile from its training data."""
-
-    def __init__(
-        self, message: str, *, profile_uri: str | None = None, model_version: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.profile_uri = profile_uri
-        self.model_version = model_version
-
-
-# --- trainer containers (core/containers.py, operators/docker_train.py) ---------------
+# --- running the trainer (worker side) ------------------------------------------------
 
 
 class DockerEngineUnavailable(MlopsLoopError):
@@ -227,35 +180,65 @@ class TrainerContainerFailed(MlopsLoopError):
         self.error = error
 
 
-class QualitySuiteError(MlopsLoopError):
-    """A Great Expectations suite file is unreadable, not valid JSON, or names an unknown
-    expectation type or bad arguments. The message names the file and the expectation."""
 
-    def __init__(self, message: str, *, suite_path: str, expectation: str | None = None) -> None:
+# --- inside the trainer ---------------------------------------------------------------
+
+
+class TrainingError(MlopsLoopError):
+    """Training could not run or finish; no model version was registered.
+
+    ``stage`` says where it stopped (config, snapshots, tracking, fit, log_model, register);
+    ``run_id`` is the MLflow run (ended as FAILED) when one had been started.
+    """
+
+    def __init__(self, message: str, *, stage: str, run_id: str | None = None) -> None:
         super().__init__(message)
-        self.suite_path = suite_path
-        self.expectation = expectation
+        self.stage = stage
+        self.run_id = run_id
 
 
-class TrainingSetError(MlopsLoopError):
-    """Not enough validated data to assemble a training set, or a split is too small."""
+class TrackingServerError(TrainingError):
+    """The MLflow tracking server did not answer after the client's retries."""
+
+    def __init__(
+        self, message: str, *, tracking_uri: str, stage: str = "tracking", run_id: str | None = None
+    ) -> None:
+        super().__init__(message, stage=stage, run_id=run_id)
+        self.tracking_uri = tracking_uri
 
 
-class BucketNotFoundError(StorageError):
-    """The bucket an ``s3://`` URI names does not exist on the endpoint."""
+class EvaluationError(MlopsLoopError):
+    """A challenger/champion comparison cannot run on the given inputs (holdout without
+    the target column, labels and scores of different lengths, missing labels)."""
 
-    def __init__(self, message: str, *, uri: str, bucket: str) -> None:
-        super().__init__(message, uri=uri)
-        self.bucket = bucket
-
-
-class RetrainRecordError(MlopsLoopError):
-    """The record of drift-triggered retrain requests (``reports/drift/retrain_requests.json``)
-    cannot be read as such; ``uri`` names it. The cool-down cannot be judged without it."""
-
-    def __init__(self, message: str, *, uri: str) -> None:
+    def __init__(self, message: str, *, metric: str | None = None, rows: int | None = None) -> None:
         super().__init__(message)
-        self.uri = uri
+        self.metric = metric
+        self.rows = rows
+
+
+
+# --- the model registry ---------------------------------------------------------------
+
+
+class RegistryError(MlopsLoopError):
+    """A model registry operation was refused or failed; names the model and version."""
+
+    def __init__(self, message: str, *, model_name: str, version: str | None = None) -> None:
+        super().__init__(message)
+        self.model_name = model_name
+        self.version = version
+
+
+class PromotionLockTimeout(RegistryError):
+    """Another promotion or rollback of the same model held the lock for too long."""
+
+    def __init__(
+        self, message: str, *, model_name: str, lock_name: str, holder: str | None
+    ) -> None:
+        super().__init__(message, model_name=model_name)
+        self.lock_name = lock_name
+        self.holder = holder
 
 
 class PromotionStale(RegistryError):
@@ -274,3 +257,45 @@ class PromotionStale(RegistryError):
         super().__init__(message, model_name=model_name, version=version)
         self.expected = expected
         self.current = current
+
+
+class RollbackRefused(RegistryError):
+    """A rollback target is unknown, deleted or failed validation (and force was not set)."""
+
+
+
+# --- drift monitoring -----------------------------------------------------------------
+
+
+class DriftError(MlopsLoopError):
+    """Drift or decay monitoring cannot run on the given inputs (a monitored feature missing
+    from the recent data or the profile, a bad profile, labels and scores of different
+    lengths). ``feature`` names the column when one is at fault."""
+
+    def __init__(self, message: str, *, feature: str | None = None) -> None:
+        super().__init__(message)
+        self.feature = feature
+
+
+class ReferenceProfileMissing(DriftError):
+    """The champion has no stored reference profile (or it cannot be read), so drift cannot
+    be measured; build one with core.drift.build_profile from its training data."""
+
+    def __init__(
+        self, message: str, *, profile_uri: str | None = None, model_version: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.profile_uri = profile_uri
+        self.model_version = model_version
+
+
+# --- trainer containers (core/containers.py, operators/docker_train.py) ---------------
+
+
+class RetrainRecordError(MlopsLoopError):
+    """The record of drift-triggered retrain requests (``reports/drift/retrain_requests.json``)
+    cannot be read as such; ``uri`` names it. The cool-down cannot be judged without it."""
+
+    def __init__(self, message: str, *, uri: str) -> None:
+        super().__init__(message)
+        self.uri = uri
