@@ -20,7 +20,6 @@ class ConfigError(MlopsLoopError):
     """
 
 
-
 # --- storage --------------------------------------------------------------------------
 
 
@@ -43,7 +42,6 @@ class BucketNotFoundError(StorageError):
     def __init__(self, message: str, *, uri: str, bucket: str) -> None:
         super().__init__(message, uri=uri)
         self.bucket = bucket
-
 
 
 # --- ingest and the quality gate ------------------------------------------------------
@@ -110,7 +108,6 @@ class QualitySuiteError(MlopsLoopError):
 
 class TrainingSetError(MlopsLoopError):
     """Not enough validated data to assemble a training set, or a split is too small."""
-
 
 
 # --- running the trainer (worker side) ------------------------------------------------
@@ -180,7 +177,6 @@ class TrainerContainerFailed(MlopsLoopError):
         self.error = error
 
 
-
 # --- inside the trainer ---------------------------------------------------------------
 
 
@@ -215,7 +211,6 @@ class EvaluationError(MlopsLoopError):
         super().__init__(message)
         self.metric = metric
         self.rows = rows
-
 
 
 # --- the model registry ---------------------------------------------------------------
@@ -261,7 +256,6 @@ class PromotionStale(RegistryError):
 
 class RollbackRefused(RegistryError):
     """A rollback target is unknown, deleted or failed validation (and force was not set)."""
-
 
 
 # --- drift monitoring -----------------------------------------------------------------

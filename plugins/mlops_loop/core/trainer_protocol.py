@@ -311,5 +311,10 @@ def trainer_tracking_uri(explicit: str | None = None) -> str:
 def is_connection_error(exc: BaseException) -> bool:
     """The tracking server did not answer (as opposed to answering with an error)."""
     text = f"{type(exc).__name__}: {exc}"
-    markers = ("Max retries exceeded", "Connection refused", "ConnectionError", "Failed to establish")
+    markers = (
+        "Max retries exceeded",
+        "Connection refused",
+        "ConnectionError",
+        "Failed to establish",
+    )
     return any(m in text for m in markers)

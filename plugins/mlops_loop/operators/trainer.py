@@ -155,7 +155,9 @@ class TrainerContainerOperator(DockerOperator):
         """The command's typed request; validate inputs here, before anything starts."""
         raise NotImplementedError
 
-    def result_without_trainer(self, context: Context, config: DatasetConfig) -> dict[str, Any] | None:
+    def result_without_trainer(
+        self, context: Context, config: DatasetConfig
+    ) -> dict[str, Any] | None:
         """A result that makes running the trainer unnecessary (None: run it)."""
         return None
 
