@@ -38,7 +38,7 @@ with DAG(
         config_path="{{ params.config_path }}",
         holdout_snapshot_uri="{{ params.holdout_snapshot_uri }}",
         challenger_version="{{ params.challenger_version }}",
-        model_name="{{ params.model_name or '' }}",
+        model_name="{{ params.model_name }}",  # empty renders "None": the config's model
     )
     # The decision arrives as an XComArg here (dags/train.py uses a Jinja xcom_pull).
     PromoteModelOperator(task_id="promote", decision=evaluate.output, reason="{{ params.reason }}")
