@@ -19,7 +19,7 @@ fi
 
 echo "== ruff"
 ruff check .
-echo "== mypy (core)"
+echo "== mypy (package, plugin, DAG files)"
 mypy
 echo "== pytest"
 python -m pytest "$@"

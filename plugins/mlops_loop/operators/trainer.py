@@ -233,7 +233,8 @@ class TrainerContainerOperator(DockerOperator):
 
     # --- run ----------------------------------------------------------------------------
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    # The XCom value is the trainer's result document, not the container's log lines.
+    def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
         from mlops_loop.core.config import load_config
         from mlops_loop.core.containers import check_tracking_uri, container_command
 
@@ -456,7 +457,7 @@ class TrainerContainerOperator(DockerOperator):
             state = self._container_state()
             raise self._failure(
                 int(state.get("ExitCode", -1)),
-                exc.logs or [],
+                [x.decode(errors="replace") if isinstance(x, bytes) else x for x in exc.logs or []],
                 where=f"in {self.image}",
                 command=self.command or [],
                 oom_killed=bool(state.get("OOMKilled")),

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -462,7 +462,7 @@ class TabularModel:
         return state
 
 
-class TabularPyfuncModel(mlflow.pyfunc.PythonModel):
+class TabularPyfuncModel(PythonModel):
     """MLflow pyfunc wrapper: ``predict`` follows the output contract of this module."""
 
     # The logged model carries an explicit signature (inputs enforced by MLflow), so
@@ -472,7 +472,7 @@ class TabularPyfuncModel(mlflow.pyfunc.PythonModel):
     def __init__(self, model: TabularModel) -> None:
         self.model = model
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
         return self.model.predict(model_input)
 
 
@@ -485,7 +485,7 @@ def input_schema(config: DatasetConfig) -> Any:
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import AnyType
 
-    specs = []
+    specs: list[Any] = []
     for name in config.feature_columns:
         column = config.column(name)
         col_type = column.type.value

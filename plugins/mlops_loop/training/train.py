@@ -229,7 +229,7 @@ def _existing_result(tracking_uri: str, name: str, input_hash: str) -> dict[str,
         if not matches:
             return None
         version = max(matches, key=lambda v: int(v.version))
-        run = client.get_run(version.run_id)
+        run = client.get_run(str(version.run_id))
     except Exception as exc:
         raise TrackingServerError(
             f"cannot look up existing versions of {name} at {tracking_uri}: {_short(exc)}",
@@ -334,7 +334,7 @@ def _params(settings: TrainingSettings, device: str, train_rows: int, valid_rows
 
 def _log_inputs(config: DatasetConfig, train_df: pd.DataFrame, valid_df: pd.DataFrame, tags: dict[str, str]) -> None:
     import mlflow
-    import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas
 
     for frame, context, uri_tag, sha_tag in (
         (train_df, "training", TRAIN_URI_TAG, TRAIN_SHA_TAG),
@@ -345,7 +345,7 @@ def _log_inputs(config: DatasetConfig, train_df: pd.DataFrame, valid_df: pd.Data
             # MLflow hints about int columns in the dataset's schema and about a local
             # path's two source readings: both irrelevant for a lineage record.
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(
+            dataset = from_pandas(
                 frame,
                 source=tags[uri_tag],
                 targets=config.target,
