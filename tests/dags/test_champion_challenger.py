@@ -142,11 +142,11 @@ def test_promote_reject_promote_rollback(airflow_db, tmp_path, monkeypatch, mlfl
     )
     assert promotion["outcome"] == "promoted" and promotion["promoted_version"] == v1
     assert champion(client, name) == v1
-    assert (
-        "promoted v" in out["summary"]
-        and "baseline" in out["summary"]
-        and "report.html" in out["summary"]
-    )
+    reasons = "; ".join(decision["reasons"])
+    assert out["summary"] == (
+        f"{name}: promoted v{v1} over the baseline (no champion): {reasons} "
+        f"(decision report {decision['html_uri']})"
+    ) and decision["html_uri"].endswith("/report.html")
     record = json.loads(Path(decision["decision_uri"]).read_text())
     assert record["outcome"] == "promote" and record["html_uri"] == decision["html_uri"]
     assert (
@@ -187,7 +187,7 @@ def test_promote_reject_promote_rollback(airflow_db, tmp_path, monkeypatch, mlfl
     )
     assert out["promote_or_reject"]["previous_champion"] == v1
     assert champion(client, name) == v2
-    assert f"promoted v{v2} over v{v1}" in out["summary"]
+    assert out["summary"].startswith(f"{name}: promoted v{v2} over v{v1}: "), out["summary"]
 
     # 4. A model trained on shuffled labels (already registered): rejected, champion stays.
     v3 = register_shuffled(name, tmp_path, mlflow_server.url)
