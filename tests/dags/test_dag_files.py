@@ -100,3 +100,19 @@ def test_templates_hold_lookups_not_logic(dags):
                         assert not JINJA_LOGIC.search(expression), (
                             f"{dag_id}.{task.task_id}.{field} has logic in Jinja: {expression!r}"
                         )
+
+
+def test_an_empty_form_field_reaches_the_operator_as_none(dags):
+    # Native rendering: the operator sees None (and uses its default), not the text "None".
+    checked = 0
+    for dag_id, dag in dags.items():
+        params = dag.params.dump()
+        for task in dag.tasks:
+            for field in task.template_fields:
+                value = getattr(task, field, None)
+                lookup = re.fullmatch(r"{{ params\.(\w+) }}", value) if isinstance(value, str) else None
+                if lookup and params[lookup.group(1)] is None:
+                    rendered = task.render_template(value, {"params": params}, dag.get_template_env())
+                    assert rendered is None, f"{dag_id}.{task.task_id}.{field} renders {rendered!r}"
+                    checked += 1
+    assert checked >= 10
