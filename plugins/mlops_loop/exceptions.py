@@ -273,7 +273,7 @@ class DriftError(MlopsLoopError):
 
 class ReferenceProfileMissing(DriftError):
     """The champion has no stored reference profile (or it cannot be read), so drift cannot
-    be measured; build one with core.drift.build_profile from its training data."""
+    be measured; build one with core.profile.build_profile from its training data."""
 
     def __init__(
         self, message: str, *, profile_uri: str | None = None, model_version: str | None = None

@@ -469,7 +469,7 @@ def training_settings(config: DatasetConfig, overrides: dict[str, Any] | None = 
 
 
 # --- Drift settings (the `drift:` section) ---------------------------------------------
-# Thresholds and policy for the nightly drift / decay monitor (core/drift.py).
+# Thresholds and policy for the nightly drift / decay monitor (core/drift.py, decay.py, retrain.py).
 
 
 class DriftSettings(_Strict):
@@ -534,8 +534,8 @@ class DriftSettings(_Strict):
 
 # --- Champion/challenger evaluation (issue 4) -------------------------------------------
 
-# Metric name -> (tasks it applies to, True when higher is better). The metric code lives
-# in core/compare.py; this table is what configs are validated against.
+# Metric name -> (tasks it applies to, True when higher is better): what configs are
+# validated against. The metrics themselves are core/metrics.py (a test keeps the two equal).
 EVALUATION_METRICS: dict[str, tuple[tuple[str, ...], bool]] = {
     "roc_auc": (("classification",), True),
     "pr_auc": (("classification",), True),
@@ -587,7 +587,7 @@ class BudgetSettings(_Strict):
 
 class EvaluationSettings(_Strict):
     """How a challenger is judged against the champion (or, for the first model, against a
-    trivial baseline) on the same holdout rows. See core/compare.py:decide()."""
+    trivial baseline) on the same holdout rows. See core/compare.py:decide() and core/metrics.py."""
 
     primary_metric: str = "roc_auc"
     min_improvement: float = Field(

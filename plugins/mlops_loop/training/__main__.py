@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from mlops_loop.core.metrics import json_safe
 from mlops_loop.core.trainer_protocol import EXIT_CODE_MEANINGS, ExitCode, parse_request
 from mlops_loop.exceptions import (
     ConfigError,
@@ -98,21 +98,11 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     return ExitCode.UNEXPECTED
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def write_result(path: Path, payload: dict[str, Any]) -> None:
     """Atomic write (temp file + rename) of the result document."""
     from mlops_loop.core.storage import LocalStorage
 
-    text = json.dumps(_json_safe(payload), indent=2, sort_keys=True, default=str) + "\n"
+    text = json.dumps(json_safe(payload), indent=2, sort_keys=True, default=str) + "\n"
     LocalStorage().write_text(str(path), text)
 
 

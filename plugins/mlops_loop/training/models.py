@@ -36,9 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlflow.pyfunc import PythonModel
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 from sklearn.base import BaseEstimator, TransformerMixin
 
 if TYPE_CHECKING:

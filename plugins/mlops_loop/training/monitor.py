@@ -6,15 +6,15 @@ One call, :func:`run_monitor`, takes a ``MonitorRequest`` (core.trainer_protocol
 1. returns verdict ``no_champion`` (not an error) when the request names no champion;
 2. loads the champion's reference profile from
    ``<reports_root>/profiles/<model>/<version>/profile.json``; on first use it builds it
-   (core.drift.build_profile) from the champion's training snapshot (model version tag
+   (core.profile.build_profile) from the champion's training snapshot (model version tag
    ``train_snapshot_uri``) and its scores on the training set's holdout (the ``holdout``
    folder next to ``train``; the validation snapshot when there is none), stores it there
    and logs it as an artifact (``drift_reference/profile.json``) of the champion's
    training run;
-3. reads the recent validated snapshots twice, batch by batch (core.drift.ParquetBatches):
+3. reads the recent validated snapshots twice, batch by batch (core.profile.ParquetBatches):
    once to score them with the champion (prediction drift) and collect labels, once for
    core.drift.measure_drift;
-4. where recent rows carry labels, core.drift.measure_decay of the live metrics against
+4. where recent rows carry labels, core.decay.measure_decay of the live metrics against
    the champion's validation metrics (its MLflow run);
 5. writes report.json / report.html (core.drift_report.write_reports) under
    ``<reports_root>/ds=<ds>/`` and logs metrics and both files to the MLflow experiment
@@ -37,8 +37,8 @@ from mlops_loop.core.config import DatasetConfig
 from mlops_loop.core.storage import S3Credentials, is_s3, join_uri
 from mlops_loop.core.trainer_protocol import (
     MonitorRequest,
-    no_champion_result,
     is_connection_error,
+    no_champion_result,
     s3_credentials_from_env,
     trainer_tracking_uri,
 )

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 
-from mlops_loop.core.config import STORAGE_ROOT_ENV, ColumnType, check_ds, load_config, resolve_uri
+from mlops_loop.core.config import (
+    STORAGE_ROOT_ENV,
+    ColumnType,
+    check_ds,
+    load_config,
+    parse_flag,
+    resolve_uri,
+    run_ds,
+    run_time,
+)
 from mlops_loop.exceptions import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -241,3 +252,55 @@ def test_bad_logical_date(ds):
 )
 def test_resolve_uri(uri, base, expected):
     assert resolve_uri(uri, base) == expected
+
+
+# --- the date and time a run is for ------------------------------------------------------
+
+T0 = datetime(2026, 4, 22, 3, 0, tzinfo=timezone.utc)
+
+
+def test_run_time_falls_back_to_logical_date_then_run_after():
+    assert run_time({"data_interval_end": T0, "logical_date": None}) == T0
+    assert run_time({"data_interval_end": None, "logical_date": T0}) == T0
+    assert run_time({"dag_run": SimpleNamespace(run_after=T0)}) == T0
+    with pytest.raises(ValueError, match="logical date"):
+        run_time({})
+
+
+@pytest.mark.parametrize(
+    ("explicit", "context", "expected"),
+    [
+        pytest.param("2026-01-05", {"logical_date": T0}, "2026-01-05", id="form-date-wins"),
+        pytest.param(None, {"logical_date": T0}, "2026-04-22", id="logical-date"),
+        pytest.param("None", {"logical_date": T0}, "2026-04-22", id="rendered-none"),
+        pytest.param("", {"logical_date": None, "dag_run": SimpleNamespace(run_after=T0)}, "2026-04-22", id="run-after"),
+    ],
+)
+def test_run_ds(explicit, context, expected):
+    assert run_ds(context, explicit) == expected
+
+
+def test_run_ds_rejects_a_bad_date_and_an_empty_run():
+    with pytest.raises(ValueError, match="YYYY-MM-DD, got '05/01/2026'"):
+        run_ds({}, "05/01/2026")
+    with pytest.raises(ValueError, match="neither a logical date nor run_after"):
+        run_ds({})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(True, True, id="bool"),
+        pytest.param(None, False, id="none"),
+        pytest.param("yes", True, id="yes"),
+        pytest.param(" False ", False, id="rendered-false"),
+        pytest.param("", False, id="empty"),
+    ],
+)
+def test_parse_flag(value, expected):
+    assert parse_flag(value, "force") is expected
+
+
+def test_parse_flag_names_the_setting():
+    with pytest.raises(ValueError, match="force must be true or false, got 'maybe'"):
+        parse_flag("maybe", "force")

@@ -17,7 +17,6 @@ from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowSkipException
 
 from mlops_loop.assets import retrain_requested_asset
-from mlops_loop.core.config import run_time
 from mlops_loop.core.retrain import ASSET_EXTRA_KEYS, read_retrain_requests
 from mlops_loop.core.storage import LocalStorage
 from mlops_loop.exceptions import RetrainRecordError
@@ -153,14 +152,6 @@ def test_corrupt_record_fails_the_task_instead_of_retraining_blindly(root):
     record_path(root).write_text("[]")
     with pytest.raises(RetrainRecordError):
         request(DRIFT, context(T0))
-
-
-def test_run_time_falls_back_to_logical_date_then_run_after():
-    assert run_time({"data_interval_end": T0, "logical_date": None}) == T0
-    assert run_time({"data_interval_end": None, "logical_date": T0}) == T0
-    assert run_time({"dag_run": SimpleNamespace(run_after=T0)}) == T0
-    with pytest.raises(ValueError, match="logical date"):
-        run_time({})
 
 
 def _constructor_args(cls: type) -> set[str]:
