@@ -325,6 +325,28 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_TAG_VALUE else text[: MAX_TAG_VALUE - 3] + "..."
 
 
+def _move_alias(
+    client: Any,
+    name: str,
+    alias: str,
+    current: str | None,
+    target: str,
+    tags: Mapping[str, str],
+    audit: Mapping[str, Any],
+    airflow_run: str | None,
+    at: str,
+) -> int:
+    """Tag ``target`` (its own ``tags`` plus previous champion and Airflow run), move the
+    alias to it, then append the audit entry; returns the entry's sequence number. The
+    tags go first so the version is self-describing the moment it is champion."""
+    all_tags = {TAG_PREVIOUS_CHAMPION: current or "none", TAG_AIRFLOW_RUN: airflow_run or "", **tags}
+    for key, value in all_tags.items():
+        client.set_model_version_tag(name, target, key, value)
+    client.set_registered_model_alias(name, alias, target)
+    entry = {"alias": alias, "from": current, "to": target, **audit}
+    return _append_audit(client, name, {**entry, "airflow_run": airflow_run, "at": at, "holder": _holder()})
+
+
 def promote(
     client: Any,
     name: str,
@@ -368,23 +390,12 @@ def promote(
             )  # fmt: skip
         at = _now()
         tags = {
-            TAG_PREVIOUS_CHAMPION: current or "none",
             TAG_DECISION_URI: decision_uri or "",
-            TAG_AIRFLOW_RUN: airflow_run or "",
             TAG_PROMOTED_AT: at,
             TAG_PROMOTION_REASON: _clip(reason),
         }
-        for key, value in tags.items():
-            client.set_model_version_tag(name, version, key, value)
-        client.set_registered_model_alias(name, alias, version)
-        seq = _append_audit(
-            client, name,
-            {
-                "action": "promote", "alias": alias, "from": current, "to": version,
-                "reason": reason, "decision_uri": decision_uri, "airflow_run": airflow_run,
-                "at": at, "holder": _holder(),
-            },
-        )  # fmt: skip
+        audit = {"action": "promote", "reason": reason, "decision_uri": decision_uri}
+        seq = _move_alias(client, name, alias, current, version, tags, audit, airflow_run, at)
     log.info("promoted %s version %s to %s (was %s)", name, version, alias, current)
     return PromotionResult(
         "promoted", name, version, current, version, expected,
@@ -462,22 +473,11 @@ def rollback(
             )  # fmt: skip
         at = _now()
         tags = {
-            TAG_PREVIOUS_CHAMPION: current or "none",
             TAG_ROLLED_BACK_AT: at,
             TAG_ROLLBACK_REASON: _clip(("[forced] " if force and refused else "") + reason),
-            TAG_AIRFLOW_RUN: airflow_run or "",
         }
-        for key, value in tags.items():
-            client.set_model_version_tag(name, target, key, value)
-        client.set_registered_model_alias(name, alias, target)
-        seq = _append_audit(
-            client, name,
-            {
-                "action": "rollback", "alias": alias, "from": current, "to": target,
-                "reason": reason, "forced": bool(force and refused), "airflow_run": airflow_run,
-                "at": at, "holder": _holder(),
-            },
-        )  # fmt: skip
+        audit = {"action": "rollback", "reason": reason, "forced": bool(force and refused)}
+        seq = _move_alias(client, name, alias, current, target, tags, audit, airflow_run, at)
     log.info("rolled back %s %s from %s to %s", name, alias, current, target)
     return PromotionResult(
         "rolled_back", name, target, current, target, current,
