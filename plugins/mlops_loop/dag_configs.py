@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule
+from airflow.sdk import Param, RetryDecision, RetryPolicy
 
 from mlops_loop.exceptions import (
     BucketNotFoundError,
@@ -40,6 +40,7 @@ from mlops_loop.exceptions import (
     RetrainRecordError,
     RollbackRefused,
     SnapshotNotFoundError,
+    TrainerContainerFailed,
     TrainingSetError,
 )
 
@@ -72,6 +73,9 @@ FINAL_ERRORS: tuple[type[Exception], ...] = (
     RollbackRefused,
     PromotionStale,
 )
+# The trainer's exit codes for the same kind of error (core.trainer_protocol.ExitCode
+# BAD_REQUEST and DATA; not imported here, it would load pydantic at parse time).
+FINAL_TRAINER_EXIT_CODES = (2, 3)
 
 _warned: set[str] = set()
 
@@ -152,23 +156,34 @@ def _entry(path: Path) -> DatasetEntry:
     )
 
 
+def is_final(error: BaseException) -> bool:
+    """The error says the input is wrong: FINAL_ERRORS, or a trainer that exited with one
+    of FINAL_TRAINER_EXIT_CODES (its own exceptions stay inside its process)."""
+    if isinstance(error, TrainerContainerFailed):
+        return error.exit_code in FINAL_TRAINER_EXIT_CODES
+    return isinstance(error, FINAL_ERRORS)
+
+
+class FinalErrorsFailAtOnce(RetryPolicy):
+    """Fail at once when is_final(); otherwise the task's retries apply."""
+
+    def evaluate(
+        self, exception: BaseException, try_number: int, max_tries: int, context: Any = None
+    ) -> RetryDecision:
+        if is_final(exception):
+            return RetryDecision.fail("the input is wrong: the same input fails the same way")
+        return RetryDecision.default()
+
+
 def task_defaults() -> dict[str, Any]:
     """``default_args`` of every mlops_loop DAG: retries with exponential backoff for
-    transient faults; FINAL_ERRORS fail the task at once."""
+    transient faults; errors that say the input is wrong fail at once."""
     return {
         "retries": TASK_RETRIES,
         "retry_delay": FIRST_RETRY_DELAY,
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": MAX_RETRY_DELAY,
-        "retry_policy": ExceptionRetryPolicy(
-            rules=[
-                RetryRule(
-                    exception=list(FINAL_ERRORS),
-                    action=RetryAction.FAIL,
-                    reason="the input is wrong; the same input fails the same way",
-                )
-            ]
-        ),
+        "retry_policy": FinalErrorsFailAtOnce(),
     }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlops_loop import dag_configs
+from mlops_loop.core.trainer_protocol import ExitCode
 from mlops_loop.dag_configs import (
     CONFIG_DIR_ENV,
     DEFAULT_DRIFT_SCHEDULE,
@@ -137,8 +138,8 @@ def test_task_defaults_retry_with_exponential_backoff():
     assert defaults["max_retry_delay"] == timedelta(minutes=10)
 
 
-def _container_failed() -> TrainerContainerFailed:
-    return TrainerContainerFailed("x", exit_code=137, explanation="killed", image="i", command=[])
+def _trainer_exit(code: int) -> TrainerContainerFailed:
+    return TrainerContainerFailed("x", exit_code=code, explanation="", image="i", command=[])
 
 
 @pytest.mark.parametrize(
@@ -149,7 +150,11 @@ def _container_failed() -> TrainerContainerFailed:
         pytest.param(ConfigError("bad key"), "fail", id="config"),
         pytest.param(StorageError("timeout", uri="s3://b/k"), "default", id="storage-retries"),
         pytest.param(PromotionLockTimeout("busy", model_name="m", lock_name="l", holder=None), "default", id="lock-retries"),
-        pytest.param(_container_failed(), "default", id="container-retries"),
+        pytest.param(_trainer_exit(ExitCode.BAD_REQUEST), "fail", id="trainer-bad-request"),
+        pytest.param(_trainer_exit(ExitCode.DATA), "fail", id="trainer-data"),
+        pytest.param(_trainer_exit(ExitCode.TRACKING), "default", id="trainer-tracking-retries"),
+        pytest.param(_trainer_exit(ExitCode.UNEXPECTED), "default", id="trainer-bug-retries"),
+        pytest.param(_trainer_exit(137), "default", id="trainer-killed-retries"),
         pytest.param(ConnectionError("reset"), "default", id="network-retries"),
     ],
 )
