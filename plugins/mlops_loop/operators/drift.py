@@ -57,6 +57,7 @@ class DriftMonitorOperator(TrainerContainerOperator):
         *TrainerContainerOperator.template_fields,
     )
     ui_color = "#fbe9e7"
+    default_gpu = "none"  # scoring is cheap on the CPU; gpu="auto" opts in
 
     def __init__(
         self,
@@ -65,10 +66,9 @@ class DriftMonitorOperator(TrainerContainerOperator):
         window_end: str | None = None,
         since_ds: str | None = None,
         model_name: str | None = None,
-        gpu: str = "none",
         **kwargs: Any,
     ) -> None:
-        super().__init__(gpu=gpu, **kwargs)
+        super().__init__(**kwargs)
         self.ds = ds
         self.window_end = window_end
         self.since_ds = since_ds

@@ -55,6 +55,7 @@ class EvaluateChallengerOperator(TrainerContainerOperator):
         *TrainerContainerOperator.template_fields,
     )
     ui_color = "#e3d7f4"
+    default_gpu = "none"  # scoring is cheap on the CPU; gpu="auto" opts in
 
     def __init__(
         self,
@@ -62,10 +63,9 @@ class EvaluateChallengerOperator(TrainerContainerOperator):
         holdout_snapshot_uri: str,
         challenger_version: str | int,
         model_name: str | None = None,
-        gpu: str = "none",
         **kwargs: Any,
     ) -> None:
-        super().__init__(gpu=gpu, **kwargs)
+        super().__init__(**kwargs)
         self.holdout_snapshot_uri = holdout_snapshot_uri
         self.challenger_version = challenger_version
         self.model_name = model_name

@@ -52,7 +52,8 @@ class TrainerContainerOperator(DockerOperator):
 
     :param config_path: Dataset config YAML. (templated)
     :param gpu: ``auto`` (GPU when the Docker host has the NVIDIA runtime, else CPU with a
-        warning), ``required`` (fail before starting when it has none) or ``none``. (templated)
+        warning), ``required`` (fail before starting when it has none) or ``none``;
+        default ``auto`` for training, ``none`` for evaluation and monitoring. (templated)
     :param image: Trainer image. (templated)
     :param mlflow_conn_id: Airflow Connection of the MLflow server (see
         mlops_loop.hooks.mlflow); default ``$MLOPS_LOOP_MLFLOW_CONN_ID`` or
@@ -81,6 +82,7 @@ class TrainerContainerOperator(DockerOperator):
     """
 
     trainer_command: ClassVar[str] = ""  # train | evaluate | monitor, set by each subclass
+    default_gpu: ClassVar[str] = "auto"
     template_fields: Sequence[str] = (
         "config_path",
         "gpu",
@@ -97,7 +99,7 @@ class TrainerContainerOperator(DockerOperator):
         self,
         *,
         config_path: str,
-        gpu: str = "auto",
+        gpu: str | None = None,
         image: str = DEFAULT_TRAINER_IMAGE,
         mlflow_conn_id: str | None = None,
         mlflow_tracking_uri: str | None = None,
@@ -124,6 +126,7 @@ class TrainerContainerOperator(DockerOperator):
         ):
             if reserved in kwargs:
                 raise ValueError(f"{reserved} is not an argument here: {why}")
+        gpu = gpu or self.default_gpu
         if gpu not in ("auto", "required", "none"):
             raise ValueError(f"gpu must be 'auto', 'required' or 'none', got {gpu!r}")
         if runner is not None and runner not in RUNNERS and "{{" not in runner:
