@@ -120,11 +120,11 @@ for entry in dataset_entries():
 
         @task(task_id="summary")
         def summary(decision: dict, promotion: dict) -> str:
-            from mlops_loop.operators.promote import summarize
+            from mlops_loop.core.decision_report import summarize
 
             line = summarize(decision, promotion)
             print(line)
             return line
 
         assemble >> train >> evaluate >> promote
-        summary(evaluate.output, promote.output)
+        summary(evaluate.output, promote.output)  # type: ignore[arg-type]  # XComArgs resolve at run time

@@ -77,8 +77,8 @@ def run(dag: Any, conf: dict[str, Any], day: int) -> tuple[dict[str, str], dict[
 def register_shuffled(model_name: str, root: Path, tracking_uri: str) -> str:
     """Train (in this process) and register a model on SHUFFLED labels: same pyfunc
     contract, no signal. Returns its version."""
-    from mlops_loop.core.containers import dataset_config_payload
-    from mlops_loop.training.train import TrainingRequest, run_training
+    from mlops_loop.core.trainer_protocol import TrainRequest, config_payload
+    from mlops_loop.training.train import run_training
 
     config = load_config(CONFIG)
     uris = []
@@ -88,8 +88,8 @@ def register_shuffled(model_name: str, root: Path, tracking_uri: str) -> str:
         land_batch(frame, config.root, ds)
         uris.append(ingest_batch(config, ds).snapshot_uri)  # not recorded as validated
     result = run_training(
-        TrainingRequest(
-            config=dataset_config_payload(config),
+        TrainRequest(
+            config=config_payload(config),
             train_snapshot_uri=uris[0],
             valid_snapshot_uri=uris[1],
             registered_model_name=model_name,

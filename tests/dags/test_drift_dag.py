@@ -55,15 +55,15 @@ def train_champion(config, tracking_uri: str) -> dict:
     """A small model trained in-process (the trainer's own code) and promoted."""
     import mlflow
 
-    from mlops_loop.core.containers import dataset_config_payload
     from mlops_loop.core.registry import promote
+    from mlops_loop.core.trainer_protocol import TrainRequest, config_payload
     from mlops_loop.core.training_set import assemble_training_set
-    from mlops_loop.training.train import TrainingRequest, run_training
+    from mlops_loop.training.train import run_training
 
     training_set = assemble_training_set(config)
     result = run_training(
-        TrainingRequest(
-            config=dataset_config_payload(config),
+        TrainRequest(
+            config=config_payload(config),
             train_snapshot_uri=training_set.train_uri,
             valid_snapshot_uri=training_set.valid_uri,
             hyperparameters={"model_type": "hist_gradient_boosting", "max_iter": 30},

@@ -30,8 +30,8 @@ MODEL = "reuse_dag_model"
 def world(tmp_path_factory: pytest.TempPathFactory, mlflow_server: Any) -> Iterator[dict[str, Any]]:
     """One model trained in this process and registered; holdout snapshots (ingested, not
     part of any training set): a normal one, a tiny one, one without the target column."""
-    from mlops_loop.core.containers import dataset_config_payload
-    from mlops_loop.training.train import TrainingRequest, run_training
+    from mlops_loop.core.trainer_protocol import TrainRequest, config_payload
+    from mlops_loop.training.train import run_training
 
     root = tmp_path_factory.mktemp("reuse")
     with pytest.MonkeyPatch.context() as mp:
@@ -48,8 +48,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, mlflow_server: Any) -> Itera
 
         train, valid = snapshot("2026-07-01", 5000), snapshot("2026-07-02", 1000)
         result = run_training(
-            TrainingRequest(
-                config=dataset_config_payload(config),
+            TrainRequest(
+                config=config_payload(config),
                 train_snapshot_uri=train,
                 valid_snapshot_uri=valid,
                 registered_model_name=MODEL,

@@ -73,8 +73,18 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _classification_figure(curves: CurveData) -> str:
+
+def _two_panels(curves: CurveData) -> tuple[NDArray[Any], Any, Any, list[tuple[str, ArrayLike, str]]]:
+    """The labels, a two-panel figure, and (label, scores, colour) of each model to draw."""
     from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.2))
+    series = [(curves.challenger_label, curves.challenger, "#1f77b4")]
+    if curves.reference is not None:
+        series.append((curves.reference_label, curves.reference, "#d62728"))
+    return np.asarray(curves.y, dtype=float), fig, fig.subplots(1, 2), series
+
+def _classification_figure(curves: CurveData) -> str:
     from sklearn.metrics import (
         average_precision_score,
         precision_recall_curve,
@@ -82,12 +92,7 @@ def _classification_figure(curves: CurveData) -> str:
         roc_curve,
     )
 
-    y = np.asarray(curves.y, dtype=float)
-    fig = Figure(figsize=(10, 4.2))
-    ax_roc, ax_pr = fig.subplots(1, 2)
-    series = [(curves.challenger_label, curves.challenger, "#1f77b4")]
-    if curves.reference is not None:
-        series.append((curves.reference_label, curves.reference, "#d62728"))
+    y, fig, (ax_roc, ax_pr), series = _two_panels(curves)
     for label, scores, color in series:
         s = np.asarray(scores, dtype=float)
         fpr, tpr, _ = roc_curve(y, s)
@@ -107,14 +112,8 @@ def _classification_figure(curves: CurveData) -> str:
 
 
 def _regression_figure(curves: CurveData) -> str:
-    from matplotlib.figure import Figure
 
-    y = np.asarray(curves.y, dtype=float)
-    fig = Figure(figsize=(10, 4.2))
-    ax_hist, ax_scatter = fig.subplots(1, 2)
-    series = [(curves.challenger_label, curves.challenger, "#1f77b4")]
-    if curves.reference is not None:
-        series.append((curves.reference_label, curves.reference, "#d62728"))
+    y, fig, (ax_hist, ax_scatter), series = _two_panels(curves)
     residuals = [y - np.asarray(s, dtype=float) for _, s, _ in series]
     lo, hi = np.percentile(np.concatenate(residuals), [0.5, 99.5])
     bins = np.linspace(lo, hi, 60) if hi > lo else 30
