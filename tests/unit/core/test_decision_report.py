@@ -21,6 +21,7 @@ from mlops_loop.core.decision_report import (
     write_decision_record,
 )
 from mlops_loop.core.storage import LocalStorage
+from tests.fixtures.decisions import decision_dict
 
 SETTINGS = EvaluationSettings(
     n_bootstrap=200,
@@ -160,19 +161,6 @@ def test_record_lands_under_the_decisions_root(tmp_path):
     assert out["json_uri"] == f"{folder}/decision.json"
     record = json.loads(LocalStorage().read_text(out["json_uri"]))
     assert record["html_uri"] == out["html_uri"] == f"{folder}/report.html"
-
-
-def decision_dict(outcome: str = "promote", **extra):
-    return {
-        "outcome": outcome,
-        "model_name": "m",
-        "challenger_version": "2",
-        "expected_champion_version": "1",
-        "decision_id": "abc",
-        "reasons": ["roc_auc 0.80 vs 0.70"],
-        "html_uri": "/data/reports/decisions/abc/report.html",
-        **extra,
-    }
 
 
 # --- reading a decision back, and its one-line summary --------------------------------

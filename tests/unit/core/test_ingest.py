@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlops_loop.core import ingest
-from mlops_loop.core.config import ColumnType, DatasetConfig, load_config
+from mlops_loop.core.config import ColumnType, load_config
 from mlops_loop.core.ingest import content_hash, ingest_batch
 from mlops_loop.core.snapshots import (
     SNAPSHOT_FORMAT_VERSION,
@@ -25,7 +25,7 @@ from mlops_loop.core.snapshots import (
 from mlops_loop.core.storage import LocalStorage, sha256_file
 from mlops_loop.exceptions import NoBatchError, SnapshotNotFoundError
 from mlops_loop_devtools.sample_data import generate_batch, land_batch
-from tests.fixtures.landed_batches import (
+from tests.fixtures.landed_batches import (  # noqa: F401 - fixtures
     CREDIT_CONFIG,
     DS,
     ROWS,
@@ -35,17 +35,6 @@ from tests.fixtures.landed_batches import (
     tree,
     with_chunk_rows,
 )
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def config(root: Path) -> DatasetConfig:
-    return local_config(root)
-
 
 # --------------------------------------------------------------------------- good batches
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from mlops_loop.core.config import ColumnType, DatasetConfig, load_config
+from mlops_loop.core.config import ColumnType, load_config
 from mlops_loop.core.ingest import ingest_batch
 from mlops_loop.core.normalise import arrow_type, convert_column
 from mlops_loop.core.snapshots import load_manifest, read_snapshot, read_snapshot_table
 from mlops_loop.exceptions import MixedSchemaError, SourceFileError
 from mlops_loop_devtools.sample_data import generate_batch, land_batch
-from tests.fixtures.landed_batches import (
+from tests.fixtures.landed_batches import (  # noqa: F401 - fixtures
     CREDIT_CONFIG,
     DS,
     ROWS,
@@ -25,17 +25,6 @@ from tests.fixtures.landed_batches import (
     local_config,
     parquet_config,
 )
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def config(root: Path) -> DatasetConfig:
-    return local_config(root)
-
 
 # --------------------------------------------------------------------------- same data from every format
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from mlops_loop.core.config import DatasetConfig
 from mlops_loop.core.ingest import ingest_batch
 from mlops_loop.core.snapshots import (
     iter_snapshot_batches,
@@ -17,18 +16,7 @@ from mlops_loop.core.snapshots import (
 )
 from mlops_loop.exceptions import SnapshotNotFoundError, StorageError
 from mlops_loop_devtools.sample_data import generate_batch, land_batch
-from tests.fixtures.landed_batches import DS, ROWS, local_config
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def config(root: Path) -> DatasetConfig:
-    return local_config(root)
-
+from tests.fixtures.landed_batches import DS, ROWS
 
 # --------------------------------------------------------------------------- readers
 

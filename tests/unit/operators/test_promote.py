@@ -10,21 +10,9 @@ import pytest
 
 from mlops_loop.exceptions import PromotionStale, RollbackRefused
 from mlops_loop.operators.promote import PromoteModelOperator, RollbackChampionOperator
+from tests.fixtures.decisions import decision_dict
 
 DEAD_SERVER = "http://127.0.0.1:9"  # nothing listens: a registry call would fail loudly
-
-
-def decision(outcome: str = "promote", **extra):
-    return {
-        "outcome": outcome,
-        "model_name": "m",
-        "challenger_version": "2",
-        "expected_champion_version": "1",
-        "decision_id": "abc",
-        "reasons": ["roc_auc 0.80 vs 0.70"],
-        "html_uri": "/data/reports/decisions/abc/report.html",
-        **extra,
-    }
 
 
 @pytest.mark.parametrize("cls", [PromoteModelOperator, RollbackChampionOperator])
@@ -41,7 +29,7 @@ def test_promote_needs_a_decision():
 @pytest.mark.parametrize("outcome", ["reject", "insufficient_data"])
 def test_promote_is_a_noop_unless_the_decision_says_promote(outcome):
     op = PromoteModelOperator(
-        task_id="p", decision=decision(outcome), mlflow_tracking_uri=DEAD_SERVER
+        task_id="p", decision=decision_dict(outcome), mlflow_tracking_uri=DEAD_SERVER
     )
     result = op.execute({})
     assert result["outcome"] == "rejected"
@@ -96,7 +84,7 @@ def test_promote_rerun_and_stale_against_a_real_registry(mlflow_server):
     v1, v2, v3 = _register(client, name, 3)
 
     def op(version: str, expected: str | None, **kw):
-        d = decision(
+        d = decision_dict(
             model_name=name, challenger_version=version, expected_champion_version=expected
         )
         return PromoteModelOperator(
