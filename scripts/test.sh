@@ -14,6 +14,12 @@ if [ "$(id -u)" -eq 0 ]; then
 else
     docker info >/dev/null 2>&1 || { echo "test: no Docker engine and not root to start one; run scripts/install_docker.sh as root" >&2; exit 1; }
 fi
+# PostgreSQL for the tests against a real Airflow deployment (tests/stack); started when
+# it is installed but not running, left alone otherwise.
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && command -v pg_ctlcluster >/dev/null 2>&1; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+    for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
 ./include/docker/build_base_image.sh
 ./include/docker/build_trainer_image.sh
 
