@@ -4,6 +4,8 @@ champion on a fresh holdout and promotes it (compare-and-set) or rejects it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.sdk import DAG, Param, task
 
 from mlops_loop.assets import retrain_requested_asset, validated_asset
@@ -21,8 +23,14 @@ DOC = """
 1. **assemble_training_set**: the validated snapshots of the configured window
    (`training.window`), split by time: the newest validated date is the holdout, older
    data becomes train and validation. The set is content-addressed under `training_sets/`.
-2. **train_challenger**: the trainer image runs in a Docker container (GPU when the
-   Docker host has the NVIDIA runtime), logs parameters, per-epoch metrics, datasets and
+   The window ends at `until_ds` or the newest validated date, and never before the date
+   of the event that started the run (a drift report's date).
+2. **train_challenger**: nothing new, nothing trained: when the training set, config,
+   code (trainer image) and training settings are exactly those the current champion was
+   trained on, this task is skipped with the reason before any container starts, and so
+   are evaluation and promotion; the summary says why. Otherwise the trainer image runs
+   in a Docker container (GPU when the Docker host has the NVIDIA runtime), logs
+   parameters, per-epoch metrics, datasets and
    the model to MLflow, and registers a new version of the registered model. With
    `MLOPS_LOOP_TRAINER_RUNNER=auto` on a worker without a Docker engine, the same trainer
    runs as a local process instead (the task log says so).
@@ -36,7 +44,11 @@ DOC = """
    challenger only if the champion is still the one evaluated against (compare-and-set;
    otherwise the task fails as *stale* and nothing changes). Other outcomes change nothing.
 5. **summary**: one line: promoted vN over vM, or rejected with the reasons, and the
-   decision report's path.
+   decision report's path; or why nothing was trained.
+
+The reason recorded on the model version, the decision record and the promotion is the
+form's `reason`, or else what started the run: the drift report (date, drifted features,
+report path) or the newly validated dates.
 
 Runs on the assets `mlops_loop.{name}.validated` and `mlops_loop.{name}.retrain_requested`,
 or from the trigger form: choose a model type, override hyperparameters (checked against
@@ -77,12 +89,13 @@ for entry in dataset_entries():
                     "Train on validated data up to", "Empty: the most recent validated date."
                 ),
                 "reason": Param(
-                    "scheduled",
+                    "",
                     type="string",
-                    minLength=1,
                     maxLength=500,
                     title="Reason",
-                    description="Why this run; recorded with the model version and the promotion.",
+                    description="Why this run; recorded with the model version, the decision "
+                    "record and the promotion. Empty: what started the run (the validated "
+                    "date, the drift report and its drifted features).",
                 ),
             },
         )
@@ -110,6 +123,7 @@ for entry in dataset_entries():
             holdout_snapshot_uri="{{ ti.xcom_pull(task_ids='assemble_training_set')['holdout_uri'] }}",
             model_name="{{ ti.xcom_pull(task_ids='train_challenger')['model_name'] }}",
             challenger_version="{{ ti.xcom_pull(task_ids='train_challenger')['model_version'] }}",
+            reason="{{ params.reason }}",
             mem_limit="4g",
         )
         promote = PromoteModelOperator(
@@ -118,11 +132,13 @@ for entry in dataset_entries():
             reason="{{ params.reason }}",
         )
 
-        @task(task_id="summary")
-        def summary(decision: dict, promotion: dict) -> str:
+        # none_failed: also after a run that ended early (training skipped, nothing new).
+        @task(task_id="summary", trigger_rule="none_failed")
+        def summary(decision: dict | None, promotion: dict | None, ti: Any = None) -> str:
             from mlops_loop.core.decision_report import summarize
 
-            line = summarize(decision, promotion)
+            up_to_date = ti.xcom_pull(task_ids="train_challenger", key="up_to_date")
+            line = up_to_date["reason"] if up_to_date else summarize(decision or {}, promotion)
             print(line)
             return line
 

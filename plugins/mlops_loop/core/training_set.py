@@ -7,6 +7,16 @@ date(s) become the holdout (fresh data neither model has seen), the older data i
 into train and validation by the timestamp column. The result is itself content-addressed:
 ``training_sets/<sha256>/{train,valid,holdout}/`` are snapshot-shaped folders (Parquet
 part + manifest.json) and ``training_sets/<sha256>/manifest.json`` is written last.
+
+The window ends at the form's ``until_ds`` or the newest validated date, and never before
+the dates of the asset events that started the run (:func:`training_window_end`): a
+drift-triggered run trains on data that includes the drifted days.
+
+The identity of a training input (:func:`training_input_hash`: train and valid snapshot
+hashes, config hash, resolved training settings, code version, trainer image) is shared by
+the trainer, which reuses a version trained from the same input, and the worker, which
+does not start training at all when that input is the current champion's
+(:func:`compare_with_champion`).
 """
 
 from __future__ import annotations
@@ -14,17 +24,24 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_loop.core.config import DatasetConfig, TrainingWindow, check_ds
 from mlops_loop.core.storage import S3Credentials, join_uri, open_storage, read_json, write_json
 from mlops_loop.exceptions import TrainingSetError
 
+if TYPE_CHECKING:
+    from mlops_loop.core.config import TrainingSettings
+    from mlops_loop.core.trainer_protocol import TrainRequest
+
 TRAINING_SET_FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "holdout")
+# The model version tag with training_input_hash() (written by the trainer).
+TRAINING_INPUT_TAG = "training_input_sha256"
 
 
 @dataclass(frozen=True)
@@ -46,9 +63,15 @@ class TrainingSet:
     rows: dict[str, int]
     members: list[dict[str, str]] = field(default_factory=list)
     created: bool = True
+    until_ds: str = ""
+    window_note: str = ""  # how the window's end was chosen (this run's, not stored)
 
     def to_xcom(self) -> dict[str, Any]:
         return asdict(self)
+
+    def stored(self) -> dict[str, Any]:
+        """What the set's manifest records (without this run's window note)."""
+        return {k: v for k, v in asdict(self).items() if k != "window_note"}
 
 
 def record_validated(
@@ -90,16 +113,67 @@ def training_set_hash(members: list[ValidatedSnapshot], spec: dict[str, Any]) ->
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def training_window_end(
+    requested: str | None,
+    event_dates: Sequence[str],
+    newest_validated: str | None,
+    *,
+    window_days: int | None = None,
+) -> tuple[str, str]:
+    """The last date of the training window and a line saying how it was chosen.
+
+    ``requested`` (the form's ``until_ds``) when given, else ``newest_validated``. When
+    an event that started the run names a later date (a drift report of that day), the
+    window moves forward to it, but never past the newest validated date: there is no
+    validated data after it, and every day the drift monitor measured was validated by
+    then. Raises ValueError for a date that is not ``YYYY-MM-DD`` and TrainingSetError
+    when there is neither a requested nor a validated date.
+    """
+    dates = sorted({check_ds(str(d)) for d in event_dates})
+    if requested:
+        base, how = check_ds(str(requested).strip()), "the requested date"
+    elif newest_validated:
+        base, how = check_ds(newest_validated), "the newest validated date"
+    else:
+        raise TrainingSetError("no until_ds given and no validated date to end the window at")
+    end = base
+    if dates and dates[-1] > base:
+        end = max(base, min(dates[-1], newest_validated or dates[-1]))
+    if end != base:
+        note = (
+            f"window ends at {end}, moved from {how} {base} to reach {dates[-1]}, the date of "
+            "the event that started this run"
+        )
+    else:
+        note = f"window ends at {base}, {how}"
+        if dates:
+            note += f"; it includes {', '.join(dates)}, the date(s) of the events that started this run"
+    if dates and dates[-1] > end:
+        note += f" (no validated data after {end})"
+    if dates and window_days:
+        start = (date.fromisoformat(end) - timedelta(days=window_days - 1)).isoformat()
+        before = [d for d in dates if d < start]
+        if before:
+            note += (
+                f"; event date(s) {', '.join(before)} lie before the window's start {start} "
+                f"(training.window.window_days {window_days})"
+            )
+    return end, note
+
+
 def assemble_training_set(
     config: DatasetConfig,
     *,
     until_ds: str | None = None,
     credentials: S3Credentials | None = None,
     window: TrainingWindow | None = None,
+    must_include_ds: Sequence[str] = (),
 ) -> TrainingSet:
     """Build (or find) the training set for the validated data up to ``until_ds``;
     ``window`` defaults to the config's ``training.window``; ``until_ds`` left out means
     the most recent validated date (what a data-triggered run wants).
+    ``must_include_ds``: dates the window must reach, the ``ds`` of the asset events that
+    started the run (a drift report's date); see :func:`training_window_end`.
 
     With validated data on only one date, that date is split by time into train /
     valid / holdout (70 / 15 / 15) so a first model can still be trained and judged on
@@ -112,14 +186,18 @@ def assemble_training_set(
     window = window or config.training.window
     window_days, holdout_days = window.window_days, window.holdout_days
     valid_fraction, min_rows = window.valid_fraction, window.min_rows_per_split
-    if not until_ds:
+    newest = None
+    if not until_ds or must_include_ds:
         latest = validated_snapshots(config, credentials=credentials)
         if not latest:
             raise TrainingSetError(
                 f"no validated snapshots of {config.name} yet: ingest and quality-gate a batch first"
             )
-        until_ds = latest[-1].ds
-    end = date.fromisoformat(check_ds(until_ds))
+        newest = latest[-1].ds
+    until_ds, window_note = training_window_end(
+        until_ds, must_include_ds, newest, window_days=window_days
+    )
+    end = date.fromisoformat(until_ds)
     since = (end - timedelta(days=window_days - 1)).isoformat()
     members = validated_snapshots(config, credentials=credentials, since_ds=since, until_ds=until_ds)
     if not members:
@@ -140,7 +218,14 @@ def assemble_training_set(
     storage = open_storage(set_uri, credentials)
     if storage.exists(manifest_uri):
         found = read_json(storage, manifest_uri)
-        return TrainingSet(**{**found["training_set"], "created": False})
+        return TrainingSet(
+            **{
+                **found["training_set"],
+                "created": False,
+                "until_ds": until_ds,
+                "window_note": window_note,
+            }
+        )
 
     frames = []
     for m in members:
@@ -178,11 +263,13 @@ def assemble_training_set(
         holdout_uri=join_uri(set_uri, "holdout"),
         rows={k: len(v) for k, v in splits.items()},
         members=[{"ds": m.ds, "sha256": m.sha256, "snapshot_uri": m.snapshot_uri} for m in members],
+        until_ds=until_ds,
+        window_note=window_note,
     )
     with tempfile.TemporaryDirectory(prefix="mlops-trainset-") as tmp:
         for name, frame in splits.items():
             _write_split(storage, Path(tmp), set_uri, sha, name, frame.drop(columns="__ds"), config)
-    write_json(storage, manifest_uri, {"training_set": asdict(result), "spec": spec})
+    write_json(storage, manifest_uri, {"training_set": result.stored(), "spec": spec})
     return result
 
 
@@ -195,7 +282,7 @@ def _write_split(storage: Any, tmp: Path, set_uri: str, set_sha: str, name: str,
     split_uri = join_uri(set_uri, name)
     storage.upload(local, join_uri(split_uri, "part-00000.parquet"))
     manifest = {
-        "sha256": hashlib.sha256(f"{set_sha}:{name}".encode()).hexdigest(),
+        "sha256": split_sha256(set_sha, name),
         "dataset": config.name,
         "kind": f"training_set.{name}",
         "training_set_sha256": set_sha,
@@ -205,3 +292,142 @@ def _write_split(storage: Any, tmp: Path, set_uri: str, set_sha: str, name: str,
                    "sha256": sha256_file(local), "rows": len(frame)}],
     }
     write_json(storage, join_uri(split_uri, "manifest.json"), manifest)
+
+
+def split_sha256(set_sha: str, split: str) -> str:
+    """The manifest hash of one split of a training set (what the trainer records as
+    ``train_snapshot_sha256`` / ``valid_snapshot_sha256``)."""
+    return hashlib.sha256(f"{set_sha}:{split}".encode()).hexdigest()
+
+
+# --------------------------------------------------------------- identity of a training input
+
+
+def resolve_train_settings(request: TrainRequest) -> tuple[DatasetConfig, TrainingSettings]:
+    """The request's dataset config and its training settings with the request's
+    overrides, as the trainer resolves them. Raises ConfigError naming the key."""
+    from mlops_loop.core.config import training_settings
+
+    config = request.dataset_config()
+    overrides = dict(request.hyperparameters)
+    for key in ("seed", "registered_model_name", "experiment_name"):
+        value = getattr(request, key)
+        if value is not None:
+            overrides[key] = value
+    return config, training_settings(config, overrides)
+
+
+def training_input_hash(
+    settings: TrainingSettings,
+    config: DatasetConfig,
+    train_sha: str,
+    valid_sha: str,
+    request_tags: Mapping[str, str],
+) -> str:
+    """Identity of a training input: snapshots, config, resolved settings, code and image.
+    The trainer reuses a registered version carrying the same hash unless asked to
+    retrain; the worker compares it with the champion's before starting anything."""
+    payload = {
+        "train": train_sha,
+        "valid": valid_sha,
+        "config": config.config_hash(),
+        "settings": settings.model_dump(mode="json"),
+        "code_version": request_tags.get("code_version", ""),
+        "trainer_image": request_tags.get("trainer_image", ""),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# Tags compared one by one to say what differs from the champion (all are in the hash).
+_COMPARED_TAGS = (
+    ("train_snapshot_sha256", "training split"),
+    ("valid_snapshot_sha256", "validation split"),
+    ("config_hash", "config"),
+    ("model_type", "model type"),
+    ("seed", "seed"),
+    ("code_version", "code version"),
+    ("trainer_image", "trainer image"),
+)
+
+
+@dataclass(frozen=True)
+class ChampionComparison:
+    """Whether this run's training input is the one the current champion was trained on.
+
+    ``up_to_date``: the champion carries the same ``training_input_sha256``, so training
+    would only find the champion again (the trainer reuses it) and evaluation would
+    compare it with itself. ``reason``: one line for the log, the XCom and the summary.
+    """
+
+    up_to_date: bool
+    reason: str
+    model_name: str
+    champion_version: str | None
+    training_input_sha256: str
+    differences: list[str] = field(default_factory=list)
+
+    def to_xcom(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare_with_champion(
+    model_name: str,
+    input_sha256: str,
+    candidate_tags: Mapping[str, str],
+    champion_version: str | None,
+    champion_tags: Mapping[str, str] | None,
+) -> ChampionComparison:
+    """Compare a training input (its :func:`training_input_hash` and the tags the trainer
+    would record: snapshot hashes, config hash, model type, seed, code version, trainer
+    image) with the current champion's model version tags.
+
+    Up to date only when the champion's ``training_input_sha256`` equals ``input_sha256``:
+    the training set, config, code, image AND the resolved settings (with a form's model
+    type and hyperparameters) are the champion's. No champion, or a champion without that
+    tag, is never up to date (nothing to compare with, so train).
+    """
+
+    def result(up_to_date: bool, reason: str, differences: list[str] | None = None) -> ChampionComparison:
+        return ChampionComparison(
+            up_to_date, reason, model_name, champion_version, input_sha256, differences or []
+        )
+
+    if champion_version is None:
+        return result(False, f"{model_name} has no champion yet: training")
+    tags = dict(champion_tags or {})
+    recorded = tags.get(TRAINING_INPUT_TAG)
+    if not recorded:
+        return result(
+            False,
+            f"champion v{champion_version} of {model_name} carries no {TRAINING_INPUT_TAG} tag, "
+            "so its training input is unknown: training",
+        )
+    if recorded == input_sha256:
+        code = candidate_tags.get("code_version") or "unknown"
+        image = candidate_tags.get("trainer_image") or "a local trainer process"
+        return result(
+            True,
+            f"nothing new for {model_name}: champion v{champion_version} was trained on this very "
+            f"input (training split {candidate_tags.get('train_snapshot_sha256', '?')[:12]}, "
+            f"validation split {candidate_tags.get('valid_snapshot_sha256', '?')[:12]}, config "
+            f"{candidate_tags.get('config_hash', '?')[:12]}, code {code} in {image}, the same "
+            "training settings), so it is not trained and evaluated again; new validated data, "
+            "a config or code change, or other hyperparameters in the trigger form start a new "
+            "training",
+        )
+    def shown(key: str, value: str) -> str:
+        return value[:12] if key.endswith(("sha256", "_hash")) else value
+
+    differences = [
+        f"{label} {shown(key, str(tags[key]))} -> {shown(key, str(candidate_tags[key]))}"
+        for key, label in _COMPARED_TAGS
+        if key in tags and key in candidate_tags and tags[key] != candidate_tags[key]
+    ]
+    if not differences:
+        differences = ["training settings (hyperparameters)"]
+    return result(
+        False,
+        f"training input differs from champion v{champion_version} of {model_name}: "
+        + "; ".join(differences),
+        differences,
+    )

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     from mlops_loop.core.config import DatasetConfig
     from mlops_loop.core.trainer_protocol import TrainerRequest, TrainRequest
+    from mlops_loop.core.training_set import ChampionComparison
 
 
 class DockerTrainOperator(TrainerContainerOperator):
@@ -22,6 +23,16 @@ class DockerTrainOperator(TrainerContainerOperator):
     model name, seed, overrides, Airflow and image tags), mounts a local storage root
     read-only at the same path and returns result.json: run_id, model_uri, model_name,
     model_version, metrics, device.
+
+    Nothing new, nothing trained: unless ``retrain``, the operator first compares this
+    run's training input (the snapshots' hashes, config hash, training settings with
+    the overrides, the trainer image and its code version:
+    ``core.training_set.training_input_hash``) with the ``training_input_sha256`` tag
+    of the current ``champion``. When they are equal the trainer would only find the
+    champion again and an evaluation would compare it with itself, so no container
+    starts: the task is SKIPPED with the reason (in the log, and as the XCom
+    ``up_to_date``), which skips an evaluation and promotion downstream of it. A run
+    with other hyperparameters or another model type is a different input and trains.
 
     :param config_path: Dataset config YAML. (templated)
     :param train_snapshot_uri: Training snapshot URI. (templated)
@@ -34,9 +45,12 @@ class DockerTrainOperator(TrainerContainerOperator):
     :param hyperparameters: Overrides of the training settings, e.g. ``{"max_epochs": 5}``.
         (templated)
     :param retrain: Train a new version even when one exists for the identical training
-        input (otherwise the trainer reuses that version). (templated; "true"/"false" ok)
+        input (otherwise the trainer reuses that version, and an input identical to the
+        champion's skips the task). (templated; "true"/"false" ok)
     :param reason: Why this model is trained (a trigger form's reason); recorded as the
-        ``reason`` tag of the run and the model version. (templated)
+        ``reason`` tag of the run and the model version. Empty: derived from what started
+        the run (the drift report and its drifted features, the validated dates, else
+        the run type; ``core.triggers.run_reason``). (templated)
     :param kwargs: TrainerContainerOperator arguments (gpu, image, mlflow_conn_id,
         mem_limit, cpus, shm_size, docker_url, network_mode, runner, ...).
     """
@@ -81,6 +95,7 @@ class DockerTrainOperator(TrainerContainerOperator):
     def build_request(self, context: Context, config: DatasetConfig) -> TrainRequest:
         from mlops_loop.core.config import given, parse_flag, training_settings
         from mlops_loop.core.trainer_protocol import TrainRequest, config_payload
+        from mlops_loop.operators.triggers import reason_for_run
 
         overrides = _as_overrides(self.hyperparameters)
         if given(self.model_type):
@@ -91,7 +106,8 @@ class DockerTrainOperator(TrainerContainerOperator):
             overrides["seed"] = int(str(self.seed))
         # Raises ConfigError naming the key (training.mlp.lr ...) before any container.
         settings = training_settings(config, overrides)
-        tags = {"reason": str(self.reason)[:500]} if given(self.reason) else {}
+        reason = reason_for_run(context, self.reason)
+        tags = {"reason": reason} if reason else {}
         return TrainRequest(
             config=config_payload(config),
             train_snapshot_uri=self.train_snapshot_uri,
@@ -104,6 +120,78 @@ class DockerTrainOperator(TrainerContainerOperator):
             tags=tags,
             retrain=parse_flag(self.retrain, "retrain"),
         )
+
+    def result_without_trainer(self, context: Context, config: DatasetConfig) -> dict[str, Any] | None:
+        """Skip the task (AirflowSkipException with the reason) when this run's training
+        input is the champion's; None (train) otherwise or with ``retrain``."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        request = self.build_request(context, config)  # checks the settings first
+        if request.retrain:
+            return None
+        comparison = self.compare_with_champion(config, request)
+        if not comparison.up_to_date:
+            self.log.info("%s", comparison.reason)
+            return None
+        ti = context.get("ti") if context else None
+        if ti is not None:
+            ti.xcom_push(key="up_to_date", value=comparison.to_xcom())
+        raise AirflowSkipException(comparison.reason)
+
+    def compare_with_champion(self, config: DatasetConfig, request: TrainRequest) -> ChampionComparison:
+        """This request's training input against the current champion's, before anything
+        starts: the snapshot manifests are read, the champion's version tags fetched and
+        the code that would run named (the trainer image's labels, or the local process)."""
+        from mlops_loop.core.snapshots import load_manifest
+        from mlops_loop.core.training_set import (
+            compare_with_champion,
+            resolve_train_settings,
+            training_input_hash,
+        )
+
+        credentials = self.s3_credentials(config)
+        train_sha = str(load_manifest(request.train_snapshot_uri, credentials=credentials).get("sha256", ""))
+        valid_sha = str(load_manifest(request.valid_snapshot_uri, credentials=credentials).get("sha256", ""))
+        trainer_config, settings = resolve_train_settings(request)
+        code = self.code_tags()
+        name = str(settings.registered_model_name)
+        champion = self.champion(name)
+        champion_tags = (
+            dict(self.mlflow_hook.client.get_model_version(name, champion.version).tags)
+            if champion.version is not None
+            else None
+        )
+        candidate = {
+            "train_snapshot_sha256": train_sha,
+            "valid_snapshot_sha256": valid_sha,
+            "config_hash": trainer_config.config_hash(),
+            "model_type": settings.model_type,
+            "seed": str(settings.seed),
+            **code,
+        }
+        return compare_with_champion(
+            name,
+            training_input_hash(settings, trainer_config, train_sha, valid_sha, code),
+            candidate,
+            champion.version,
+            champion_tags,
+        )
+
+    def code_tags(self) -> dict[str, str]:
+        """``code_version`` and ``trainer_image`` as the trainer will record them: the
+        image's labels on a Docker engine (read, no container started), else the local
+        process's."""
+        import os
+        import sys
+
+        from mlops_loop.core.containers import image_tags, local_tags
+        from mlops_loop.core.trainer_protocol import TRAINER_PYTHON_ENV
+
+        if self._resolve_runner() == "local":
+            tags = local_tags(os.environ.get(TRAINER_PYTHON_ENV) or sys.executable)
+        else:
+            tags = image_tags(self.image, self._inspect_image())
+        return {"code_version": tags.get("code_version", ""), "trainer_image": tags.get("trainer_image", "")}
 
     def input_paths(self, config: DatasetConfig, request: TrainerRequest) -> list[str | None]:
         return [config.root, self.train_snapshot_uri, self.valid_snapshot_uri]

@@ -43,6 +43,9 @@ class EvaluateChallengerOperator(TrainerContainerOperator):
     :param challenger_version: Registered version to evaluate. (templated)
     :param model_name: Registered model; default the config's
         ``training.registered_model_name``. (templated)
+    :param reason: Why this evaluation runs; recorded in the decision record (context
+        ``tag.reason``). Empty: derived from what started the run (the drift report and
+        its drifted features, the validated dates, else the run type). (templated)
     :param kwargs: TrainerContainerOperator arguments (image, mlflow_conn_id, mem_limit,
         cpus, docker_url, network_mode, runner, ...); ``gpu`` defaults to ``none``.
     """
@@ -52,6 +55,7 @@ class EvaluateChallengerOperator(TrainerContainerOperator):
         "holdout_snapshot_uri",
         "challenger_version",
         "model_name",
+        "reason",
         *TrainerContainerOperator.template_fields,
     )
     ui_color = "#e3d7f4"
@@ -63,28 +67,33 @@ class EvaluateChallengerOperator(TrainerContainerOperator):
         holdout_snapshot_uri: str,
         challenger_version: str | int,
         model_name: str | None = None,
+        reason: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.holdout_snapshot_uri = holdout_snapshot_uri
         self.challenger_version = challenger_version
         self.model_name = model_name
+        self.reason = reason
 
     def build_request(self, context: Context, config: DatasetConfig) -> EvaluateRequest:
         from mlops_loop.core.config import given
         from mlops_loop.core.trainer_protocol import EvaluateRequest, config_payload
+        from mlops_loop.operators.triggers import reason_for_run
 
         if not given(self.challenger_version):
             raise ValueError(
                 "challenger_version is empty: which registered version should be evaluated?"
             )
         name = self.resolve_model_name(config, self.model_name)
+        reason = reason_for_run(context, self.reason)
         return EvaluateRequest(
             config=config_payload(config),
             holdout_snapshot_uri=self.holdout_snapshot_uri,
             model_name=name,
             challenger_version=str(self.challenger_version).strip(),
             expected_champion_version=self.champion(name).version,
+            tags={"reason": reason} if reason else {},
         )
 
     def input_paths(self, config: DatasetConfig, request: TrainerRequest) -> list[str | None]:

@@ -35,11 +35,15 @@ class PromoteModelOperator(BaseOperator):
     the model an audit entry. Re-running after a promotion is a ``noop``.
 
     Returns ``{outcome: promoted | noop | stale | rejected, promoted_version,
-    previous_champion, model_name, why, decision_id, summary}``.
+    previous_champion, model_name, why, decision_id, summary}`` (and the recorded
+    ``reason`` when the decision was ``promote``).
 
     :param decision: The evaluation's decision dict. (templated)
     :param decision_uri: Instead of ``decision``: URI of a stored ``decision.json``. (templated)
-    :param reason: Why (recorded on the version and in the audit trail). (templated)
+    :param reason: Why (recorded on the version as ``promotion_reason`` and in the audit
+        trail). Empty: derived from what started the run (the drift report and its drifted
+        features, the validated dates, else the run type), else the decision's reasons.
+        (templated)
     :param model_name: Registered model; default the decision's ``model_name``. (templated)
     :param mlflow_conn_id: Airflow Connection of the MLflow server (mlops_loop.hooks.mlflow);
         default ``$MLOPS_LOOP_MLFLOW_CONN_ID`` or ``mlflow_default``, else
@@ -120,8 +124,9 @@ class PromoteModelOperator(BaseOperator):
         from mlops_loop.core.registry import promote
         from mlops_loop.hooks.mlflow import MlflowHook
 
-        reason = self.reason or f"decision {decision.get('decision_id')}: " + "; ".join(
-            map(str, decision.get("reasons") or [])
+        reason = reason_for_run(context, self.reason) or (
+            f"decision {decision.get('decision_id')}: "
+            + "; ".join(map(str, decision.get("reasons") or []))
         )
         promotion = promote(
             MlflowHook(self.mlflow_conn_id, tracking_uri=self.mlflow_tracking_uri).client,
@@ -129,6 +134,7 @@ class PromoteModelOperator(BaseOperator):
             str(decision["challenger_version"]),
             expected_champion=decision.get("expected_champion_version"),
             decision_uri=decision.get("decision_uri") or self.decision_uri,
+        from mlops_loop.operators.triggers import reason_for_run
             airflow_run=_airflow_run(context),
             reason=reason,
         )
@@ -148,6 +154,7 @@ class PromoteModelOperator(BaseOperator):
                     version=str(decision["challenger_version"]),
                     expected=promotion.expected_champion,
                     current=promotion.current_champion,
+            "reason": reason,
                 )
             self.log.warning("%s", result["summary"])
         else:

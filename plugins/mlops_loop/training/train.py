@@ -36,13 +36,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_loop.core.config import DatasetConfig, TrainingSettings, training_settings
+from mlops_loop.core.config import DatasetConfig, TrainingSettings
 from mlops_loop.core.storage import S3Credentials
 from mlops_loop.core.trainer_protocol import (
     TrainRequest,
     is_connection_error,
     s3_credentials_from_env,
     trainer_tracking_uri,
+)
+from mlops_loop.core.training_set import (
+    TRAINING_INPUT_TAG,
+    resolve_train_settings,
+    training_input_hash,
 )
 from mlops_loop.exceptions import MlopsLoopError, TrackingServerError, TrainingError
 
@@ -55,7 +60,7 @@ TRAIN_URI_TAG = "train_snapshot_uri"
 TRAIN_SHA_TAG = "train_snapshot_sha256"
 VALID_URI_TAG = "valid_snapshot_uri"
 VALID_SHA_TAG = "valid_snapshot_sha256"
-INPUT_HASH_TAG = "training_input_sha256"
+INPUT_HASH_TAG = TRAINING_INPUT_TAG  # identity of the input: core.training_set.training_input_hash
 MODEL_ARTIFACT_NAME = "model"
 DATASET_DIGEST_CHARS = 32  # MLflow caps dataset digests at 36 characters
 
@@ -67,15 +72,10 @@ def print_flushed(line: str) -> None:
 
 
 def resolve_settings(request: TrainRequest) -> tuple[DatasetConfig, TrainingSettings]:
-    """The request's dataset config and its training settings with the request's overrides.
-    Raises ConfigError naming the key."""
-    config = request.dataset_config()
-    overrides = dict(request.hyperparameters)
-    for key in ("seed", "registered_model_name", "experiment_name"):
-        value = getattr(request, key)
-        if value is not None:
-            overrides[key] = value
-    return config, training_settings(config, overrides)
+    """The request's dataset config and its training settings with the request's overrides
+    (``core.training_set.resolve_train_settings``, shared with the worker's champion
+    check). Raises ConfigError naming the key."""
+    return resolve_train_settings(request)
 
 
 def run_training(
@@ -191,29 +191,6 @@ def run_training(
         "timing": {k: v for k, v in fit_info.items() if k in ("train_seconds", "train_rows_per_second")},
         "reused": False,
     }
-
-
-def training_input_hash(
-    settings: TrainingSettings,
-    config: DatasetConfig,
-    train_sha: str,
-    valid_sha: str,
-    request_tags: dict[str, str],
-) -> str:
-    """Identity of a training input: snapshots, config, resolved settings, code and image.
-    A registered version carrying the same hash is reused unless the request says retrain."""
-    import hashlib
-    import json
-
-    payload = {
-        "train": train_sha,
-        "valid": valid_sha,
-        "config": config.config_hash(),
-        "settings": settings.model_dump(mode="json"),
-        "code_version": request_tags.get("code_version", ""),
-        "trainer_image": request_tags.get("trainer_image", ""),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _existing_result(tracking_uri: str, name: str, input_hash: str) -> dict[str, Any] | None:

@@ -99,3 +99,195 @@ def test_without_until_ds_the_latest_validated_date_is_used(config):
     ts = assemble_training_set(config)
     assert ts.members[-1]["ds"] == "2026-01-03"
     assert ts.sha256 == assemble_training_set(config, until_ds="2026-01-03").sha256
+
+
+# ----------------------------------------------- the window's end and the champion's input
+
+
+@pytest.mark.parametrize(
+    ("requested", "events", "newest", "end", "note"),
+    [
+        pytest.param(None, [], "2026-01-03", "2026-01-03", "the newest validated date", id="newest"),
+        pytest.param("2026-01-02", [], "2026-01-03", "2026-01-02", "the requested date", id="requested"),
+        pytest.param(
+            None, ["2026-01-03"], "2026-01-03", "2026-01-03", "it includes 2026-01-03", id="event-inside"
+        ),
+        pytest.param(
+            "2026-01-01",
+            ["2026-01-03"],
+            "2026-01-04",
+            "2026-01-03",
+            "moved from the requested date 2026-01-01 to reach 2026-01-03",
+            id="requested-too-early-moves-to-event",
+        ),
+        pytest.param(
+            None,
+            ["2026-01-05", "2026-01-02"],
+            "2026-01-03",
+            "2026-01-03",
+            "it includes 2026-01-02, 2026-01-05",
+            id="event-after-newest-stays-at-newest",
+        ),
+        pytest.param(
+            "2026-01-01",
+            ["2026-01-05"],
+            "2026-01-03",
+            "2026-01-03",
+            "(no validated data after 2026-01-03)",
+            id="moved-but-capped-at-newest",
+        ),
+    ],
+)
+def test_training_window_end(requested, events, newest, end, note):
+    from mlops_loop.core.training_set import training_window_end
+
+    got, how = training_window_end(requested, events, newest)
+    assert got == end
+    assert note in how, how
+
+
+def test_training_window_end_says_when_an_event_lies_before_the_window():
+    from mlops_loop.core.training_set import training_window_end
+
+    end, note = training_window_end(None, ["2026-01-01"], "2026-03-01", window_days=30)
+    assert end == "2026-03-01"
+    assert "event date(s) 2026-01-01 lie before the window's start 2026-01-31" in note
+
+
+@pytest.mark.parametrize(
+    ("requested", "events", "newest", "error", "match"),
+    [
+        pytest.param("01/02/2026", [], None, ValueError, "YYYY-MM-DD, got '01/02/2026'", id="bad-requested"),
+        pytest.param(None, ["2026-1-2"], "2026-01-03", ValueError, "got '2026-1-2'", id="bad-event-date"),
+        pytest.param(None, [], None, TrainingSetError, "no until_ds given", id="nothing"),
+    ],
+)
+def test_training_window_end_rejects(requested, events, newest, error, match):
+    from mlops_loop.core.training_set import training_window_end
+
+    with pytest.raises(error, match=match):
+        training_window_end(requested, events, newest)
+
+
+def test_drift_date_moves_the_window_and_no_new_data_gives_the_same_set(config):
+    validate_days(config, ["2026-01-01", "2026-01-02", "2026-01-03"])
+    plain = assemble_training_set(config)
+    # A drift report of the newest validated date: the same set (content address and all).
+    same = assemble_training_set(config, must_include_ds=["2026-01-03"])
+    assert (same.sha256, same.created, same.until_ds) == (plain.sha256, False, "2026-01-03")
+    # A report dated after the newest validated day: still that set, and the note says why.
+    later = assemble_training_set(config, must_include_ds=["2026-01-06"])
+    assert later.sha256 == plain.sha256
+    assert "no validated data after 2026-01-03" in later.window_note
+    # A form date before the drifted day is moved forward to include it.
+    moved = assemble_training_set(config, until_ds="2026-01-02", must_include_ds=["2026-01-03"])
+    assert moved.sha256 == plain.sha256 and moved.members[-1]["ds"] == "2026-01-03"
+    assert "moved from the requested date 2026-01-02" in moved.window_note
+    stored = (Path(plain.uri) / "manifest.json").read_text()
+    assert "window_note" not in stored  # a run's note, not part of the set
+
+
+def test_split_hashes_are_what_the_trainer_records(config):
+    from mlops_loop.core.snapshots import load_manifest
+    from mlops_loop.core.training_set import split_sha256
+
+    validate_days(config, ["2026-01-01", "2026-01-02"])
+    ts = assemble_training_set(config)
+    assert load_manifest(ts.train_uri)["sha256"] == split_sha256(ts.sha256, "train")
+    assert load_manifest(ts.valid_uri)["sha256"] == split_sha256(ts.sha256, "valid")
+
+
+def test_the_trainer_and_the_worker_share_one_input_identity():
+    from mlops_loop.core import training_set
+    from mlops_loop.training import train
+
+    assert train.training_input_hash is training_set.training_input_hash
+    assert train.INPUT_HASH_TAG == training_set.TRAINING_INPUT_TAG == "training_input_sha256"
+
+
+CANDIDATE = {
+    "train_snapshot_sha256": "t" * 64,
+    "valid_snapshot_sha256": "v" * 64,
+    "config_hash": "c" * 64,
+    "model_type": "hist_gradient_boosting",
+    "seed": "42",
+    "code_version": "abc1234",
+    "trainer_image": "mlops-loop/trainer:latest",
+}
+
+
+@pytest.mark.parametrize(
+    ("champion", "tags", "up_to_date", "reason"),
+    [
+        pytest.param(None, None, False, "m has no champion yet: training", id="no-champion"),
+        pytest.param(
+            "3", {**CANDIDATE}, False, "carries no training_input_sha256 tag", id="champion-without-input-tag"
+        ),
+        pytest.param(
+            "3",
+            {**CANDIDATE, "training_input_sha256": "same"},
+            True,
+            "nothing new for m: champion v3 was trained on this very input (training split "
+            "tttttttttttt, validation split vvvvvvvvvvvv, config cccccccccccc, code abc1234 in "
+            "mlops-loop/trainer:latest",
+            id="identical-input",
+        ),
+        pytest.param(
+            "3",
+            {**CANDIDATE, "training_input_sha256": "other", "train_snapshot_sha256": "o" * 64},
+            False,
+            "training input differs from champion v3 of m: training split oooooooooooo -> tttttttttttt",
+            id="new-data",
+        ),
+        pytest.param(
+            "3",
+            {**CANDIDATE, "training_input_sha256": "other", "code_version": "0ld"},
+            False,
+            "code version 0ld -> abc1234",
+            id="new-code",
+        ),
+        pytest.param(
+            "3",
+            {**CANDIDATE, "training_input_sha256": "other", "model_type": "mlp"},
+            False,
+            "model type mlp -> hist_gradient_boosting",
+            id="other-model-type-from-the-form",
+        ),
+        pytest.param(
+            "3",
+            {**CANDIDATE, "training_input_sha256": "other"},
+            False,
+            "differs from champion v3 of m: training settings (hyperparameters)",
+            id="other-hyperparameters-from-the-form",
+        ),
+    ],
+)
+def test_compare_with_champion(champion, tags, up_to_date, reason):
+    from mlops_loop.core.training_set import compare_with_champion
+
+    got = compare_with_champion("m", "same", CANDIDATE, champion, tags)
+    assert got.up_to_date is up_to_date
+    assert reason in got.reason, got.reason
+    assert got.to_xcom()["champion_version"] == champion
+
+
+def test_form_overrides_change_the_training_input(config):
+    """A form with other hyperparameters or another model type is another input; the
+    same values as the config are the same input."""
+    from mlops_loop.core.trainer_protocol import TrainRequest, config_payload
+    from mlops_loop.core.training_set import resolve_train_settings, training_input_hash
+
+    def identity(**hyperparameters):
+        request = TrainRequest(
+            config=config_payload(config),
+            train_snapshot_uri="/t",
+            valid_snapshot_uri="/v",
+            hyperparameters=hyperparameters,
+        )
+        cfg, settings = resolve_train_settings(request)
+        return training_input_hash(settings, cfg, "t", "v", {"code_version": "x", "trainer_image": "i"})
+
+    plain = identity()
+    assert identity(model_type=config.training.model_type) == plain
+    assert identity(model_type="hist_gradient_boosting") != plain
+    assert identity(max_epochs=3) != plain

@@ -130,3 +130,40 @@ def test_promote_rerun_and_stale_against_a_real_registry(mlflow_server):
             mlflow_tracking_uri=mlflow_server.url,
         ).execute({})
     assert get_champion(client, name) == v1
+
+
+@pytest.mark.integration
+def test_promotion_reason_comes_from_what_started_the_run(mlflow_server):
+    """Empty reason: the drift report that started the run is the promotion_reason tag
+    and the audit entry's reason; a typed reason wins; with nothing known, the decision's
+    reasons (as before)."""
+    import mlflow
+
+    from mlops_loop.core.registry import audit_trail
+    from tests.unit.operators.test_triggers import DRIFT_EXTRA, REPORT, context, event
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
+    name = "unit_promote_reason_model"
+    v1, v2, v3 = _register(client, name, 3)
+    drift_run = context(event("mlops_loop.credit_default.retrain_requested", DRIFT_EXTRA))
+
+    def promote(version: str, expected: str | None, reason: str, ctx) -> dict:
+        d = decision_dict(
+            model_name=name, challenger_version=version, expected_champion_version=expected
+        )
+        return PromoteModelOperator(
+            task_id="p", decision=d, reason=reason, mlflow_tracking_uri=mlflow_server.url
+        ).execute(ctx)
+
+    derived = f"drift report 2026-04-22: drift in interest_rate, credit_score (report {REPORT})"
+    assert promote(v1, None, "", drift_run)["reason"] == derived
+    assert client.get_model_version(name, v1).tags["promotion_reason"] == derived
+    assert audit_trail(client, name)[-1]["reason"] == derived
+
+    promote(v2, v1, "a person's reason", drift_run)
+    assert client.get_model_version(name, v2).tags["promotion_reason"] == "a person's reason"
+
+    promote(v3, v2, "", {})
+    assert client.get_model_version(name, v3).tags["promotion_reason"] == (
+        "decision abc: roc_auc 0.80 vs 0.70"
+    )
