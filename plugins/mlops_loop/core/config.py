@@ -124,7 +124,24 @@ class SourceSettings(_Strict):
     format: Literal["csv", "parquet"] = "csv"
     csv: CsvOptions = CsvOptions()
     on_missing: Literal["fail", "skip"] = Field(
-        default="fail", description="No batch for the date: fail the task, or skip downstream."
+        default="skip",
+        description="No batch for the date once wait_timeout_minutes have passed: skip "
+        "(the run's tasks are skipped and the run ends without a failure) or fail "
+        "(the run fails, naming the files it looked for).",
+    )
+    wait_timeout_minutes: float = Field(
+        default=360.0,
+        ge=0.0,
+        le=7 * 24 * 60,
+        description="How long a scheduled ingest run waits for its batch to land; 0: look "
+        "once. A run triggered with an explicit date never waits.",
+    )
+    poke_interval_seconds: float = Field(
+        default=300.0,
+        ge=1.0,
+        le=24 * 60 * 60,
+        description="Pause between two looks while waiting; the wait frees its worker slot "
+        "in between.",
     )
 
     @field_validator("uri")
@@ -613,6 +630,13 @@ class EvaluationSettings(_Strict):
     )
     min_holdout_rows: int = Field(default=500, ge=10)
     seed: int = 0
+    approval: Literal["none", "required"] = Field(
+        default="none",
+        description="required: a person approves each promote decision before the champion moves.",
+    )
+    approval_timeout_hours: float = Field(
+        default=72.0, gt=0.0, description="Without an answer by then the promotion is rejected."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EvaluationSettings:

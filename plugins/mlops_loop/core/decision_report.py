@@ -384,3 +384,22 @@ def summarize(decision: Mapping[str, Any], promotion: Mapping[str, Any] | None) 
         head = f"{name}: {decision.get('outcome', 'rejected')} v{challenger}: {reasons}"
         return f"{head} (decision report {record})"
     return f"{head}: {reasons} (decision report {record})"
+
+
+def approval_request(decision: Mapping[str, Any]) -> tuple[str, str]:
+    """(subject, Markdown body) asking a person to approve a ``promote`` decision: what
+    would change, why the evaluation says so, and where the report is."""
+    name = decision.get("model_name", "model")
+    challenger = decision.get("challenger_version")
+    against = decision.get("expected_champion_version")
+    replaces = f"version {against}" if against else "no champion (first model)"
+    subject = f"Promote {name} version {challenger} to champion?"
+    reasons = "\n".join(f"- {r}" for r in decision.get("reasons") or []) or "- no reasons recorded"
+    report = decision.get("html_uri") or decision.get("decision_uri") or "not written"
+    body = (
+        f"The evaluation decided **promote**: version {challenger} would replace {replaces}.\n\n"
+        f"{reasons}\n\nDecision `{decision.get('decision_id')}`; report: `{report}`.\n\n"
+        "Approve moves the champion only if it is still the version evaluated against "
+        "(compare-and-set). Reject, or no answer before the timeout, changes nothing."
+    )
+    return subject, body
