@@ -19,4 +19,4 @@ os.environ.setdefault("MLOPS_LOOP_CONFIG_DIR", str(REPO / "include" / "config"))
 # GE and tqdm progress bars only add noise to test logs.
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.airflow_db"]
+pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.airflow_db", "tests.fixtures.airflow_stack"]

@@ -117,7 +117,10 @@ class AirflowStack:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -144,7 +147,9 @@ class AirflowStack:
         if self._token is None:
             response = self._http("GET", "/auth/token", auth=False)
             if response.status_code >= 300:
-                raise AirflowStackError(f"GET /auth/token answered {response.status_code}: {response.text}")
+                raise AirflowStackError(
+                    f"GET /auth/token answered {response.status_code}: {response.text}"
+                )
             self._token = str(response.json()["access_token"])
         return self._token
 
@@ -154,7 +159,9 @@ class AirflowStack:
         headers = dict(kwargs.pop("headers", {}) or {})
         if auth:
             headers["Authorization"] = f"Bearer {self.token}"
-        return httpx.request(method, self.url + path, headers=headers, timeout=self.request_timeout, **kwargs)
+        return httpx.request(
+            method, self.url + path, headers=headers, timeout=self.request_timeout, **kwargs
+        )
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """An authenticated request to the api-server; ``path`` starts with ``/``. Returns
@@ -165,7 +172,9 @@ class AirflowStack:
         """``request`` under ``/api/v2`` that must succeed; returns the JSON body."""
         response = self.request(method, "/api/v2" + path, **kwargs)
         if response.status_code >= 300:
-            raise AirflowStackError(f"{method} /api/v2{path} answered {response.status_code}: {response.text}")
+            raise AirflowStackError(
+                f"{method} /api/v2{path} answered {response.status_code}: {response.text}"
+            )
         return response.json() if response.content else None
 
     def health(self) -> dict[str, Any]:
@@ -180,7 +189,9 @@ class AirflowStack:
         if response.status_code == 404:
             return None
         if response.status_code >= 300:
-            raise AirflowStackError(f"GET dag {dag_id} answered {response.status_code}: {response.text}")
+            raise AirflowStackError(
+                f"GET dag {dag_id} answered {response.status_code}: {response.text}"
+            )
         return dict(response.json())
 
     def wait_for_dags(self, dag_ids: Iterable[str], timeout: float = 180) -> None:
@@ -244,7 +255,9 @@ class AirflowStack:
             self.unpause(dag_id)
         response = self.trigger_request(dag_id, conf=conf, logical_date=logical_date, run_id=run_id)
         if response.status_code >= 300:
-            raise AirflowStackError(f"trigger {dag_id} answered {response.status_code}: {response.text}")
+            raise AirflowStackError(
+                f"trigger {dag_id} answered {response.status_code}: {response.text}"
+            )
         return str(response.json()["dag_run_id"])
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
@@ -252,9 +265,13 @@ class AirflowStack:
 
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
         """``{task_id: task instance}`` of a run (map index -1 only)."""
-        body = self.api("GET", f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances?limit=1000")
+        body = self.api(
+            "GET", f"/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances?limit=1000"
+        )
         return {
-            ti["task_id"]: ti for ti in body["task_instances"] if ti.get("map_index", -1) in (-1, None)
+            ti["task_id"]: ti
+            for ti in body["task_instances"]
+            if ti.get("map_index", -1) in (-1, None)
         }
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
@@ -300,12 +317,14 @@ class AirflowStack:
             if time.monotonic() > deadline:
                 raise AirflowStackError(
                     f"task {dag_id}/{run_id}/{task_id} is {ti and ti['state']!r}, not {sorted(wanted)} "
-                    f"after {timeout:.0f}s; tasks: {({k: v['state'] for k, v in tis.items()})}\n"
+                    f"after {timeout:.0f}s; tasks: { ({k: v['state'] for k, v in tis.items()}) }\n"
                     f"scheduler log tail:\n{self.log_tail('scheduler')}"
                 )
             time.sleep(1)
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int | None = None) -> str:
+    def task_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int | None = None
+    ) -> str:
         """The task's log as text (the latest try unless ``try_number``)."""
         if try_number is None:
             try_number = int(self.task_instances(dag_id, run_id)[task_id]["try_number"]) or 1
@@ -338,7 +357,8 @@ class AirflowStack:
     def links_request(self, dag_id: str, run_id: str, task_id: str) -> Any:
         """``GET .../taskInstances/{task_id}/links``; the response, whatever its status."""
         return self.request(
-            "GET", f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances/{quote(task_id)}/links"
+            "GET",
+            f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id)}/taskInstances/{quote(task_id)}/links",
         )
 
     def links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
@@ -357,7 +377,9 @@ class AirflowStack:
             f"{quote(task_id)}/{map_index}/hitlDetails"
         )
 
-    def hitl_detail(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+    def hitl_detail(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+    ) -> dict[str, Any]:
         """What a human-in-the-loop task asks (options, body, params) and any answer."""
         response = self.request("GET", self.hitl_path(dag_id, run_id, task_id, map_index))
         if response.status_code >= 300:
@@ -419,7 +441,9 @@ def stack_environment(
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs" / "tasks"),
-        "AIRFLOW__LOGGING__DAG_PROCESSOR_CHILD_PROCESS_LOG_DIRECTORY": str(home / "logs" / "dag-processor"),
+        "AIRFLOW__LOGGING__DAG_PROCESSOR_CHILD_PROCESS_LOG_DIRECTORY": str(
+            home / "logs" / "dag-processor"
+        ),
         # A small machine: parse every 30 s (a reparse request is immediate), look for
         # new work often.
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
@@ -475,9 +499,13 @@ def start_airflow_stack(
                 timeout=timeout, check=False,
             )  # fmt: skip
         if proc.returncode != 0:
-            raise AirflowStackError(f"airflow db migrate exited with {proc.returncode}:\n{log_tail(migrate_log)}")
+            raise AirflowStackError(
+                f"airflow db migrate exited with {proc.returncode}:\n{log_tail(migrate_log)}"
+            )
         for component in COMPONENTS:
-            stack.processes[component] = _spawn(component, [airflow, component], stack.log_path(component), env)
+            stack.processes[component] = _spawn(
+                component, [airflow, component], stack.log_path(component), env
+            )
         _wait_healthy(stack, deadline)
     except BaseException:
         stack.stop()
@@ -487,7 +515,9 @@ def start_airflow_stack(
 
 def _spawn(name: str, cmd: list[str], log_path: Path, env: dict[str, str]) -> LocalServer:
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    process = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+    )
     log.close()
     return LocalServer(name=name, url="", process=process, log_path=log_path)
 
@@ -524,7 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     home = Path(args[0] if args else REPO / ".local" / "airflow-stack")
     with start_airflow_stack(home) as stack:
-        print(f"Airflow {stack.url} (database {stack.database}); logs in {home / 'logs'}", flush=True)
+        print(
+            f"Airflow {stack.url} (database {stack.database}); logs in {home / 'logs'}", flush=True
+        )
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 stack.check_alive()

@@ -174,6 +174,10 @@ class EvaluateResult(TrainerResult):
     model_name: str
     challenger_version: str
     expected_champion_version: str | None = None
+    # The MLflow copy of the decision record (None when it was not logged).
+    artifact_run_id: str | None = None
+    artifact_experiment_id: str | None = None
+    html_artifact_path: str | None = None
 
 
 class MonitorResult(TrainerResult):
@@ -185,6 +189,10 @@ class MonitorResult(TrainerResult):
     drifted_features: list[str] = Field(default_factory=list)
     warned_features: list[str] = Field(default_factory=list)
     decay_verdict: str | None = None
+    # The MLflow run holding the report (absent without a champion).
+    monitoring_run_id: str | None = None
+    monitoring_experiment_id: str | None = None
+    html_artifact_path: str | None = None
 
 
 NO_CHAMPION = "no_champion"

@@ -23,6 +23,11 @@ def _airflow_run(context: Context | None) -> str | None:
     return None if ti is None else f"{ti.dag_id}/{ti.run_id}/{ti.task_id}"
 
 
+# Keys of an evaluation result that locate its decision report (html_uri in storage, the
+# MLflow copy); a promotion result repeats them.
+DECISION_REPORT_KEYS = ("html_uri", "artifact_run_id", "artifact_experiment_id", "html_artifact_path")
+
+
 class PromoteModelOperator(BaseOperator):
     """Promote the evaluated challenger to ``champion`` when the decision says so.
 
@@ -108,7 +113,12 @@ class PromoteModelOperator(BaseOperator):
         if not name:
             raise ValueError("no model_name: pass it or use a decision that names the model")
         outcome = decision.get("outcome")
-        base = {"model_name": name, "decision_id": decision.get("decision_id")}
+        base = {
+            "model_name": name,
+            "decision_id": decision.get("decision_id"),
+            # Where the decision report is, for the task's "Decision report" link.
+            **{key: decision.get(key) for key in DECISION_REPORT_KEYS if decision.get(key)},
+        }
         if outcome != "promote":
             result = {
                 **base,
@@ -123,6 +133,7 @@ class PromoteModelOperator(BaseOperator):
 
         from mlops_loop.core.registry import promote
         from mlops_loop.hooks.mlflow import MlflowHook
+        from mlops_loop.operators.triggers import reason_for_run
 
         reason = reason_for_run(context, self.reason) or (
             f"decision {decision.get('decision_id')}: "
@@ -134,7 +145,6 @@ class PromoteModelOperator(BaseOperator):
             str(decision["challenger_version"]),
             expected_champion=decision.get("expected_champion_version"),
             decision_uri=decision.get("decision_uri") or self.decision_uri,
-        from mlops_loop.operators.triggers import reason_for_run
             airflow_run=_airflow_run(context),
             reason=reason,
         )
@@ -144,6 +154,7 @@ class PromoteModelOperator(BaseOperator):
             "promoted_version": promotion.version if promotion.outcome == "promoted" else None,
             "previous_champion": promotion.previous_champion,
             "why": promotion.detail,
+            "reason": reason,
         }
         result["summary"] = summarize(decision, result)
         if promotion.outcome == "stale":
@@ -154,7 +165,6 @@ class PromoteModelOperator(BaseOperator):
                     version=str(decision["challenger_version"]),
                     expected=promotion.expected_champion,
                     current=promotion.current_champion,
-            "reason": reason,
                 )
             self.log.warning("%s", result["summary"])
         else:

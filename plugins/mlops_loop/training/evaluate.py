@@ -21,7 +21,9 @@ One call, :func:`run_evaluation`, takes an ``EvaluateRequest`` (core.trainer_pro
 The result (result.json) is the decision dict plus ``decision_uri``, ``html_uri``,
 ``model_name``, ``challenger_version``, ``expected_champion_version`` (the champion that
 was actually compared against: what the promotion's compare-and-set expects) and
-``measurements``. ``insufficient_data`` (holdout too small, one class only) is a normal
+``measurements``, and where the MLflow copy of the record is (``artifact_run_id``,
+``artifact_experiment_id``, ``html_artifact_path``: the "Decision report" link of the
+Airflow plugin). ``insufficient_data`` (holdout too small, one class only) is a normal
 outcome, never a promotion.
 """
 
@@ -71,6 +73,19 @@ def directory_size_mb(path: str | Path) -> float:
     root = Path(path)
     files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
     return sum(p.stat().st_size for p in files) / 1e6
+
+
+def record_artifact_location(client: Any, run_id: str | None, artifact_path: str | None) -> dict[str, Any]:
+    """Where the MLflow copy of the decision record is (the challenger's run, its
+    experiment, the HTML's artifact path), for a link that a browser can open; empty
+    values when the record was not logged to MLflow."""
+    if not run_id or not artifact_path:
+        return {"artifact_run_id": None, "artifact_experiment_id": None, "html_artifact_path": None}
+    return {
+        "artifact_run_id": run_id,
+        "artifact_experiment_id": str(client.get_run(run_id).info.experiment_id),
+        "html_artifact_path": f"{artifact_path}/report.html",
+    }
 
 
 def load_version(client: Any, name: str, version: str, into: Path) -> tuple[Any, float, str | None]:
@@ -279,6 +294,7 @@ def run_evaluation(
         "decision_uri": record["json_uri"],
         "html_uri": record["html_uri"],
         "artifact_path": record["artifact_path"],
+        **record_artifact_location(client, run_id, record["artifact_path"]),
         "measurements": measurements,
         "device": "cpu",
     }

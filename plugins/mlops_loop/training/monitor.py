@@ -22,7 +22,9 @@ One call, :func:`run_monitor`, takes a ``MonitorRequest`` (core.trainer_protocol
 
 The result (result.json, the operator's XCom) is small JSON: ``DriftResult.summary_dict()``
 plus ``decay_verdict``, ``decay_reason``, ``reasons``, report URIs, profile URI, the
-champion version and the monitoring run id.
+champion version, and the monitoring run (``monitoring_run_id``,
+``monitoring_experiment_id``, ``html_artifact_path``: the "Drift report" link of the
+Airflow plugin).
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ def _monitor(
     prefix = report_prefix_for(request.reports_root, request.ds)
     uris = write_reports(open_storage(prefix, credentials), prefix, result, decay, profile, meta=meta)
     log(f"drift report: {uris['html']}")
-    run_id = _log_monitoring_run(request, config, result, decay, uris, credentials)
+    run_id, experiment_id = _log_monitoring_run(request, config, result, decay, uris, credentials)
 
     summary = result.summary_dict()
     return {
@@ -190,6 +192,8 @@ def _monitor(
         "profile_uri": profile_uri,
         "profile_built": built,
         "monitoring_run_id": run_id,
+        "monitoring_experiment_id": experiment_id,
+        "html_artifact_path": f"{REPORT_ARTIFACT_PATH}/report.html",
     }
 
 
@@ -372,7 +376,8 @@ def _log_monitoring_run(
     decay: dict[str, Any] | None,
     uris: dict[str, str],
     credentials: S3Credentials,
-) -> str:
+) -> tuple[str, str]:
+    """Log the run; returns its run id and experiment id."""
     import mlflow
 
     from mlops_loop.core.storage import open_storage
@@ -410,4 +415,4 @@ def _log_monitoring_run(
             for key, file_name in (("json", "report.json"), ("html", "report.html")):
                 (Path(tmp) / file_name).write_text(storage.read_text(uris[key]), encoding="utf-8")
             mlflow.log_artifacts(tmp, artifact_path=REPORT_ARTIFACT_PATH)
-        return str(run.info.run_id)
+        return str(run.info.run_id), str(run.info.experiment_id)
