@@ -149,6 +149,7 @@ def test_promote_reject_promote_rollback(airflow_db, tmp_path, monkeypatch, mlfl
     ) and decision["html_uri"].endswith("/report.html")
     record = json.loads(Path(decision["decision_uri"]).read_text())
     assert record["outcome"] == "promote" and record["html_uri"] == decision["html_uri"]
+    assert record["context"]["tag.reason"] == "first", "the form's reason is in the decision record"
     assert (
         str(tmp_path) in decision["decision_uri"]
         and "/reports/decisions/" in decision["decision_uri"]
