@@ -175,15 +175,39 @@ class FinalErrorsFailAtOnce(RetryPolicy):
         return RetryDecision.default()
 
 
+def reject_unknown_conf(context: Any) -> None:
+    """``pre_execute`` of every task: a run whose conf names a key that the DAG has no
+    Param for fails before any work, naming the key and the keys the DAG takes.
+
+    Airflow accepts any conf key at trigger time (``POST .../dagRuns`` answers 200 and
+    the key becomes an untyped param), so a misspelt ``{"dss": "2026-05-01"}`` would
+    otherwise run for the run's own date without a word. Params that are in the DAG are
+    checked by Airflow itself when the run is created (HTTP 400 on a bad value)."""
+    dag_run = context.get("dag_run")
+    conf = getattr(dag_run, "conf", None) or {}
+    task = context.get("task")
+    dag = context.get("dag") or getattr(task, "dag", None)
+    known = set(getattr(dag, "params", None) or {}) | set(getattr(task, "params", None) or {})
+    unknown = sorted(str(key) for key in conf if key not in known)
+    if unknown:
+        dag_id = getattr(dag, "dag_id", "this DAG")
+        raise ConfigError(
+            f"unknown conf key(s) {', '.join(map(repr, unknown))} for {dag_id}: it takes "
+            f"{', '.join(sorted(known)) or 'no conf'}; nothing was run"
+        )
+
+
 def task_defaults() -> dict[str, Any]:
     """``default_args`` of every mlops_loop DAG: retries with exponential backoff for
-    transient faults; errors that say the input is wrong fail at once."""
+    transient faults; errors that say the input is wrong fail at once; a conf key the
+    DAG does not know fails the first task (reject_unknown_conf)."""
     return {
         "retries": TASK_RETRIES,
         "retry_delay": FIRST_RETRY_DELAY,
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": MAX_RETRY_DELAY,
         "retry_policy": FinalErrorsFailAtOnce(),
+        "pre_execute": reject_unknown_conf,
     }
 
 

@@ -4,6 +4,7 @@ task arguments (retries)."""
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -161,3 +162,28 @@ def _trainer_exit(code: int) -> TrainerContainerFailed:
 def test_data_errors_fail_at_once_other_errors_retry(error, action):
     decision = task_defaults()["retry_policy"].evaluate(error, try_number=1, max_tries=3)
     assert decision.action.value == action
+
+
+@pytest.mark.parametrize(
+    ("conf", "error"),
+    [
+        pytest.param(None, None, id="no-conf"),
+        pytest.param({}, None, id="empty-conf"),
+        pytest.param({"ds": "2026-05-01"}, None, id="known-key"),
+        pytest.param({"dss": "2026-05-01"}, "unknown conf key(s) 'dss' for mlops_ingest__x: it takes ds", id="misspelt"),
+        pytest.param({"ds": None, "b": 1, "a": 2}, "unknown conf key(s) 'a', 'b' for", id="several"),
+    ],
+)  # fmt: skip
+def test_every_task_rejects_a_conf_key_its_dag_does_not_know(conf, error):
+    from types import SimpleNamespace
+
+    from airflow.sdk import Param
+
+    hook = task_defaults()["pre_execute"]
+    dag = SimpleNamespace(dag_id="mlops_ingest__x", params={"ds": Param(None)})
+    context = {"dag_run": SimpleNamespace(conf=conf), "dag": dag, "task": SimpleNamespace(params={})}
+    if error is None:
+        hook(context)
+    else:
+        with pytest.raises(ConfigError, match=re.escape(error)):
+            hook(context)
