@@ -200,3 +200,18 @@ def test_unknown_trainer_command_fails_before_docker():
     op = Predict(task_id="x", config_path=CONFIG, docker_url=NO_ENGINE, mlflow_tracking_uri="http://127.0.0.1:1")
     with pytest.raises(ValueError, match="must be one of train, evaluate, monitor, got 'predict'"):
         op.execute({})
+
+
+def test_retrain_never_consults_the_champion():
+    # retrain asks for a new version whatever the champion was trained on: no registry,
+    # storage or Docker call (all three would fail here) before the trainer runs.
+    assert _train_op(retrain=True).result_without_trainer({}, CONFIG_OBJ) is None
+
+
+def test_champion_check_reads_the_snapshots_before_anything_else():
+    # Without retrain the check starts by reading the split manifests: a missing one fails
+    # naming it, before the registry or the Docker engine is asked.
+    from mlops_loop.exceptions import SnapshotNotFoundError
+
+    with pytest.raises(SnapshotNotFoundError, match="/data/credit_default/snapshots/aaa"):
+        _train_op().result_without_trainer({}, CONFIG_OBJ)
