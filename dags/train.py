@@ -15,6 +15,7 @@ from mlops_loop.operators import (
     DockerTrainOperator,
     EvaluateChallengerOperator,
     PromoteModelOperator,
+    PromotionApprovalOperator,
 )
 
 DOC = """
@@ -40,11 +41,19 @@ DOC = """
    a latency/size budget (config `evaluation`), writes a decision record (JSON + HTML under
    `reports/decisions/`, and as MLflow artifacts) and tags the challenger version. Without
    a champion the challenger must beat a trivial baseline.
-4. **promote_or_reject**: when the decision is `promote`, moves `champion` to the
-   challenger only if the champion is still the one evaluated against (compare-and-set;
-   otherwise the task fails as *stale* and nothing changes). Other outcomes change nothing.
-5. **summary**: one line: promoted vN over vM, or rejected with the reasons, and the
-   decision report's path; or why nothing was trained.
+4. **approve_promotion**: with `evaluation.approval: required` and a `promote` decision,
+   waits (without holding a worker slot) for a person to Approve or Reject in the UI's
+   Required Actions, which show the decision summary and report path; no answer within
+   `evaluation.approval_timeout_hours` rejects. Reject or timeout skips the promotion:
+   nothing changes. Otherwise (the default `approval: none`, or another outcome) it passes
+   at once.
+5. **promote_or_reject**: when the decision is `promote` (and approved, where approval is
+   required), moves `champion` to the challenger only if the champion is still the one
+   evaluated against (compare-and-set; otherwise the task fails as *stale* and nothing
+   changes). Other outcomes change nothing. Who approved and when is stored with the
+   promotion (`approved_by`, `approved_at` tags and the audit trail).
+6. **summary**: one line: promoted vN over vM, or rejected with the reasons (or by whom),
+   and the decision report's path; or why nothing was trained.
 
 The reason recorded on the model version, the decision record and the promotion is the
 form's `reason`, or else what started the run: the drift report (date, drifted features,
@@ -126,9 +135,15 @@ for entry in dataset_entries():
             reason="{{ params.reason }}",
             mem_limit="4g",
         )
+        approve = PromotionApprovalOperator(
+            task_id="approve_promotion",
+            config_path=entry.path,
+            decision="{{ ti.xcom_pull(task_ids='evaluate_challenger') }}",
+        )
         promote = PromoteModelOperator(
             task_id="promote_or_reject",
             decision="{{ ti.xcom_pull(task_ids='evaluate_challenger') }}",
+            approval="{{ ti.xcom_pull(task_ids='approve_promotion') }}",
             reason="{{ params.reason }}",
         )
 
@@ -138,9 +153,18 @@ for entry in dataset_entries():
             from mlops_loop.core.decision_report import summarize
 
             up_to_date = ti.xcom_pull(task_ids="train_challenger", key="up_to_date")
-            line = up_to_date["reason"] if up_to_date else summarize(decision or {}, promotion)
+            approval = ti.xcom_pull(task_ids="approve_promotion")
+            if up_to_date:
+                line = up_to_date["reason"]
+            elif promotion is None and approval and approval.get("approval") != "approved":
+                line = summarize(
+                    {**(decision or {}), "outcome": f"promote {approval['approval']} by a person"},
+                    None,
+                )
+            else:
+                line = summarize(decision or {}, promotion)
             print(line)
             return line
 
-        assemble >> train >> evaluate >> promote
+        assemble >> train >> evaluate >> approve >> promote
         summary(evaluate.output, promote.output)  # type: ignore[arg-type]  # XComArgs resolve at run time

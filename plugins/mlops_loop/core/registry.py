@@ -56,6 +56,8 @@ TAG_PROMOTED_AT = "promoted_at"
 TAG_PROMOTION_REASON = "promotion_reason"
 TAG_ROLLED_BACK_AT = "rolled_back_at"
 TAG_ROLLBACK_REASON = "rollback_reason"
+TAG_APPROVED_BY = "approved_by"  # the person who approved the promotion (evaluation.approval)
+TAG_APPROVED_AT = "approved_at"
 
 
 def _now() -> str:
@@ -356,11 +358,15 @@ def promote(
     decision_uri: str | None,
     airflow_run: str | None,
     reason: str,
+    approval: Mapping[str, Any] | None = None,
     alias: str = CHAMPION_ALIAS,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     lock_ttl: float = DEFAULT_LOCK_TTL,
 ) -> PromotionResult:
     """Move ``alias`` to ``version`` only if it still points at ``expected_champion``.
+
+    ``approval``: the record of a person's approval (``approval``, ``by``, ``at``), stored
+    with the promotion as ``approved_by`` / ``approved_at`` tags and in the audit entry.
 
     ``expected_champion`` is the champion the evaluation compared against (None: there was
     none). Under the promotion lock the alias is re-read; if it differs, nothing changes
@@ -394,7 +400,11 @@ def promote(
             TAG_PROMOTED_AT: at,
             TAG_PROMOTION_REASON: _clip(reason),
         }
-        audit = {"action": "promote", "reason": reason, "decision_uri": decision_uri}
+        audit: dict[str, Any] = {"action": "promote", "reason": reason, "decision_uri": decision_uri}
+        if approval and approval.get("approval") == "approved":
+            tags[TAG_APPROVED_BY] = str(approval.get("by") or "")
+            tags[TAG_APPROVED_AT] = str(approval.get("at") or "")
+            audit["approval"] = {k: approval.get(k) for k in ("approval", "by", "at")}
         seq = _move_alias(client, name, alias, current, version, tags, audit, airflow_run, at)
     log.info("promoted %s version %s to %s (was %s)", name, version, alias, current)
     return PromotionResult(

@@ -18,9 +18,11 @@ _EXPORTS: dict[str, str] = {
     "EvaluateChallengerOperator": "evaluate",
     "IngestSnapshotOperator": "ingest",
     "PromoteModelOperator": "promote",
+    "PromotionApprovalOperator": "approval",
     "RequestRetrainingOperator": "drift",
     "RollbackChampionOperator": "promote",
     "TrainerContainerOperator": "trainer",
+    "WaitForBatchSensor": "wait_for_batch",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
         EvaluateChallengerOperator as EvaluateChallengerOperator,
     )
     from mlops_loop.operators.ingest import IngestSnapshotOperator as IngestSnapshotOperator
+    from mlops_loop.operators.approval import (
+        PromotionApprovalOperator as PromotionApprovalOperator,
+    )
     from mlops_loop.operators.promote import PromoteModelOperator as PromoteModelOperator
     from mlops_loop.operators.promote import (
         RollbackChampionOperator as RollbackChampionOperator,
@@ -46,6 +51,7 @@ if TYPE_CHECKING:
     from mlops_loop.operators.training_set import (
         AssembleTrainingSetOperator as AssembleTrainingSetOperator,
     )
+    from mlops_loop.operators.wait_for_batch import WaitForBatchSensor as WaitForBatchSensor
 
 
 def __getattr__(name: str) -> Any:

@@ -45,6 +45,9 @@ class PromoteModelOperator(BaseOperator):
 
     :param decision: The evaluation's decision dict. (templated)
     :param decision_uri: Instead of ``decision``: URI of a stored ``decision.json``. (templated)
+    :param approval: The PromotionApprovalOperator's record; ``approved`` stores who and when
+        with the promotion (``approved_by`` / ``approved_at`` tags, audit entry), ``rejected``
+        or ``timed_out`` changes nothing. (templated)
     :param reason: Why (recorded on the version as ``promotion_reason`` and in the audit
         trail). Empty: derived from what started the run (the drift report and its drifted
         features, the validated dates, else the run type), else the decision's reasons.
@@ -62,10 +65,11 @@ class PromoteModelOperator(BaseOperator):
         "decision",
         "decision_uri",
         "reason",
+        "approval",
         "model_name",
         "mlflow_tracking_uri",
     )
-    template_fields_renderers = {"decision": "json"}
+    template_fields_renderers = {"decision": "json", "approval": "json"}
     ui_color = "#f4e3c1"
 
     def __init__(
@@ -74,6 +78,7 @@ class PromoteModelOperator(BaseOperator):
         decision: dict[str, Any] | str | None = None,
         decision_uri: str | None = None,
         reason: str = "",
+        approval: dict[str, Any] | str | None = None,
         model_name: str | None = None,
         mlflow_conn_id: str | None = None,
         mlflow_tracking_uri: str | None = None,
@@ -86,6 +91,7 @@ class PromoteModelOperator(BaseOperator):
         self.decision = decision
         self.decision_uri = decision_uri
         self.reason = reason
+        self.approval = approval
         self.model_name = model_name
         self.mlflow_conn_id = mlflow_conn_id
         self.mlflow_tracking_uri = mlflow_tracking_uri
@@ -105,7 +111,8 @@ class PromoteModelOperator(BaseOperator):
         return read_decision_record(open_storage(self.decision_uri), self.decision_uri)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_loop.core.decision_report import summarize
+        from mlops_loop.core.config import given
+        from mlops_loop.core.decision_report import as_decision, summarize
         from mlops_loop.exceptions import PromotionStale
 
         decision = self._load_decision()
@@ -113,6 +120,11 @@ class PromoteModelOperator(BaseOperator):
         if not name:
             raise ValueError("no model_name: pass it or use a decision that names the model")
         outcome = decision.get("outcome")
+        # The approval task's record (operators/approval.py), when the DAG has one.
+        approval = as_decision(self.approval) if given(self.approval) else None
+        if outcome == "promote" and approval and approval.get("approval") in ("rejected", "timed_out"):
+            decision = {**decision, "outcome": f"promote {approval['approval']} by a person"}
+            outcome = decision["outcome"]
         base = {
             "model_name": name,
             "decision_id": decision.get("decision_id"),
@@ -147,6 +159,7 @@ class PromoteModelOperator(BaseOperator):
             decision_uri=decision.get("decision_uri") or self.decision_uri,
             airflow_run=_airflow_run(context),
             reason=reason,
+            approval=approval,
         )
         result = {
             **base,
@@ -155,6 +168,7 @@ class PromoteModelOperator(BaseOperator):
             "previous_champion": promotion.previous_champion,
             "why": promotion.detail,
             "reason": reason,
+            "approval": approval,
         }
         result["summary"] = summarize(decision, result)
         if promotion.outcome == "stale":

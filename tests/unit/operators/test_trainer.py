@@ -244,6 +244,9 @@ def train_op(tmp_path: Path, api: FakeDockerAPI, **kwargs: Any) -> DockerTrainOp
         "io_dir_root": str(tmp_path / "io"),
         "seed": "7",
         "hyperparameters": {"max_epochs": 2},
+        # No registry here: retrain skips the champion comparison (tested in
+        # test_docker_train.py and tests/dags/test_train_dag.py) and goes straight to the trainer.
+        "retrain": True,
     }
     args.update(kwargs)
     return with_engine(DockerTrainOperator(**args), api)
@@ -267,7 +270,7 @@ def test_success_returns_the_result_and_the_trainer_got_the_typed_request(storag
     assert request.train_snapshot_uri == str(storage / "snapshots" / "train")
     assert request.valid_snapshot_uri == str(storage / "snapshots" / "valid")
     assert request.registered_model_name == "credit_default_model"
-    assert (request.seed, request.hyperparameters, request.retrain) == (7, {"max_epochs": 2}, False)
+    assert (request.seed, request.hyperparameters, request.retrain) == (7, {"max_epochs": 2}, True)
     assert request.dataset_config().config_hash() == config.config_hash()
     assert request.tags["config_hash"] == config.config_hash()
     assert request.tags["trainer_image_id"] == IMAGE_ID  # the exact image that ran
