@@ -6,14 +6,21 @@ from airflow.sdk import DAG
 
 from mlops_loop.assets import validated_asset
 from mlops_loop.dag_configs import dag_arguments, dataset_entries, date_param
-from mlops_loop.operators import DataQualityOperator, IngestSnapshotOperator
+from mlops_loop.operators import DataQualityOperator, IngestSnapshotOperator, WaitForBatchSensor
 
 DOC = """
 ### Ingest `{name}`
 
-Reads the batch that landed for the logical date (`raw/ds=YYYY-MM-DD/` under the
+Waits for the batch of the logical date to land (`raw/ds=YYYY-MM-DD/` under the
 dataset's storage root, or the configured source), writes an immutable content-addressed
 Parquet snapshot, and runs the Great Expectations suite on it.
+
+* **waiting**: `wait_for_batch` looks every `source.poke_interval_seconds` and frees its
+  worker slot in between (reschedule mode). Its log names the files it looks for. After
+  `source.wait_timeout_minutes` with nothing landed, `source.on_missing` decides: `skip`
+  (default) skips the run's tasks, so a date with nothing to do is no failed run; `fail`
+  fails the run naming the files. A run triggered with a **date** in the form does not
+  wait: it looks once and fails at once when the batch is missing.
 
 * **pass**: the validation result and Data Docs go to `reports/quality/ds=.../`, and the
   asset `mlops_loop.{name}.validated` gets an event carrying the snapshot URI (the
@@ -22,11 +29,16 @@ Parquet snapshot, and runs the Great Expectations suite on it.
   with a readable summary, and nothing downstream runs. Landed data is never changed.
 
 Re-running a date is safe: the same landed files give the same snapshot hash and nothing
-new is written. Trigger with a date to re-ingest it. Config: `{path}`.
+new is written; when that snapshot is already the date's validated one, the gate is
+skipped and emits no second `validated` event (no second training run). A changed batch
+for the date gets a new snapshot that supersedes the old one: training sets use the
+newest validated snapshot of each date. Trigger with a date to re-ingest it.
+Config: `{path}`.
 
-Retries: both tasks retry transient faults (storage timeouts) twice with growing pauses.
-A data failure is final and fails at once: a missing or unreadable batch, and a batch
-that fails the quality gate (the same batch fails the same way).
+Retries: every task retries transient faults (storage timeouts) twice with growing
+pauses. A data failure is final and fails at once: a missing batch (after the wait), an
+unreadable batch, and a batch that fails the quality gate (the same batch fails the same
+way).
 """
 
 for entry in dataset_entries():
@@ -41,11 +53,17 @@ for entry in dataset_entries():
             params={
                 "ds": date_param(
                     "Date to (re-)ingest",
-                    "Partition ds=YYYY-MM-DD to read. Empty: the run's logical date.",
+                    "Partition ds=YYYY-MM-DD to read; given, the run does not wait for it. "
+                    "Empty: the run's logical date, waiting for its batch to land.",
                 ),
             },
         )
     ):
+        wait = WaitForBatchSensor(
+            task_id="wait_for_batch",
+            config_path=entry.path,
+            ds="{{ params.ds }}",
+        )
         ingest = IngestSnapshotOperator(
             task_id="ingest_snapshot",
             config_path=entry.path,
@@ -58,4 +76,4 @@ for entry in dataset_entries():
             ds="{{ params.ds }}",
             outlets=[validated_asset(entry.name)],
         )
-        ingest >> gate
+        wait >> ingest >> gate

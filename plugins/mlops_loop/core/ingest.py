@@ -32,6 +32,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +122,69 @@ def list_batch_files(
             source_uri=source_uri,
         )
     return sorted(chosen, key=lambda item: item[1])
+
+
+@dataclass(frozen=True)
+class BatchLookup:
+    """What one look for a date's batch found: the data files (names relative to the batch
+    prefix), other files there that are not data files, and what was looked for."""
+
+    dataset: str
+    ds: str
+    source_uri: str
+    format: str
+    files: tuple[str, ...] = ()
+    others: tuple[str, ...] = ()
+
+    @property
+    def found(self) -> bool:
+        return bool(self.files)
+
+    @property
+    def looked_for(self) -> str:
+        """``"*.csv, *.csv.gz, *.csv.bz2 under <uri>"``: the files a batch consists of."""
+        patterns = ", ".join(f"*{ext}" for ext in EXTENSIONS[self.format])
+        return f"{patterns} under {self.source_uri}"
+
+    def describe(self) -> str:
+        """One log line: found N file(s), or what was looked for and what was there."""
+        if self.found:
+            shown = ", ".join(self.files[:5]) + (", ..." if len(self.files) > 5 else "")
+            return (
+                f"batch for {self.dataset} ds={self.ds} has landed: {len(self.files)} "
+                f"{self.format} file(s) under {self.source_uri} ({shown})"
+            )
+        hint = f"; found only {list(self.others[:5])}" if self.others else ""
+        return f"no batch for {self.dataset} ds={self.ds} yet: looked for {self.looked_for}{hint}"
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "ds": self.ds,
+            "source_uri": self.source_uri,
+            "files": list(self.files),
+        }
+
+
+def find_batch(
+    config: DatasetConfig, ds: str, *, credentials: S3Credentials | None = None
+) -> BatchLookup:
+    """Look once for the batch landed for ``ds`` (``config.source_uri(ds)``), without
+    reading it. Never raises for a missing batch; a missing bucket is BucketNotFoundError."""
+    check_ds(ds)
+    source_uri = config.source_uri(ds)
+    storage = open_storage(source_uri, credentials)
+    if is_s3(source_uri):
+        _check_bucket(storage, source_uri, "source.uri")
+    fmt = config.source.format
+    try:
+        listed = list_batch_files(storage, source_uri, fmt, ds)
+    except NoBatchError:
+        is_file = source_uri.lower().endswith(EXTENSIONS[fmt])
+        prefix = source_uri.rsplit("/", 1)[0] + "/" if is_file else source_uri.rstrip("/") + "/"
+        others = tuple(sorted(_relative_name(o, prefix) for o in storage.list(prefix)))
+        return BatchLookup(config.name, ds, source_uri, fmt, others=others)
+    return BatchLookup(config.name, ds, source_uri, fmt, files=tuple(rel for _, rel in listed))
 
 
 def _materialise(

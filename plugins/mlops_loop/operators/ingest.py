@@ -21,7 +21,9 @@ class IngestSnapshotOperator(BaseOperator):
     nothing. Bad files fail the task with an error naming the file and the problem; values
     that do not match their declared type are kept and recorded in the manifest for the
     quality gate. When no batch has landed, ``source.on_missing`` in the config decides:
-    ``fail`` fails the task, ``skip`` skips it (and, by default trigger rules, downstream).
+    ``fail`` fails the task, ``skip`` skips it (and, by default trigger rules, downstream);
+    in the ingest DAG, WaitForBatchSensor has waited for the batch before this runs.
+    Storage and Arrow libraries log at WARNING inside the task.
 
     :param config_path: path of the dataset config YAML. (templated)
     :param ds: date ``YYYY-MM-DD`` of the batch to ingest; None or empty: the run's
@@ -45,12 +47,14 @@ class IngestSnapshotOperator(BaseOperator):
         from mlops_loop.core.ingest import ingest_batch
         from mlops_loop.exceptions import NoBatchError
         from mlops_loop.hooks.s3 import dataset_s3_credentials
+        from mlops_loop.operators.library_logs import library_logs_at_warning
 
         config = load_config(self.config_path)
         try:
-            result = ingest_batch(
-                config, run_ds(context, self.ds), credentials=dataset_s3_credentials(config)
-            )
+            with library_logs_at_warning():
+                result = ingest_batch(
+                    config, run_ds(context, self.ds), credentials=dataset_s3_credentials(config)
+                )
         except NoBatchError as exc:
             if config.source.on_missing == "skip":
                 raise AirflowSkipException(f"{exc} (source.on_missing: skip)") from exc

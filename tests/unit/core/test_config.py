@@ -61,7 +61,10 @@ def test_minimal_config_loads_with_defaults(tmp_path, monkeypatch):
     assert config.source_uri("2024-01-02") == str(
         (tmp_path / "data/loans/raw/ds=2024-01-02").resolve()
     )
-    assert config.source.format == "csv" and config.source.on_missing == "fail"
+    assert config.source.format == "csv"
+    # Unpausing a DAG must give no failed runs for dates with nothing to do (issue 11).
+    assert config.source.on_missing == "skip"
+    assert (config.source.wait_timeout_minutes, config.source.poke_interval_seconds) == (360, 300)
     assert config.source.csv.delimiter == "," and config.source.csv.encoding == "utf-8"
     assert config.column("amount").type is ColumnType.FLOAT
     assert config.feature_columns == ["amount", "kind"]
@@ -171,6 +174,16 @@ def test_config_hash_ignores_formatting_but_not_content(tmp_path):
             lambda r: r.update(source={"on_missing": "ignore"}),
             r"source\.on_missing: Input should be 'fail' or 'skip'",
             id="bad-on-missing",
+        ),
+        pytest.param(
+            lambda r: r.update(source={"wait_timeout_minutes": -5}),
+            r"source\.wait_timeout_minutes: Input should be greater than or equal to 0",
+            id="negative-wait-timeout",
+        ),
+        pytest.param(
+            lambda r: r.update(source={"poke_interval_seconds": 0}),
+            r"source\.poke_interval_seconds: Input should be greater than or equal to 1",
+            id="zero-poke-interval",
         ),
         pytest.param(
             lambda r: r.update(name="Loans Data"),

@@ -417,3 +417,46 @@ def test_concurrent_writer_that_finished_first_wins(config, root, monkeypatch):
     assert (loser.sha256, loser.created) == (winner.sha256, False)
     assert tree(final) == before  # the published snapshot was not touched
     assert [p.name for p in (root / "snapshots").iterdir()] == [winner.sha256]  # no staging left
+
+
+# --------------------------------------------------------------------------- one look for a batch
+
+
+def test_find_batch_before_and_after_the_batch_lands(config, root):
+    from mlops_loop.core.ingest import find_batch
+
+    source = config.source_uri(DS)
+    nothing = find_batch(config, DS)
+    assert (nothing.found, nothing.files, nothing.others) == (False, (), ())
+    assert nothing.looked_for == f"*.csv, *.csv.gz, *.csv.bz2 under {source}"
+    assert nothing.describe() == f"no batch for credit_default ds={DS} yet: looked for {nothing.looked_for}"
+
+    folder = batch_dir(root)
+    (folder / "_SUCCESS").write_text("")
+    generate_batch(DS, 10).to_parquet(folder / "part-000.parquet")
+    other_format = find_batch(config, DS)
+    assert not other_format.found
+    assert other_format.describe().endswith("; found only ['_SUCCESS', 'part-000.parquet']")
+
+    land_batch(generate_batch(DS, 20), root, DS, files=2)
+    landed = find_batch(config, DS)
+    assert landed.found and landed.files == ("part-000.csv", "part-001.csv")
+    assert landed.describe() == (
+        f"batch for credit_default ds={DS} has landed: 2 csv file(s) under {source} "
+        "(part-000.csv, part-001.csv)"
+    )
+    assert landed.to_xcom() == {
+        "dataset": "credit_default",
+        "ds": DS,
+        "source_uri": source,
+        "files": ["part-000.csv", "part-001.csv"],
+    }
+    # Looking reads and writes nothing.
+    assert not (root / "snapshots").exists()
+
+
+def test_find_batch_refuses_a_bad_date(config):
+    from mlops_loop.core.ingest import find_batch
+
+    with pytest.raises(ValueError, match="YYYY-MM-DD, got '2024/03/01'"):
+        find_batch(config, "2024/03/01")

@@ -266,3 +266,66 @@ def test_operator_module_has_no_heavy_top_level_imports():
         elif isinstance(node, ast.ImportFrom) and node.module:
             top_level.add(node.module.split(".")[0])
     assert top_level <= {"__future__", "collections", "typing", "airflow"}, top_level
+
+
+# --------------------------------------------------------------------------- WaitForBatchSensor
+# Only what a single call decides; waiting (rescheduling until the timeout, a batch that
+# lands meanwhile) runs through dag.test() in tests/dags/test_ingest_dag.py.
+
+
+def test_sensor_constructor_only_stores_values_and_reschedules_by_default(tmp_path):
+    import inspect
+
+    from mlops_loop.operators import WaitForBatchSensor
+
+    params = inspect.signature(WaitForBatchSensor.__init__).parameters
+    assert WaitForBatchSensor.template_fields == ("config_path", "ds")
+    for name in WaitForBatchSensor.template_fields:
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+    op = WaitForBatchSensor(task_id="wait", config_path=str(tmp_path / "not-there.yaml"))
+    assert (op.config_path, op.ds, op.mode) == (str(tmp_path / "not-there.yaml"), None, "reschedule")
+    assert op.poke_interval_from_config and op.timeout_from_config
+    explicit = WaitForBatchSensor(task_id="w", config_path="c.yaml", poke_interval=5, timeout=30, mode="poke")
+    assert (explicit.poke_interval, explicit.timeout, explicit.mode) == (5, 30, "poke")
+    assert not (explicit.poke_interval_from_config or explicit.timeout_from_config)
+
+
+@pytest.mark.parametrize(
+    ("on_missing", "ds", "raises", "message"),
+    [
+        pytest.param(
+            "skip", None, AirflowSkipException, r"after waiting 0 minutes: .*\(source\.on_missing: skip\)", id="skip"
+        ),
+        pytest.param(
+            "fail", None, "AirflowFailException", r"after waiting 0 minutes: .*\(source\.on_missing: fail\)", id="fail"
+        ),
+        pytest.param(
+            "skip", DS, "AirflowFailException", "The date was given explicitly, so the run did not wait", id="explicit-date"
+        ),
+    ],
+)
+def test_sensor_with_no_batch_and_no_time_to_wait(tmp_path, on_missing, ds, raises, message):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlops_loop.operators import WaitForBatchSensor
+
+    config_path = dataset_config(tmp_path, source={"on_missing": on_missing, "wait_timeout_minutes": 0})
+    op = WaitForBatchSensor(task_id="wait", config_path=str(config_path), ds=ds, mode="poke")
+    context = {"logical_date": datetime(2024, 4, 1, tzinfo=timezone.utc)}
+    expected = AirflowFailException if raises == "AirflowFailException" else raises
+    with pytest.raises(expected, match=message) as info:
+        op.execute(context)
+    looked_for = f"*.csv, *.csv.gz, *.csv.bz2 under {tmp_path / 'data' / 'raw' / f'ds={DS}'}"
+    assert looked_for in str(info.value)
+
+
+def test_sensor_passes_a_landed_batch_and_returns_its_files(tmp_path):
+    from mlops_loop.operators import WaitForBatchSensor
+
+    config_path = dataset_config(tmp_path)
+    land_batch(generate_batch(DS, 20), tmp_path / "data", DS)
+    op = WaitForBatchSensor(task_id="wait", config_path=str(config_path), ds=DS)
+    out = op.execute({})
+    assert (out["ds"], out["files"]) == (DS, ["part-000.csv"])
+    # The config's wait settings are what the sensor used.
+    assert (op.poke_interval, op.timeout) == (300, 360 * 60)
