@@ -370,17 +370,18 @@ def test_gate_on_s3_pass_and_quarantine(tmp_path, s3_bucket, s3_credentials):
 class TaskInstanceXComRecorder:
     """Stands in for the runtime task instance: records what the operator pushes."""
 
-    def __init__(self) -> None:
+    def __init__(self, try_number: int = 1) -> None:
         self.pushed: dict[str, object] = {}
+        self.try_number = try_number
 
     def xcom_push(self, key: str, value: object) -> None:
         self.pushed[key] = value
 
 
-def operator_context() -> dict:
+def operator_context(try_number: int = 1) -> dict:
     from airflow.sdk.execution_time.context import OutletEventAccessors
 
-    return {"ti": TaskInstanceXComRecorder(), "outlet_events": OutletEventAccessors()}
+    return {"ti": TaskInstanceXComRecorder(try_number), "outlet_events": OutletEventAccessors()}
 
 
 def write_config(tmp_path: Path) -> Path:
@@ -470,3 +471,128 @@ def test_operator_template_fields_match_constructor():
     )
     op.render_template_fields({"ds": "2024-01-01", "params": {"c": "/c.yaml", "s": "/snap"}})
     assert (op.config_path, op.snapshot_uri, op.ds) == ("/c.yaml", "/snap", "2024-01-01")
+
+
+# --------------------------------------------------------------------------- idempotent events
+
+
+def gate(config_path: Path, snapshot: str, ds: str):
+    from airflow.sdk import Asset
+
+    from mlops_loop.operators import DataQualityOperator
+
+    asset = Asset(name="mlops_loop.credit_default.validated", uri="mlops-loop://credit_default/validated")
+    op = DataQualityOperator(
+        task_id="quality_gate", config_path=str(config_path), snapshot_uri=snapshot, ds=ds, outlets=[asset]
+    )
+    return op, asset
+
+
+def test_operator_skips_a_snapshot_already_validated_for_the_date(tmp_path, capfd):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    config_path = write_config(tmp_path)
+    config = load_config(config_path)
+    ds = "2024-06-23"
+    snapshot, _ = land_and_ingest(config, tmp_path, ds)
+    op, asset = gate(config_path, snapshot, ds)
+    first = op.execute(operator_context())
+    assert first["success"] is True
+
+    # The same landed files again (a re-run of the date): skipped, so no Asset event.
+    context = operator_context()
+    capfd.readouterr()
+    with pytest.raises(AirflowSkipException, match="already validated") as skip:
+        op.execute(context)
+    assert f"of credit_default ds={ds}" in str(skip.value) and str(skip.value).endswith("no new event")
+    assert str(skip.value) in capfd.readouterr().out  # the task log says so
+    assert not context["outlet_events"][asset].extra
+    stored = context["ti"].pushed["quality_result"]
+    assert (stored["success"], stored["result_uri"], stored["sha256"]) == (True, first["result_uri"], first["sha256"])
+    assert stored["summary"].startswith("Quality gate PASSED for credit_default ds=2024-06-23")
+
+    # A retry of the same task instance validates again and emits (its first try may have
+    # recorded the pass and died before the event went out).
+    retry = operator_context(try_number=2)
+    assert op.execute(retry)["success"] is True
+    assert retry["outlet_events"][asset].extra["sha256"] == first["sha256"]
+
+
+def test_a_changed_batch_passes_emits_and_supersedes_the_old_snapshot(tmp_path):
+    import shutil
+
+    config_path = write_config(tmp_path)
+    config = load_config(config_path)
+    ds = "2024-06-24"
+    old_snapshot, _ = land_and_ingest(config, tmp_path, ds)
+    op, _ = gate(config_path, old_snapshot, ds)
+    old = op.execute(operator_context())
+
+    # The source re-lands the date with different rows.
+    shutil.rmtree(tmp_path / "raw" / f"ds={ds}")
+    new_snapshot, _ = land_and_ingest(config, tmp_path, ds, rows=500)
+    assert new_snapshot != old_snapshot
+    op, asset = gate(config_path, new_snapshot, ds)
+    context = operator_context()
+    new = op.execute(context)
+    assert context["outlet_events"][asset].extra["sha256"] == new["sha256"] != old["sha256"]
+    (current,) = validated_snapshots(config, since_ds=ds, until_ds=ds)
+    assert (current.sha256, current.rows) == (new["sha256"], 500)
+
+    # The old files land again: that snapshot is no longer the date's, so it passes,
+    # emits, and supersedes the second one.
+    op, asset = gate(config_path, old_snapshot, ds)
+    context = operator_context()
+    assert op.execute(context)["sha256"] == old["sha256"]
+    assert context["outlet_events"][asset].extra["sha256"] == old["sha256"]
+    assert [e.sha256 for e in validated_snapshots(config)] == [old["sha256"]]
+
+
+# --------------------------------------------------------------------------- readable logs
+
+
+def test_gate_log_has_no_library_noise_and_ends_with_the_summary(tmp_path):
+    import logging
+    import subprocess
+    import sys
+
+    # Great Expectations logs most of its noise while it is imported: run in a fresh
+    # interpreter so the import happens inside the task, as on a worker.
+    config_path = write_config(tmp_path)
+    snapshot, _ = land_and_ingest(load_config(config_path), tmp_path, "2024-06-25", corrupt="duplicate_ids")
+    code = f"""
+import json, logging, sys
+from airflow.sdk.execution_time.context import OutletEventAccessors
+from mlops_loop.exceptions import QualityGateFailed
+from mlops_loop.operators import DataQualityOperator
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append([record.name, record.levelname, record.getMessage()])
+logging.getLogger().addHandler(Keep())
+logging.getLogger().setLevel(logging.INFO)
+class TI:
+    try_number = 1
+    def xcom_push(self, key, value):
+        pass
+op = DataQualityOperator(task_id="quality_gate", config_path={str(config_path)!r},
+                         snapshot_uri={snapshot!r}, ds="2024-06-25")
+try:
+    op.execute({{"ti": TI(), "outlet_events": OutletEventAccessors()}})
+except QualityGateFailed as exc:
+    summary = str(exc)
+print(json.dumps({{"records": records, "summary": summary,
+                  "levels": [logging.getLogger(n).level for n in ("great_expectations", "botocore")]}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    records, summary = out["records"], out["summary"]
+    noisy = [r for r in records if r[0].startswith("great_expectations") and r[1] in ("DEBUG", "INFO")]
+    assert noisy == [], noisy[:5]
+    assert summary.startswith("Quality gate FAILED for credit_default ds=2024-06-25")
+    assert "application_id" in summary
+    # The last thing logged is the readable summary (then the task fails with it).
+    assert records[-1][2] == summary, records[-3:]
+    # The levels are put back after the task.
+    assert out["levels"] == [logging.NOTSET, logging.NOTSET]

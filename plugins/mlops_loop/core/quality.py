@@ -33,6 +33,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -780,6 +781,7 @@ def validate_snapshot(
             "success_percent": float(statistics.get("success_percent") or 0.0),
             "rows": len(df),
         }
+        validated_at = datetime.now(timezone.utc).isoformat()
         result.setdefault("meta", {})["mlops_loop"] = {
             "dataset": config.name,
             "ds": ds,
@@ -787,6 +789,7 @@ def validate_snapshot(
             "sha256": sha,
             "suite": suite["name"],
             "stats": stats,
+            "validated_at": validated_at,
         }
         prefix = quality_prefix(config, ds, sha, passed=passed)
         storage = open_storage(prefix, credentials)
@@ -817,7 +820,14 @@ def validate_snapshot(
         # The validated index is what training-set assembly reads (core.training_set).
         record_validated(
             config,
-            ValidatedSnapshot(ds=ds, sha256=sha, snapshot_uri=snapshot_uri, rows=len(df), result_uri=result_uri),
+            ValidatedSnapshot(
+                ds=ds,
+                sha256=sha,
+                snapshot_uri=snapshot_uri,
+                rows=len(df),
+                result_uri=result_uri,
+                validated_at=validated_at,
+            ),
             credentials=credentials,
         )
         log.info("%s", summary)
@@ -826,6 +836,50 @@ def validate_snapshot(
         if raise_on_failure:
             raise outcome.to_exception()
     return outcome
+
+
+def validated_result(
+    config: DatasetConfig,
+    snapshot_uri: str,
+    *,
+    credentials: S3Credentials | None = None,
+    ds: str | None = None,
+) -> QualityResult | None:
+    """The stored passing result when this snapshot is already ``ds``'s validated snapshot
+    (the newest that passed the gate for the date, and its ``result.json`` says success),
+    else None: the snapshot is new for the date, failed before, or was superseded by a
+    changed batch since (validating it again makes it the date's snapshot once more)."""
+    from mlops_loop.core.snapshots import load_manifest
+    from mlops_loop.core.storage import read_json
+    from mlops_loop.core.training_set import current_validated
+
+    manifest = load_manifest(snapshot_uri, credentials=credentials)
+    ds = check_ds(ds or str(manifest.get("ds")))
+    sha = str(manifest["sha256"])
+    current = current_validated(config, ds, credentials=credentials)
+    if current is None or current.sha256 != sha or not current.result_uri:
+        return None
+    storage = open_storage(current.result_uri, credentials)
+    if not storage.exists(current.result_uri):
+        return None
+    stored = read_json(storage, current.result_uri)
+    if not stored.get("success"):
+        return None
+    prefix = current.result_uri.rsplit("/", 1)[0]
+    summary_uri = join_uri(prefix, "summary.txt")
+    summary = storage.read_text(summary_uri).strip() if storage.exists(summary_uri) else ""
+    meta = (stored.get("meta") or {}).get("mlops_loop") or {}
+    return QualityResult(
+        success=True,
+        dataset=config.name,
+        ds=ds,
+        snapshot_uri=snapshot_uri,
+        sha256=sha,
+        result_uri=current.result_uri,
+        docs_uri=join_uri(prefix, "data_docs", "index.html"),
+        stats=dict(meta.get("stats") or {}),
+        summary=summary,
+    )
 
 
 def _quarantine_batch(

@@ -25,8 +25,8 @@ import hashlib
 import json
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,9 @@ class ValidatedSnapshot:
     snapshot_uri: str
     rows: int
     result_uri: str = ""
+    # When the snapshot passed its gate (ISO 8601, UTC): of two validated snapshots of one
+    # date (a changed batch landed again), the newer one supersedes the older.
+    validated_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,12 @@ class TrainingSet:
 def record_validated(
     config: DatasetConfig, entry: ValidatedSnapshot, *, credentials: S3Credentials | None = None
 ) -> str:
-    """Add a snapshot to the validated index; idempotent. Returns the pointer's URI."""
+    """Add a snapshot to the validated index, or mark it validated again (it then
+    supersedes the date's other snapshots). ``entry.validated_at`` left empty is now.
+    Returns the pointer's URI."""
     uri = join_uri(config.root, "validated", f"ds={check_ds(entry.ds)}", f"{entry.sha256}.json")
+    if not entry.validated_at:
+        entry = replace(entry, validated_at=datetime.now(timezone.utc).isoformat())
     write_json(open_storage(uri, credentials), uri, asdict(entry))
     return uri
 
@@ -90,18 +97,37 @@ def validated_snapshots(
     since_ds: str | None = None,
     until_ds: str | None = None,
 ) -> list[ValidatedSnapshot]:
-    """Validated snapshots with since_ds <= ds <= until_ds, oldest first."""
+    """The validated snapshot of each date with since_ds <= ds <= until_ds, oldest date
+    first. A date validated more than once (a changed batch landed again) counts with its
+    newest validated snapshot only: see current_validated()."""
     prefix = join_uri(config.root, "validated") + "/"
+    if since_ds and since_ds == until_ds:
+        prefix = join_uri(prefix, f"ds={check_ds(since_ds)}") + "/"
     storage = open_storage(prefix, credentials)
-    out = []
+    newest: dict[str, ValidatedSnapshot] = {}
     for obj in storage.list(prefix):
         if not obj.uri.endswith(".json"):
             continue
         entry = ValidatedSnapshot(**read_json(storage, obj.uri))
         if (since_ds and entry.ds < since_ds) or (until_ds and entry.ds > until_ds):
             continue
-        out.append(entry)
-    return sorted(out, key=lambda e: (e.ds, e.sha256))
+        if entry.ds not in newest or _supersedes(entry, newest[entry.ds]):
+            newest[entry.ds] = entry
+    return [newest[ds] for ds in sorted(newest)]
+
+
+def _supersedes(entry: ValidatedSnapshot, other: ValidatedSnapshot) -> bool:
+    """``entry`` passed its gate after ``other`` (a pointer written before validation
+    times were recorded counts as oldest; the hash breaks an exact tie)."""
+    return (entry.validated_at, entry.sha256) > (other.validated_at, other.sha256)
+
+
+def current_validated(
+    config: DatasetConfig, ds: str, *, credentials: S3Credentials | None = None
+) -> ValidatedSnapshot | None:
+    """The snapshot that is ``ds``'s validated data now (the newest that passed), or None."""
+    found = validated_snapshots(config, credentials=credentials, since_ds=ds, until_ds=ds)
+    return found[0] if found else None
 
 
 def training_set_hash(members: list[ValidatedSnapshot], spec: dict[str, Any]) -> str:

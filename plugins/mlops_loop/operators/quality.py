@@ -30,6 +30,14 @@ class DataQualityOperator(BaseOperator):
       result is pushed to XCom under ``quality_result``, and the task fails with
       QualityGateFailed, whose message is the readable summary (failed expectations,
       counts, example bad values). Nothing downstream runs.
+    * already validated: when the snapshot already is the date's validated snapshot (a
+      re-run of the same landed files), the stored result is pushed under
+      ``quality_result`` and the task is skipped, so no second Asset event starts another
+      training run. A retry of the same task instance validates again and emits: its
+      first try may have recorded the pass and then died before the event was sent.
+
+    Great Expectations and other chatty libraries log at WARNING inside the task, so the
+    readable summary is the last thing the gate logs.
 
     :param config_path: path of the dataset config YAML. (templated)
     :param snapshot_uri: URI of the snapshot to check, usually the ingest task's
@@ -52,18 +60,35 @@ class DataQualityOperator(BaseOperator):
         self.ds = ds
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from mlops_loop.core.config import load_config, run_ds
-        from mlops_loop.core.quality import validate_snapshot
+        from mlops_loop.core.quality import validate_snapshot, validated_result
         from mlops_loop.hooks.s3 import dataset_s3_credentials
+        from mlops_loop.operators.library_logs import library_logs_at_warning
 
         config = load_config(self.config_path)
-        result = validate_snapshot(
-            config,
-            self.snapshot_uri,
-            credentials=dataset_s3_credentials(config),
-            ds=run_ds(context, self.ds),
-            raise_on_failure=False,
-        )
+        credentials = dataset_s3_credentials(config)
+        ds = run_ds(context, self.ds)
+        if context["ti"].try_number <= 1:
+            existing = validated_result(config, self.snapshot_uri, credentials=credentials, ds=ds)
+            if existing is not None:
+                context["ti"].xcom_push(key="quality_result", value=existing.to_xcom())
+                message = (
+                    f"already validated: snapshot {existing.sha256[:16]} is the validated "
+                    f"snapshot of {config.name} ds={ds} (result {existing.result_uri}); "
+                    "no new event"
+                )
+                self.log.info("%s", message)
+                raise AirflowSkipException(message)
+        with library_logs_at_warning():
+            result = validate_snapshot(
+                config,
+                self.snapshot_uri,
+                credentials=credentials,
+                ds=ds,
+                raise_on_failure=False,
+            )
         payload = result.to_xcom()
         if not result.success:
             context["ti"].xcom_push(key="quality_result", value=payload)

@@ -101,6 +101,38 @@ def test_without_until_ds_the_latest_validated_date_is_used(config):
     assert ts.sha256 == assemble_training_set(config, until_ds="2026-01-03").sha256
 
 
+def test_a_changed_batch_supersedes_and_each_date_counts_once(config):
+    import json
+    import shutil
+
+    from mlops_loop.core.training_set import current_validated
+
+    validate_days(config, ["2026-01-01", "2026-01-02"], rows=300)
+    (first_day, old) = validated_snapshots(config)
+    # The source re-lands 2026-01-02 with other rows; its new snapshot passes the gate later.
+    shutil.rmtree(Path(config.root) / "raw" / "ds=2026-01-02")
+    validate_days(config, ["2026-01-02"], rows=400)
+    assert len(list((Path(config.root) / "validated" / "ds=2026-01-02").glob("*.json"))) == 2
+    listed = validated_snapshots(config)
+    assert [(e.ds, e.rows) for e in listed] == [("2026-01-01", 300), ("2026-01-02", 400)]
+    new = listed[1]
+    assert new.sha256 != old.sha256 and new.validated_at > old.validated_at
+    assert current_validated(config, "2026-01-02") == new
+    assert current_validated(config, "2026-01-03") is None
+    ts = assemble_training_set(config, until_ds="2026-01-02")
+    assert [m["ds"] for m in ts.members] == ["2026-01-01", "2026-01-02"]
+    assert ts.members[1]["sha256"] == new.sha256
+    assert ts.rows["holdout"] == 400
+
+    # Validated again later (the old files landed once more), the old snapshot is the
+    # date's again; a pointer written before validation times were recorded is oldest.
+    record_validated(config, ValidatedSnapshot(**{**old.__dict__, "validated_at": ""}))
+    assert current_validated(config, "2026-01-02").sha256 == old.sha256
+    legacy = Path(config.root) / "validated" / "ds=2026-01-01" / f"{'0' * 64}.json"
+    legacy.write_text(json.dumps({"ds": "2026-01-01", "sha256": "0" * 64, "snapshot_uri": "x", "rows": 1}))
+    assert current_validated(config, "2026-01-01") == first_day
+
+
 # ----------------------------------------------- the window's end and the champion's input
 
 
