@@ -44,8 +44,9 @@ for entry in dataset_entries():
                     title="Registered model",
                     description="Empty: the config's training.registered_model_name.",
                 ),
+                # No default: the form asks for it (a required field) and a trigger
+                # without it is refused, instead of an empty default that fails its schema.
                 "reason": Param(
-                    "",
                     type="string",
                     minLength=5,
                     maxLength=500,

@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import DAG, Param, task
 
 from mlops_loop.assets import retrain_requested_asset, validated_asset
-from mlops_loop.dag_configs import dag_arguments, dataset_entries, date_param
+from mlops_loop.dag_configs import choice_param, dag_arguments, dataset_entries, date_param
 from mlops_loop.operators import (
     AssembleTrainingSetOperator,
     DockerTrainOperator,
@@ -80,12 +80,12 @@ for entry in dataset_entries():
             description=f"Train a challenger for {entry.name}",
             doc=DOC,
             params={
-                "model_type": Param(
-                    None,
-                    type=["null", "string"],
-                    enum=[None, "mlp", "hist_gradient_boosting"],
+                "model_type": choice_param(
+                    ["mlp", "hist_gradient_boosting"],
+                    default_label="As configured (training.model_type)",
                     title="Model type",
-                    description="Empty: the config's training.model_type.",
+                    description="Which model to train; the first entry keeps the config's "
+                    "training.model_type.",
                 ),
                 "hyperparameters": Param(
                     {},

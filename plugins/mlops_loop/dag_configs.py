@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -248,3 +249,25 @@ def dag_arguments(
 def date_param(title: str, description: str) -> Param:
     """An optional ``YYYY-MM-DD`` field of the trigger form; empty means None."""
     return Param(None, type=["null", "string"], format="date", title=title, description=description)
+
+
+def choice_param(
+    choices: Sequence[str], *, default_label: str, title: str, description: str
+) -> Param:
+    """An optional choice of the trigger form: a dropdown of ``choices`` whose first
+    entry, ``""`` shown as ``default_label``, means "not given" (operators treat an empty
+    value as their default, see core.config.given).
+
+    Not ``None`` in the enum: the form would show it as a literal "null" option. The type
+    admits null so that choosing the default entry is not flagged as a missing required
+    value by the form; clearing the dropdown (null) is refused with the allowed values."""
+    if not choices or "" in choices:
+        raise ValueError(f"choices must be non-empty values, got {list(choices)!r}")
+    return Param(
+        "",
+        type=["null", "string"],
+        enum=["", *choices],
+        values_display={"": default_label, **{choice: choice for choice in choices}},
+        title=title,
+        description=description,
+    )

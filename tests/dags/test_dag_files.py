@@ -116,3 +116,47 @@ def test_an_empty_form_field_reaches_the_operator_as_none(dags):
                     assert rendered is None, f"{dag_id}.{task.task_id}.{field} renders {rendered!r}"
                     checked += 1
     assert checked >= 10
+
+
+def test_trigger_forms_offer_no_null_option_and_defaults_fit_their_fields(dags):
+    # The form shows a None enum entry as a literal "null" option; a default that fails
+    # its own schema makes the untouched form (or a trigger without conf) invalid.
+    from airflow.sdk.definitions._internal.types import is_arg_set
+    from jsonschema import FormatChecker, validate
+
+    checked = 0
+    for dag_id, dag in dags.items():
+        for name, param in dag.params.items():
+            where = f"{dag_id} param {name}"
+            schema = param.schema
+            enum = schema.get("enum")
+            if enum is not None:
+                assert None not in enum, f"{where}: None in its enum shows as a 'null' option"
+                labels = schema.get("values_display") or {}
+                for value in enum:
+                    label = labels.get(value, value)
+                    assert str(label).strip() not in ("", "null", "None"), f"{where}: option {value!r} reads {label!r}"
+            if is_arg_set(param.value):
+                validate(param.value, schema, format_checker=FormatChecker())
+            else:
+                # A field without a default is required: only manual DAGs may have one.
+                assert dag.timetable.can_be_scheduled is False, f"{where} has no default on a scheduled DAG"
+            checked += 1
+    assert checked >= 10
+
+
+def test_an_optional_choice_reads_naturally():
+    from jsonschema import ValidationError, validate
+
+    from mlops_loop.dag_configs import choice_param
+
+    param = choice_param(["mlp", "hist_gradient_boosting"], default_label="As configured", title="T", description="D")
+    assert param.value == ""
+    assert param.schema["enum"] == ["", "mlp", "hist_gradient_boosting"]
+    assert param.schema["values_display"][""] == "As configured"
+    for value in ("", "mlp"):
+        validate(value, param.schema)
+    with pytest.raises(ValidationError, match="'xgboost' is not one of"):
+        validate("xgboost", param.schema)
+    with pytest.raises(ValueError, match="non-empty values"):
+        choice_param(["", "mlp"], default_label="x", title="T", description="D")
