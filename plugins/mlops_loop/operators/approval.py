@@ -10,7 +10,7 @@ or timeout: the promotion is skipped and nothing changes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -80,19 +80,24 @@ class PromotionApprovalOperator(ApprovalOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         from mlops_loop.core.decision_report import as_decision
 
-        response = super().execute_complete(context=context, event=event)  # skips on reject
-        chosen = response["chosen_options"][0]
-        user = response.get("responded_by_user") or {}
-        at = response.get("responded_at")
+        if "error" in event:  # no answer and no default: the base class raises
+            return super().execute_complete(context=context, event=event)
+        chosen = list(event.get("chosen_options") or [])
+        user = event.get("responded_by_user") or {}
+        at: Any = event.get("responded_at")  # a datetime from the API, text once serialised
         if event.get("timedout"):
             verdict = "timed_out"
         else:
-            verdict = "approved" if chosen == ApprovalOperator.APPROVE else "rejected"
+            verdict = "approved" if chosen == [ApprovalOperator.APPROVE] else "rejected"
         record = {
             "approval": verdict,
             "by": user.get("name") or user.get("id"),
-            "at": at.isoformat() if hasattr(at, "isoformat") else at,
+            "at": at.isoformat() if isinstance(at, datetime) else at,
             "decision_id": (as_decision(self.decision) or {}).get("decision_id"),
         }
         self.log.info("Promotion %s by %s at %s", verdict, record["by"] or "nobody", record["at"])
+        # Pushed first: on reject the base class ends the task by skipping the promotion
+        # (an exception in Airflow 3), so a return value would never be stored.
+        context["ti"].xcom_push(key="return_value", value=record)
+        super().execute_complete(context=context, event=event)  # validates; skips on reject
         return record
