@@ -28,6 +28,9 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from mlops_loop.operators.approval import (
+        PromotionApprovalOperator as PromotionApprovalOperator,
+    )
     from mlops_loop.operators.docker_train import DockerTrainOperator as DockerTrainOperator
     from mlops_loop.operators.drift import DriftMonitorOperator as DriftMonitorOperator
     from mlops_loop.operators.drift import (
@@ -37,9 +40,6 @@ if TYPE_CHECKING:
         EvaluateChallengerOperator as EvaluateChallengerOperator,
     )
     from mlops_loop.operators.ingest import IngestSnapshotOperator as IngestSnapshotOperator
-    from mlops_loop.operators.approval import (
-        PromotionApprovalOperator as PromotionApprovalOperator,
-    )
     from mlops_loop.operators.promote import PromoteModelOperator as PromoteModelOperator
     from mlops_loop.operators.promote import (
         RollbackChampionOperator as RollbackChampionOperator,
