@@ -162,7 +162,8 @@ def test_nothing_new_ends_early_and_the_reason_comes_from_what_started_the_run(
     validated = f"mlops_loop.{config.name}.validated"
     retrain = f"mlops_loop.{config.name}.retrain_requested"
     report = f"{config.root}/reports/drift/ds=2026-06-03/report.html"
-    all_tasks = ("assemble_training_set", "train_challenger", "evaluate_challenger", "promote_or_reject", "summary")
+    all_tasks = ("assemble_training_set", "train_challenger", "evaluate_challenger",
+                 "approve_promotion", "promote_or_reject", "summary")  # fmt: skip
 
     def drift_event(ds: str, report_uri: str) -> tuple[str, dict]:
         extra = {"dataset": config.name, "reason": DRIFT_REASON, "ds": ds, "verdict": "drift",
@@ -192,6 +193,7 @@ def test_nothing_new_ends_early_and_the_reason_comes_from_what_started_the_run(
         "assemble_training_set": "success",
         "train_challenger": "skipped",
         "evaluate_challenger": "skipped",
+        "approve_promotion": "skipped",
         "promote_or_reject": "skipped",
         "summary": "success",
     }, states

@@ -176,7 +176,9 @@ def test_trainer_error_is_explained_with_its_exit_code(
     docker_client: Any, trainer_image: str, mlflow_server: LocalServer, data: Any, storage_env: None, tmp_path: Path
 ):
     missing = f"{data.root}/snapshots/{'0' * 64}"
-    op = _op(data, trainer_image, mlflow_server.url, tmp_path / "io", valid_snapshot_uri=missing)
+    # retrain: straight to the trainer (the champion check would stop on the worker first,
+    # naming the same missing snapshot).
+    op = _op(data, trainer_image, mlflow_server.url, tmp_path / "io", valid_snapshot_uri=missing, retrain=True)
 
     with pytest.raises(TrainerContainerFailed) as err:
         op.execute(_context())

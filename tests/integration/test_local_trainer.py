@@ -130,7 +130,8 @@ def test_local_failure_is_explained_with_the_trainer_exit_code(
     mlflow_server: LocalServer, data: Any, tmp_path: Path
 ):
     missing = f"{data.storage}/credit_default/snapshots/{'0' * 64}"
-    op = _op(data, mlflow_server.url, tmp_path / "io", runner="local", valid_snapshot_uri=missing)
+    # retrain: straight to the trainer (the champion check would stop on the worker first).
+    op = _op(data, mlflow_server.url, tmp_path / "io", runner="local", valid_snapshot_uri=missing, retrain=True)
 
     with pytest.raises(TrainerContainerFailed) as err:
         op.execute(_context())

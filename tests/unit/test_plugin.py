@@ -156,9 +156,16 @@ def served_dags():
     """The real DAGs as the api-server gets them: parsed from dags/, serialized and
     deserialized. Deserialization attaches plugin links to operators whose class matches
     a link's ``operators`` exactly (name and module), not to subclasses."""
+    from airflow import plugins_manager
     from airflow.dag_processing.dagbag import DagBag
     from airflow.serialization.serialized_objects import DagSerialization
 
+    # Plugins load once per process (cached): load them afresh from this repository, as an
+    # api-server starting now would, whatever an earlier test in the session loaded.
+    plugins_manager._get_plugins.cache_clear()
+    plugins_manager._get_extra_operators_links_plugins.cache_clear()
+    names = [link.name for link in plugins_manager.get_operator_extra_links()]
+    assert "Decision report" in names, plugins_manager.get_import_errors()
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
     return {
