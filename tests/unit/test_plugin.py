@@ -168,11 +168,19 @@ def served_dags():
     assert "Decision report" in names, plugins_manager.get_import_errors()
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
-    return {
-        dag_id: DagSerialization.from_dict(DagSerialization.to_dict(dag))
-        for dag_id, dag in bag.dags.items()
-        if dag_id.endswith("__credit_default")
-    }
+    # A process-wide switch: reading a DAG from the database without links (as dag.test()
+    # and the scheduler do) turns it off for every later deserialization. The api-server
+    # reads DAGs with links on.
+    previous = DagSerialization._load_operator_extra_links
+    DagSerialization._load_operator_extra_links = True
+    try:
+        return {
+            dag_id: DagSerialization.from_dict(DagSerialization.to_dict(dag))
+            for dag_id, dag in bag.dags.items()
+            if dag_id.endswith("__credit_default")
+        }
+    finally:
+        DagSerialization._load_operator_extra_links = previous
 
 
 @pytest.mark.parametrize(
