@@ -202,7 +202,7 @@ def main() -> int:
     from mlops_loop_devtools.devstack import start_mlflow_server
 
     say()
-    say("3. Train the first model (training DAG: assemble -> train -> evaluate -> promote)")
+    say("3. Train the first model (training DAG: assemble -> train -> evaluate -> approve (not required here) -> promote)")
     say("   starting a local MLflow server (SQLite + local artifacts) ...")
     with start_mlflow_server(DEMO / "mlflow") as mlflow_server:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_server.url

@@ -19,29 +19,16 @@ from mlops_loop.core.config import load_config
 from mlops_loop.core.ingest import ingest_batch
 from mlops_loop.core.training_set import ValidatedSnapshot, record_validated
 from mlops_loop_devtools.sample_data import generate_batch, land_batch
+from tests.fixtures.dataset_configs import REGULARISED, STUMP
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "include/config/credit_default.yaml"
 REUSE_DAG = Path(__file__).with_name("reuse_dag.py")
-# A deliberately weak first champion (one stump: better than the baseline, far from good)
-# and a regularised boosted model, so the paired test on 3,000 holdout rows (~7% positives)
+# A deliberately weak first champion (STUMP: better than the baseline, far from good) and
+# a REGULARISED boosted model, so the paired test on 3,000 holdout rows (~7% positives)
 # tells them apart.
-WEAK = {
-    "model_type": "hist_gradient_boosting",
-    "max_iter": 1,
-    "max_leaf_nodes": 2,
-    "early_stopping": False,
-}
-STRONG = {
-    "model_type": "hist_gradient_boosting",
-    "max_iter": 100,
-    "learning_rate": 0.05,
-    "max_leaf_nodes": 4,
-    "min_samples_leaf": 50,
-    "early_stopping": False,
-}
 
 
 def validated_days(days: list[str], rows: int) -> None:
@@ -131,7 +118,7 @@ def test_promote_reject_promote_rollback(airflow_db, tmp_path, monkeypatch, mlfl
     # 1. First model: promoted over the trivial baseline.
     states, out = run(
         train_dag,
-        {"hyperparameters": {**WEAK, "registered_model_name": name}, "reason": "first"},
+        {"hyperparameters": {**STUMP, "registered_model_name": name}, "reason": "first"},
         3,
     )
     assert states == dict.fromkeys(expected_tasks, "success"), states
@@ -176,7 +163,7 @@ def test_promote_reject_promote_rollback(airflow_db, tmp_path, monkeypatch, mlfl
     # 3. A much better challenger: promoted over v1.
     states, out = run(
         train_dag,
-        {"hyperparameters": {**STRONG, "registered_model_name": name}, "reason": "better"},
+        {"hyperparameters": {**REGULARISED, "registered_model_name": name}, "reason": "better"},
         4,
     )
     assert states == dict.fromkeys(expected_tasks, "success"), states

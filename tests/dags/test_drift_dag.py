@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from mlops_loop.core.config import load_config
 from mlops_loop.core.ingest import ingest_batch
 from mlops_loop.core.training_set import ValidatedSnapshot, record_validated
 from mlops_loop_devtools.sample_data import generate_batch, land_batch
+from tests.fixtures.dataset_configs import own_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -30,18 +30,7 @@ ASSET_NAME = "mlops_loop.credit_default.retrain_requested"
 @pytest.fixture
 def setup(airflow_db, tmp_path, monkeypatch, mlflow_server):
     """A config copy with its own registered model name; storage under tmp_path."""
-    import yaml
-
-    raw = yaml.safe_load(CONFIG.read_text())
-    raw["quality"]["suite"] = str((CONFIG.parent / raw["quality"]["suite"]).resolve())
-    raw["training"]["registered_model_name"] = f"drift_test_{uuid.uuid4().hex[:8]}"
-    config_dir = tmp_path / "configs"
-    config_dir.mkdir()
-    (config_dir / CONFIG.name).write_text(yaml.safe_dump(raw))
-    monkeypatch.setenv("MLOPS_LOOP_CONFIG_DIR", str(config_dir))
-    monkeypatch.setenv("MLOPS_LOOP_STORAGE_ROOT", str(tmp_path / "data"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
-    return load_config(config_dir / CONFIG.name)
+    return own_config(tmp_path, monkeypatch, mlflow_server.url, f"drift_test_{uuid.uuid4().hex[:8]}")
 
 
 def validated_days(config, days: list[str], rows: int, drift: float = 0.0) -> None:

@@ -16,6 +16,7 @@ import pytest
 from mlops_loop.core.config import load_config
 from mlops_loop.core.ingest import ingest_batch
 from mlops_loop_devtools.sample_data import generate_batch, land_batch
+from tests.fixtures.dataset_configs import REGULARISED
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -53,14 +54,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, mlflow_server: Any) -> Itera
                 train_snapshot_uri=train,
                 valid_snapshot_uri=valid,
                 registered_model_name=MODEL,
-                hyperparameters={
-                    "model_type": "hist_gradient_boosting",
-                    "max_iter": 100,
-                    "learning_rate": 0.05,
-                    "max_leaf_nodes": 4,
-                    "min_samples_leaf": 50,
-                    "early_stopping": False,
-                },
+                hyperparameters=dict(REGULARISED),
             ),
             tracking_uri=mlflow_server.url,
             log=lambda line: None,

@@ -14,6 +14,7 @@ from mlops_loop.core.ingest import ingest_batch
 from mlops_loop.core.snapshots import read_snapshot
 from mlops_loop.core.training_set import ValidatedSnapshot, record_validated
 from mlops_loop_devtools.sample_data import generate_batch, land_batch
+from tests.fixtures.dataset_configs import REGULARISED, STUMP, own_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -74,37 +75,17 @@ def result_holdout_uri(root: Path) -> str:
 
 
 DRIFT_REASON = "drift in interest_rate, credit_score"
-WEAK = {"max_iter": 1, "max_leaf_nodes": 2, "early_stopping": False}
-STRONG = {
-    "model_type": "hist_gradient_boosting",
-    "max_iter": 100,
-    "learning_rate": 0.05,
-    "max_leaf_nodes": 4,
-    "min_samples_leaf": 50,
-    "early_stopping": False,
-}
-
-
 @pytest.fixture
 def weak_config(airflow_db, tmp_path, monkeypatch, mlflow_server):
     """A config copy whose own model (a one-stump HistGradientBoosting by default) no other
     test touches; storage under tmp_path."""
     import uuid
 
-    import yaml
-
-    raw = yaml.safe_load(CONFIG.read_text())
-    raw["quality"]["suite"] = str((CONFIG.parent / raw["quality"]["suite"]).resolve())
-    raw["training"]["registered_model_name"] = f"train_reason_{uuid.uuid4().hex[:8]}"
-    raw["training"]["model_type"] = "hist_gradient_boosting"
-    raw["training"]["hist_gradient_boosting"].update(WEAK)
-    config_dir = tmp_path / "configs"
-    config_dir.mkdir()
-    (config_dir / CONFIG.name).write_text(yaml.safe_dump(raw))
-    monkeypatch.setenv("MLOPS_LOOP_CONFIG_DIR", str(config_dir))
-    monkeypatch.setenv("MLOPS_LOOP_STORAGE_ROOT", str(tmp_path / "data"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
-    return load_config(config_dir / CONFIG.name)
+    stump = {k: v for k, v in STUMP.items() if k != "model_type"}
+    return own_config(
+        tmp_path, monkeypatch, mlflow_server.url, f"train_reason_{uuid.uuid4().hex[:8]}",
+        {"model_type": "hist_gradient_boosting", "hist_gradient_boosting": stump},
+    )  # fmt: skip
 
 
 def run_with_events(monkeypatch, day: int, events: list[tuple[str, dict]], conf: dict | None = None):
@@ -207,7 +188,7 @@ def test_nothing_new_ends_early_and_the_reason_comes_from_what_started_the_run(
 
     # 3. A new validated day and a drift report of it: the window reaches that day, a
     #    challenger is trained, and the drift report is the reason on the version, in the
-    #    decision record and on the promotion (the form's STRONG settings make the
+    #    decision record and on the promotion (the form's REGULARISED settings make the
     #    promotion certain; no reason typed, so the events give it).
     land_batch(generate_batch("2026-06-04", rows=3000), config.root, "2026-06-04")
     snap = ingest_batch(config, "2026-06-04")
@@ -217,7 +198,7 @@ def test_nothing_new_ends_early_and_the_reason_comes_from_what_started_the_run(
         monkeypatch,
         5,
         [drift_event("2026-06-04", report4), (validated, {"dataset": config.name, "ds": "2026-06-04"})],
-        conf={"hyperparameters": STRONG},
+        conf={"hyperparameters": REGULARISED},
     )
     assert states == dict.fromkeys(all_tasks, "success"), states
     assembled = out["assemble_training_set"]

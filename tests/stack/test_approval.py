@@ -15,11 +15,7 @@ from typing import Any
 
 import pytest
 
-from mlops_loop.core.config import load_config
-from mlops_loop.core.ingest import ingest_batch
 from mlops_loop.core.registry import audit_trail, get_champion
-from mlops_loop.core.training_set import ValidatedSnapshot, record_validated
-from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
 pytestmark = [pytest.mark.stack, pytest.mark.integration, pytest.mark.docker]
 
@@ -39,16 +35,11 @@ def overrides(timeout_hours: float = 72.0) -> dict[str, Any]:
     }
 
 
-def start_training(stack: Any, monkeypatch: Any, dataset: str, timeout_hours: float = 72.0) -> str:
+def start_training(stack: Any, dataset: str, timeout_hours: float = 72.0) -> str:
     """A dataset with three validated days; trigger its training DAG and wait until the
     approval task asks. Returns the run id."""
-    config_path = stack.add_dataset(dataset, overrides(timeout_hours))
-    monkeypatch.setenv("MLOPS_LOOP_STORAGE_ROOT", str(stack.storage_root))
-    config = load_config(config_path)
-    for seed, ds in enumerate(DAYS):
-        land_batch(generate_batch(ds, rows=1500, seed=seed), config.root, ds)
-        snap = ingest_batch(config, ds)
-        record_validated(config, ValidatedSnapshot(ds, snap.sha256, snap.snapshot_uri, snap.rows))
+    stack.add_dataset(dataset, overrides(timeout_hours))
+    stack.validated_days(dataset, DAYS)
     dag_id = f"mlops_train__{dataset}"
     run_id = stack.airflow.trigger(dag_id, conf={"reason": "approval test"})
     stack.airflow.wait_for_task(dag_id, run_id, TASK, WAITING, timeout=600)
@@ -66,10 +57,10 @@ def client(stack: Any) -> Any:
     return mlflow.MlflowClient(tracking_uri=stack.mlflow_url)
 
 
-def test_approve_moves_the_champion_and_records_who(airflow_stack, monkeypatch):
+def test_approve_moves_the_champion_and_records_who(airflow_stack):
     stack, dataset = airflow_stack, "stack_approve"
     dag_id, model = f"mlops_train__{dataset}", f"{dataset}_model"
-    run_id = start_training(stack, monkeypatch, dataset)
+    run_id = start_training(stack, dataset)
 
     asked = stack.airflow.hitl_detail(dag_id, run_id, TASK)
     decision = stack.airflow.xcom(dag_id, run_id, "evaluate_challenger")
@@ -97,10 +88,10 @@ def test_approve_moves_the_champion_and_records_who(airflow_stack, monkeypatch):
     assert stack.airflow.xcom(dag_id, run_id, "summary").startswith(f"{model}: promoted v{version}")
 
 
-def test_reject_changes_nothing_and_a_second_answer_is_refused(airflow_stack, monkeypatch):
+def test_reject_changes_nothing_and_a_second_answer_is_refused(airflow_stack):
     stack, dataset = airflow_stack, "stack_reject"
     dag_id, model = f"mlops_train__{dataset}", f"{dataset}_model"
-    run_id = start_training(stack, monkeypatch, dataset)
+    run_id = start_training(stack, dataset)
 
     assert stack.airflow.answer_hitl(dag_id, run_id, TASK, ["Reject"]).status_code == 200
     run = stack.airflow.wait_for_run(dag_id, run_id, timeout=300)
@@ -117,10 +108,10 @@ def test_reject_changes_nothing_and_a_second_answer_is_refused(airflow_stack, mo
     assert get_champion(client(stack), model) is None
 
 
-def test_no_answer_before_the_timeout_changes_nothing(airflow_stack, monkeypatch):
+def test_no_answer_before_the_timeout_changes_nothing(airflow_stack):
     stack, dataset = airflow_stack, "stack_approval_timeout"
     dag_id, model = f"mlops_train__{dataset}", f"{dataset}_model"
-    run_id = start_training(stack, monkeypatch, dataset, timeout_hours=20 / 3600)  # 20 s
+    run_id = start_training(stack, dataset, timeout_hours=20 / 3600)  # 20 s
 
     run = stack.airflow.wait_for_run(dag_id, run_id, timeout=300)
     assert run["state"] == "success"

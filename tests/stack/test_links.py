@@ -14,11 +14,6 @@ from typing import Any
 
 import pytest
 
-from mlops_loop.core.config import load_config
-from mlops_loop.core.ingest import ingest_batch
-from mlops_loop.core.training_set import ValidatedSnapshot, record_validated
-from mlops_loop_devtools.sample_data import generate_batch, land_batch
-
 pytestmark = [pytest.mark.stack, pytest.mark.integration, pytest.mark.docker]
 
 DATASET = "stack_links"
@@ -52,12 +47,12 @@ def wait_for_all_runs(stack: Any, dag_id: str) -> None:
         stack.airflow.wait_for_run(dag_id, run["dag_run_id"], timeout=300)
 
 
-def test_links_from_the_api_server(airflow_stack, monkeypatch):
+def test_links_from_the_api_server(airflow_stack):
     import mlflow
 
     stack = airflow_stack
     airflow = stack.airflow
-    config_path = stack.add_dataset(DATASET, OVERRIDES)
+    stack.add_dataset(DATASET, OVERRIDES)
     mlflow_url = stack.mlflow_url
     client = mlflow.MlflowClient(tracking_uri=mlflow_url)
 
@@ -83,12 +78,7 @@ def test_links_from_the_api_server(airflow_stack, monkeypatch):
     }
 
     # Three validated days, then a training run that promotes over the baseline.
-    monkeypatch.setenv("MLOPS_LOOP_STORAGE_ROOT", str(stack.storage_root))
-    config = load_config(config_path)
-    for seed, ds in enumerate(DAYS):
-        land_batch(generate_batch(ds, rows=1500, seed=seed), config.root, ds)
-        snap = ingest_batch(config, ds)
-        record_validated(config, ValidatedSnapshot(ds, snap.sha256, snap.snapshot_uri, snap.rows))
+    stack.validated_days(DATASET, DAYS)
 
     trained = finished(stack, TRAIN, conf={"reason": "links test"})
     states = airflow.task_states(TRAIN, trained)
