@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mlops_loop.operators.trainer import TrainerContainerOperator
 
@@ -121,15 +121,17 @@ class DockerTrainOperator(TrainerContainerOperator):
             retrain=parse_flag(self.retrain, "retrain"),
         )
 
-    def result_without_trainer(self, context: Context, config: DatasetConfig) -> dict[str, Any] | None:
+    def result_without_trainer(
+        self, context: Context, config: DatasetConfig, request: TrainerRequest
+    ) -> dict[str, Any] | None:
         """Skip the task (AirflowSkipException with the reason) when this run's training
         input is the champion's; None (train) otherwise or with ``retrain``."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        request = self.build_request(context, config)  # checks the settings first
-        if request.retrain:
+        train_request = cast("TrainRequest", request)  # build_request above made it
+        if train_request.retrain:
             return None
-        comparison = self.compare_with_champion(config, request)
+        comparison = self.compare_with_champion(config, train_request)
         if not comparison.up_to_date:
             self.log.info("%s", comparison.reason)
             return None

@@ -11,7 +11,7 @@ decay is over policy and outside the cool-down; when it is, the request is recor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseOperator
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from mlops_loop.core.config import DatasetConfig
-    from mlops_loop.core.trainer_protocol import MonitorRequest
+    from mlops_loop.core.trainer_protocol import MonitorRequest, TrainerRequest
 
 class DriftMonitorOperator(TrainerContainerOperator):
     """Measure drift and decay of the dataset's champion on its recent validated data.
@@ -83,15 +83,17 @@ class DriftMonitorOperator(TrainerContainerOperator):
         return drift_window(until, config.drift.window_days, since)
 
     def result_without_trainer(
-        self, context: Context, config: DatasetConfig
+        self, context: Context, config: DatasetConfig, request: TrainerRequest
     ) -> dict[str, Any] | None:
+        """No champion: nothing to monitor, the verdict ``no_champion`` without a trainer."""
         from mlops_loop.core.trainer_protocol import no_champion_result
 
-        name = self.resolve_model_name(config, self.model_name)
-        if self.champion(name).version is not None:
+        monitor = cast("MonitorRequest", request)  # build_request above made it
+        if monitor.champion_version is not None:
             return None
-        since, until = self._window(context, config)
-        return no_champion_result(config.name, name, until, since, until)
+        return no_champion_result(
+            config.name, monitor.model_name, monitor.ds, monitor.since_ds, monitor.until_ds
+        )
 
     def build_request(self, context: Context, config: DatasetConfig) -> MonitorRequest:
         from mlops_loop.core.retrain import drift_reports_root

@@ -151,6 +151,9 @@ class TrainerContainerOperator(DockerOperator):
         self.runner = runner
         self._io_dir: Path | None = None
         self._process: LocalTrainerProcess | None = None
+        # Asked once per execute() (the champion check and the run both need them).
+        self._runner_used: str | None = None
+        self._image_info: dict[str, Any] | None = None
 
     # --- what a subclass says -----------------------------------------------------------
 
@@ -159,9 +162,9 @@ class TrainerContainerOperator(DockerOperator):
         raise NotImplementedError
 
     def result_without_trainer(
-        self, context: Context, config: DatasetConfig
+        self, context: Context, config: DatasetConfig, request: TrainerRequest
     ) -> dict[str, Any] | None:
-        """A result that makes running the trainer unnecessary (None: run it)."""
+        """A result that makes running the trainer with ``request`` unnecessary (None: run it)."""
         return None
 
     def input_paths(self, config: DatasetConfig, request: TrainerRequest) -> list[str | None]:
@@ -247,11 +250,12 @@ class TrainerContainerOperator(DockerOperator):
         command = container_command(self.trainer_command)
         server = self.mlflow_hook.server
         self.log.info("MLflow server %s (from %s)", server.uri, server.source)
-        early = self.result_without_trainer(context, config)
+        self._runner_used = self._image_info = None
+        request = self.build_request(context, config)
+        early = self.result_without_trainer(context, config, request)
         if early is not None:
             self.log_result(early)
             return early
-        request = self.build_request(context, config)
         request = request.model_copy(
             update={"tags": {**self.common_tags(context, config), **request.tags}}
         )
@@ -469,7 +473,13 @@ class TrainerContainerOperator(DockerOperator):
     # --- Docker host --------------------------------------------------------------------
 
     def _resolve_runner(self) -> str:
-        """docker or local, from ``runner`` (auto: docker when an engine answers)."""
+        """docker or local, from ``runner`` (auto: docker when an engine answers); decided
+        once per execute()."""
+        if self._runner_used is None:
+            self._runner_used = self._decide_runner()
+        return self._runner_used
+
+    def _decide_runner(self) -> str:
         from mlops_loop.core.containers import check_runner
         from mlops_loop.core.trainer_protocol import RUNNER_ENV
         from mlops_loop.exceptions import DockerEngineUnavailable
@@ -505,8 +515,13 @@ class TrainerContainerOperator(DockerOperator):
         return decision
 
     def _inspect_image(self) -> dict[str, Any]:
-        """The image's attributes; pulls it when it is not on the Docker host (or
-        ``force_pull``); TrainerImageNotFound when that fails."""
+        """The image's attributes (asked once per execute()); pulls it when it is not on
+        the Docker host (or ``force_pull``); TrainerImageNotFound when that fails."""
+        if self._image_info is None:
+            self._image_info = self._pull_and_inspect_image()
+        return self._image_info
+
+    def _pull_and_inspect_image(self) -> dict[str, Any]:
         from docker.errors import APIError, ImageNotFound
 
         from mlops_loop.exceptions import TrainerImageNotFound

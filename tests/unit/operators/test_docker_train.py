@@ -205,7 +205,8 @@ def test_unknown_trainer_command_fails_before_docker():
 def test_retrain_never_consults_the_champion():
     # retrain asks for a new version whatever the champion was trained on: no registry,
     # storage or Docker call (all three would fail here) before the trainer runs.
-    assert _train_op(retrain=True).result_without_trainer({}, CONFIG_OBJ) is None
+    op = _train_op(retrain=True)
+    assert op.result_without_trainer({}, CONFIG_OBJ, op.build_request({}, CONFIG_OBJ)) is None
 
 
 def test_champion_check_reads_the_snapshots_before_anything_else():
@@ -214,4 +215,5 @@ def test_champion_check_reads_the_snapshots_before_anything_else():
     from mlops_loop.exceptions import SnapshotNotFoundError
 
     with pytest.raises(SnapshotNotFoundError, match="/data/credit_default/snapshots/aaa"):
-        _train_op().result_without_trainer({}, CONFIG_OBJ)
+        op = _train_op()
+        op.result_without_trainer({}, CONFIG_OBJ, op.build_request({}, CONFIG_OBJ))
