@@ -319,13 +319,18 @@ def resolve_uri(uri: str, base_dir: str) -> str:
     return str(path.resolve())
 
 
+def validation_problems(exc: ValidationError) -> list[str]:
+    """Each error of ``exc`` as ``loc: message`` (the dotted key, "(top level)" for the
+    model itself; a validator's message without pydantic's "Value error, ")."""
+    return [
+        f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: "
+        f"{err['msg'].removeprefix('Value error, ')}"
+        for err in exc.errors()
+    ]
+
+
 def _format_validation_error(path: Path, exc: ValidationError) -> str:
-    lines = [f"invalid dataset config {path}:"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
+    return "\n".join([f"invalid dataset config {path}:", *(f"  {p}" for p in validation_problems(exc))])
 
 
 def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) -> DatasetConfig:

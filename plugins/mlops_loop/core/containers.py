@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from mlops_loop.core.config import validation_problems
 from mlops_loop.core.storage import is_s3
 from mlops_loop.core.trainer_protocol import (
     CONTAINER_IO_DIR,
@@ -265,10 +266,7 @@ def read_result(io_dir: str | Path, model: type[BaseModel] | None = None) -> dic
         try:
             model.model_validate(payload)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-                for err in exc.errors()
-            )
+            problems = "; ".join(validation_problems(exc))
             raise TrainerResultError(
                 f"the trainer's {RESULT_FILE} is incomplete: {problems}", path=str(path)
             ) from exc

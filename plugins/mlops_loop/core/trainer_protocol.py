@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mlops_loop.core.config import DatasetConfig
+from mlops_loop.core.config import DatasetConfig, validation_problems
 from mlops_loop.core.storage import S3Credentials
 from mlops_loop.exceptions import ConfigError, TrainingError
 
@@ -99,9 +99,7 @@ class TrainerRequest(BaseModel):
             return DatasetConfig.model_validate(self.config)
         except ValidationError as exc:
             lines = [f"invalid dataset config in the {type(self).__name__}:"]
-            for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-                lines.append(f"  {loc}: {err['msg'].removeprefix('Value error, ')}")
+            lines += [f"  {problem}" for problem in validation_problems(exc)]
             raise ConfigError("\n".join(lines)) from exc
 
 
@@ -245,21 +243,13 @@ def check_command(command: str) -> str:
     return command
 
 
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
-        f"{e['msg'].removeprefix('Value error, ')}"
-        for e in exc.errors()
-    )
-
-
 def parse_request(command: str, doc: Mapping[str, Any]) -> TrainerRequest:
     """The typed request of ``command``; ConfigError naming each bad field."""
     model = COMMANDS[check_command(command)][0]
     try:
         return model.model_validate(doc)
     except ValidationError as exc:
-        raise ConfigError(f"invalid {command} request: {_problems(exc)}") from exc
+        raise ConfigError(f"invalid {command} request: {'; '.join(validation_problems(exc))}") from exc
 
 
 def config_payload(config: DatasetConfig) -> dict[str, Any]:
