@@ -20,15 +20,15 @@ def trigger_events(context: Mapping[str, Any] | None) -> list[TriggerEvent]:
     mapping = (context or {}).get("triggering_asset_events") or {}
     seen: set[tuple[str, str, str]] = set()
     found: list[tuple[str, TriggerEvent]] = []
-    for key in list(mapping):  # a snapshot of the keys: the accessor is a defaultdict inside
-        for event in mapping[key] or ():
+    for asset_key in list(mapping):  # a snapshot of the keys: the accessor is a defaultdict inside
+        for event in mapping[asset_key] or ():
             asset = str(getattr(getattr(event, "asset", None), "name", "") or "")
             dag_id, run_id = getattr(event, "source_dag_id", None), getattr(event, "source_run_id", None)
             when = str(getattr(event, "timestamp", "") or "")
-            key = (asset, when, f"{dag_id}/{run_id}")
-            if key in seen:
+            identity = (asset, when, f"{dag_id}/{run_id}")
+            if identity in seen:
                 continue
-            seen.add(key)
+            seen.add(identity)
             found.append(
                 (
                     when,

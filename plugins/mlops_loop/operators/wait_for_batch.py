@@ -67,6 +67,9 @@ class WaitForBatchSensor(BaseSensorOperator):
         self.ds = ds
         self.poke_interval_from_config = poke_interval is None
         self.timeout_from_config = timeout is None
+        # Set by execute() before the first look; poke() runs inside execute().
+        self._config: DatasetConfig | None = None
+        self._ds = ""
 
     def execute(self, context: Context) -> Any:
         from airflow.sdk.exceptions import (
@@ -119,7 +122,8 @@ class WaitForBatchSensor(BaseSensorOperator):
         from mlops_loop.core.ingest import find_batch
         from mlops_loop.hooks.s3 import dataset_s3_credentials
 
-        config: DatasetConfig = self._config
+        config = self._config
+        assert config is not None, "poke() runs inside execute(), which loads the config"
         lookup = find_batch(config, self._ds, credentials=dataset_s3_credentials(config))
         if log or lookup.found:
             self.log.info("%s", lookup.describe())
