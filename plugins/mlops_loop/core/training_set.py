@@ -212,20 +212,22 @@ def assemble_training_set(
     window = window or config.training.window
     window_days, holdout_days = window.window_days, window.holdout_days
     valid_fraction, min_rows = window.valid_fraction, window.min_rows_per_split
-    newest = None
+    latest = None  # the whole index, read only when the window's end depends on it
     if not until_ds or must_include_ds:
         latest = validated_snapshots(config, credentials=credentials)
         if not latest:
             raise TrainingSetError(
                 f"no validated snapshots of {config.name} yet: ingest and quality-gate a batch first"
             )
-        newest = latest[-1].ds
     until_ds, window_note = training_window_end(
-        until_ds, must_include_ds, newest, window_days=window_days
+        until_ds, must_include_ds, latest[-1].ds if latest else None, window_days=window_days
     )
     end = date.fromisoformat(until_ds)
     since = (end - timedelta(days=window_days - 1)).isoformat()
-    members = validated_snapshots(config, credentials=credentials, since_ds=since, until_ds=until_ds)
+    if latest is not None:
+        members = [m for m in latest if since <= m.ds <= until_ds]
+    else:
+        members = validated_snapshots(config, credentials=credentials, since_ds=since, until_ds=until_ds)
     if not members:
         raise TrainingSetError(
             f"no validated snapshots of {config.name} between {since} and {until_ds}: "
