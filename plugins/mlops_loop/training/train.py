@@ -71,13 +71,6 @@ def print_flushed(line: str) -> None:
     print(line, flush=True)
 
 
-def resolve_settings(request: TrainRequest) -> tuple[DatasetConfig, TrainingSettings]:
-    """The request's dataset config and its training settings with the request's overrides
-    (``core.training_set.resolve_train_settings``, shared with the worker's champion
-    check). Raises ConfigError naming the key."""
-    return resolve_train_settings(request)
-
-
 def run_training(
     request: TrainRequest,
     *,
@@ -90,7 +83,8 @@ def run_training(
     Raises ConfigError (bad config or hyperparameters), TrainingError (stage ``snapshots``,
     ``data``, ``fit``, ``log_model``, ``register``) or TrackingServerError (MLflow down).
     """
-    config, settings = resolve_settings(request)
+    # Shared with the worker's champion check; ConfigError naming the key.
+    config, settings = resolve_train_settings(request)
     tracking_uri = trainer_tracking_uri(tracking_uri)
     credentials = credentials if credentials is not None else s3_credentials_from_env()
     model_name = str(settings.registered_model_name)

@@ -323,3 +323,30 @@ def test_form_overrides_change_the_training_input(config):
     assert identity(model_type=config.training.model_type) == plain
     assert identity(model_type="hist_gradient_boosting") != plain
     assert identity(max_epochs=3) != plain
+
+
+def train_request(config, **extra):
+    from mlops_loop.core.trainer_protocol import TrainRequest, config_payload
+
+    doc = {"config": config_payload(config), "train_snapshot_uri": "/nowhere/a", "valid_snapshot_uri": "/nowhere/b"}
+    doc.update(extra)
+    return TrainRequest.model_validate(doc)
+
+
+def test_request_overrides_reach_the_settings(config):
+    from mlops_loop.core.training_set import resolve_train_settings
+
+    _, settings = resolve_train_settings(
+        train_request(config, seed=9, registered_model_name="m", hyperparameters={"max_epochs": 2})
+    )
+    assert (settings.seed, settings.registered_model_name, settings.mlp.max_epochs) == (9, "m", 2)
+
+
+def test_invalid_config_in_request_names_the_key(config):
+    from mlops_loop.core.training_set import resolve_train_settings
+    from mlops_loop.exceptions import ConfigError
+
+    bad = train_request(config)
+    bad.config["task"] = "ranking"
+    with pytest.raises(ConfigError, match="task"):
+        resolve_train_settings(bad)

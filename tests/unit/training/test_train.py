@@ -43,20 +43,6 @@ def request(config, **extra):
     return TrainRequest.model_validate(doc)
 
 
-def test_request_overrides_reach_the_settings(config):
-    _, settings = train.resolve_settings(
-        request(config, seed=9, registered_model_name="m", hyperparameters={"max_epochs": 2})
-    )
-    assert (settings.seed, settings.registered_model_name, settings.mlp.max_epochs) == (9, "m", 2)
-
-
-def test_invalid_config_in_request_names_the_key(config):
-    bad = request(config)
-    bad.config["task"] = "ranking"
-    with pytest.raises(ConfigError, match="task"):
-        train.resolve_settings(bad)
-
-
 @pytest.mark.parametrize(
     ("change", "same"),
     [
