@@ -278,13 +278,8 @@ def run_time(context: Mapping[str, Any]) -> datetime:
     """The time a run is for: data interval end, else logical date, else ``run_after``
     (a manual run triggered without a logical date has only that). ``context`` is an
     Airflow task context or any mapping with those keys."""
-    for key in ("data_interval_end", "logical_date"):
-        value = context.get(key)
-        if isinstance(value, datetime):
-            return value
-    dag_run = context.get("dag_run")
-    value = getattr(dag_run, "run_after", None) if dag_run is not None else None
-    if not isinstance(value, datetime):
+    value = _context_time(context, ("data_interval_end", "logical_date"))
+    if value is None:
         raise ValueError("the run has no data interval, logical date or run_after")
     return value
 
@@ -296,14 +291,22 @@ def run_ds(context: Mapping[str, Any], explicit: Any = None) -> str:
     ``explicit`` may be None, ``""`` or ``"None"`` (an empty Param rendered as text)."""
     if given(explicit):
         return check_ds(str(explicit).strip())
-    logical = context.get("logical_date")
-    if isinstance(logical, datetime):
-        return logical.date().isoformat()
+    value = _context_time(context, ("logical_date",))
+    if value is None:
+        raise ValueError("no date given and the run has neither a logical date nor run_after")
+    return value.date().isoformat()
+
+
+def _context_time(context: Mapping[str, Any], keys: tuple[str, ...]) -> datetime | None:
+    """The first of ``keys`` that holds a datetime in ``context``, else the run's
+    ``run_after``, else None."""
+    for key in keys:
+        value = context.get(key)
+        if isinstance(value, datetime):
+            return value
     dag_run = context.get("dag_run")
-    run_after = getattr(dag_run, "run_after", None) if dag_run is not None else None
-    if isinstance(run_after, datetime):
-        return run_after.date().isoformat()
-    raise ValueError("no date given and the run has neither a logical date nor run_after")
+    value = getattr(dag_run, "run_after", None) if dag_run is not None else None
+    return value if isinstance(value, datetime) else None
 
 
 def resolve_uri(uri: str, base_dir: str) -> str:
