@@ -82,34 +82,28 @@ def model_version_url(base: str, result: Any) -> str:
     return ""
 
 
-def decision_report_url(base: str, result: Any) -> str:
-    """The decision record's HTML: its MLflow copy (``artifact_experiment_id``,
-    ``artifact_run_id``, ``html_artifact_path``), else ``html_uri`` when a browser can
-    open it; '' if none."""
+def _report_url(base: str, result: Any, experiment_key: str, run_key: str, uri_key: str) -> str:
+    """A report's HTML: its copy in an MLflow run (``result[experiment_key]``,
+    ``result[run_key]``, ``html_artifact_path``), else ``result[uri_key]`` when a browser
+    can open it; '' if none."""
     if not isinstance(result, Mapping):
         return ""
     url = artifact_view_url(
-        base,
-        result.get("artifact_experiment_id"),
-        result.get("artifact_run_id"),
-        result.get("html_artifact_path"),
+        base, result.get(experiment_key), result.get(run_key), result.get("html_artifact_path")
     )
-    return url or (result["html_uri"] if _is_http(result.get("html_uri")) else "")
+    return url or (result[uri_key] if _is_http(result.get(uri_key)) else "")
+
+
+def decision_report_url(base: str, result: Any) -> str:
+    """The decision record's HTML: its MLflow copy (``artifact_experiment_id``,
+    ``artifact_run_id``), else ``html_uri``; see _report_url."""
+    return _report_url(base, result, "artifact_experiment_id", "artifact_run_id", "html_uri")
 
 
 def drift_report_url(base: str, result: Any) -> str:
     """The drift report's HTML: its copy in the monitoring run (``monitoring_experiment_id``,
-    ``monitoring_run_id``, ``html_artifact_path``), else ``report_uri`` when a browser can
-    open it; '' if none."""
-    if not isinstance(result, Mapping):
-        return ""
-    url = artifact_view_url(
-        base,
-        result.get("monitoring_experiment_id"),
-        result.get("monitoring_run_id"),
-        result.get("html_artifact_path"),
-    )
-    return url or (result["report_uri"] if _is_http(result.get("report_uri")) else "")
+    ``monitoring_run_id``), else ``report_uri``; see _report_url."""
+    return _report_url(base, result, "monitoring_experiment_id", "monitoring_run_id", "report_uri")
 
 
 # ------------------------------------------------------------ what the api-server reads
