@@ -30,7 +30,12 @@ from types import FrameType
 from typing import Any
 
 from mlops_loop.core.metrics import json_safe
-from mlops_loop.core.trainer_protocol import EXIT_CODE_MEANINGS, ExitCode, parse_request
+from mlops_loop.core.trainer_protocol import (
+    EXIT_CODE_MEANINGS,
+    ErrorResult,
+    ExitCode,
+    parse_request,
+)
 from mlops_loop.exceptions import (
     ConfigError,
     DriftError,
@@ -156,17 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         meaning = EXIT_CODE_MEANINGS.get(code, "error")
         print(f"{args.command} failed ({meaning}): {message}", file=sys.stderr, flush=True)
         try:
-            write_result(
-                args.result,
-                {
-                    "status": "error",
-                    "error": message,
-                    "error_type": type(exc).__name__,
-                    "stage": getattr(exc, "stage", None),
-                    "run_id": getattr(exc, "run_id", None),
-                    "exit_code": int(code),
-                },
+            error = ErrorResult(
+                status="error",
+                error=message,
+                error_type=type(exc).__name__,
+                stage=getattr(exc, "stage", None),
+                run_id=getattr(exc, "run_id", None),
+                exit_code=int(code),
             )
+            write_result(args.result, error.model_dump())
         except Exception as write_exc:  # best effort: the exit code still tells
             print(f"could not write {args.result}: {write_exc}", file=sys.stderr, flush=True)
         if code == ExitCode.UNEXPECTED:
