@@ -162,6 +162,27 @@ def task_result(ti_key: Any) -> Any:
     return value
 
 
+class _Operators:
+    """A link's ``operators``, by class name in mlops_loop.operators, imported when Airflow
+    first reads them: only where it deserializes DAGs with their links (the api-server).
+    Every Airflow process loads this plugin (tasks, scheduler); none of them pays for the
+    operator modules, the Docker client or the config models there.
+
+    Airflow 3 matches plugin links on the exact class: name each concrete operator."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+
+    def __get__(self, link: Any, owner: Any = None) -> list[type]:
+        try:
+            import mlops_loop.operators as operators
+
+            return [getattr(operators, name) for name in self.names]
+        except Exception:  # a link must never break reading a DAG
+            log.exception("cannot import the operators %s for a link", self.names)
+            return []
+
+
 class _ResultLink(BaseOperatorLink):
     """A link computed from the task's return value by ``url(base, result)``."""
 
@@ -185,37 +206,21 @@ class _ResultLink(BaseOperatorLink):
 class MlflowModelVersionLink(_ResultLink):
     name = "MLflow model version"
     url = staticmethod(model_version_url)
+    operators = _Operators(
+        "DockerTrainOperator", "EvaluateChallengerOperator", "PromoteModelOperator"
+    )
 
 
 class DecisionReportLink(_ResultLink):
     name = "Decision report"
     url = staticmethod(decision_report_url)
+    operators = _Operators("EvaluateChallengerOperator", "PromoteModelOperator")
 
 
 class DriftReportLink(_ResultLink):
     name = "Drift report"
     url = staticmethod(drift_report_url)
-
-
-def _attach_operators() -> None:
-    # Airflow 3 matches plugin links on the exact class: name each concrete operator.
-    from mlops_loop.operators import (
-        DockerTrainOperator,
-        DriftMonitorOperator,
-        EvaluateChallengerOperator,
-        PromoteModelOperator,
-    )
-
-    MlflowModelVersionLink.operators = [
-        DockerTrainOperator,
-        EvaluateChallengerOperator,
-        PromoteModelOperator,
-    ]
-    DecisionReportLink.operators = [EvaluateChallengerOperator, PromoteModelOperator]
-    DriftReportLink.operators = [DriftMonitorOperator]
-
-
-_attach_operators()
+    operators = _Operators("DriftMonitorOperator")
 
 
 class MlopsLoopPlugin(AirflowPlugin):

@@ -6,6 +6,9 @@ as the api-server's links endpoint returns them."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -149,6 +152,19 @@ def test_a_task_with_no_result_gets_no_link(plugin, airflow_db, monkeypatch):
     assert plugin.task_result(key) is None
     for link in plugin.MlopsLoopPlugin.operator_extra_links:
         assert link.get_link(None, ti_key=key) == ""
+
+
+def test_loading_the_plugin_imports_no_operator():
+    """Every Airflow process loads the plugin; the operators its links name are imported
+    only when the api-server reads a DAG with its links."""
+    code = (
+        "import json, runpy, sys\n"
+        f"runpy.run_path({str(PLUGIN)!r})\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'docker'"
+        " or m.startswith(('mlops_loop.operators', 'mlops_loop.core')))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
 
 
 @pytest.fixture(scope="module")
