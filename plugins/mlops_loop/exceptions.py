@@ -106,6 +106,16 @@ class QualitySuiteError(MlopsLoopError):
         self.expectation = expectation
 
 
+class TargetError(MlopsLoopError):
+    """The target column's values do not fit the config's task: text labels that are not
+    the positive label and one other, a positive label that never occurs, more than two
+    classes, text in a regression target. Names the column and the values found."""
+
+    def __init__(self, message: str, *, column: str) -> None:
+        super().__init__(message)
+        self.column = column
+
+
 class TrainingSetError(MlopsLoopError):
     """Not enough validated data to assemble a training set, or a split is too small."""
 
@@ -256,6 +266,19 @@ class PromotionStale(RegistryError):
 
 class RollbackRefused(RegistryError):
     """A rollback target is unknown, deleted or failed validation (and force was not set)."""
+
+
+class PromotionLockLost(RegistryError):
+    """The promotion lock's lease ran out or another promoter took the lock over before a
+    write under it; that write and every later one were not made (the champion alias did
+    not move). ``holder`` is the lock's holder now, when known. Retrying is safe."""
+
+    def __init__(
+        self, message: str, *, model_name: str, lock_name: str, holder: str | None
+    ) -> None:
+        super().__init__(message, model_name=model_name)
+        self.lock_name = lock_name
+        self.holder = holder
 
 
 # --- drift monitoring -----------------------------------------------------------------

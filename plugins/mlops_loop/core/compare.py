@@ -33,12 +33,12 @@ from mlops_loop.core.metrics import (
     metric_value,
     prepare_metric,
 )
-from mlops_loop.exceptions import EvaluationError
+from mlops_loop.exceptions import EvaluationError, TargetError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlops_loop.core.config import EvaluationSettings, GuardrailSpec
+    from mlops_loop.core.config import DatasetConfig, EvaluationSettings, GuardrailSpec
 
 Outcome = Literal["promote", "reject", "insufficient_data"]
 
@@ -200,7 +200,9 @@ def mcnemar(
 
     yy, pa, pb = np.asarray(y), np.asarray(pred_a), np.asarray(pred_b)
     if not (yy.shape == pa.shape == pb.shape):
-        raise EvaluationError(f"labels and predictions differ in shape: {yy.shape}, {pa.shape}, {pb.shape}")
+        raise EvaluationError(
+            f"labels and predictions differ in shape: {yy.shape}, {pa.shape}, {pb.shape}"
+        )
     right_a, right_b = pa == yy, pb == yy
     a_only = int(np.count_nonzero(right_a & ~right_b))
     b_only = int(np.count_nonzero(~right_a & right_b))
@@ -214,16 +216,29 @@ def mcnemar(
     return McNemarResult(a_only, b_only, float(stat), float(stats.chi2.sf(stat, df=1)), "chi2")
 
 
-def baseline_scores(y_reference: ArrayLike, task: str, n_rows: int | None = None) -> FloatArray:
-    """The trivial model: the positive-class prior (classification) or the mean (regression)
-    of ``y_reference`` (training labels when available, else the holdout's), repeated
-    ``n_rows`` times (default: as many as ``y_reference``)."""
+def baseline_scores(
+    y_reference: ArrayLike,
+    task: str,
+    n_rows: int | None = None,
+    *,
+    baseline_value: float | None = None,
+) -> FloatArray:
+    """The trivial model, repeated ``n_rows`` times (default: as many as ``y_reference``):
+    ``baseline_value`` when given (the training positive rate or mean, from the challenger's
+    ``train_target_mean`` tag), else the positive-class prior (classification) or the mean
+    (regression) of ``y_reference``."""
     yy = np.asarray(y_reference, dtype=np.float64)
-    if yy.size == 0 or not np.isfinite(yy).all():
-        raise EvaluationError("baseline needs at least one non-missing label", rows=int(yy.size))
     if task not in ("classification", "regression"):
         raise EvaluationError(f"unknown task {task!r}")
-    return np.full(yy.size if n_rows is None else n_rows, float(yy.mean()))
+    size = yy.size if n_rows is None else n_rows
+    if baseline_value is not None:
+        value = float(baseline_value)
+        if not math.isfinite(value) or (task == "classification" and not 0.0 <= value <= 1.0):
+            raise EvaluationError(f"baseline value {value} is not a {task} prediction")
+        return np.full(size, value)
+    if yy.size == 0 or not np.isfinite(yy).all():
+        raise EvaluationError("baseline needs at least one non-missing label", rows=int(yy.size))
+    return np.full(size, float(yy.mean()))
 
 
 # ------------------------------------------------------------------------- the decision
@@ -233,7 +248,9 @@ def make_decision_id(
     challenger_version: str | None, champion_version: str | None, holdout_sha256: str | None
 ) -> str:
     """Deterministic id: the same challenger, champion and holdout give the same id."""
-    payload = json.dumps([str(challenger_version), str(champion_version or "baseline"), holdout_sha256])
+    payload = json.dumps(
+        [str(challenger_version), str(champion_version or "baseline"), holdout_sha256]
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -315,10 +332,13 @@ def _check_inputs(
         if arr.shape != (n,):
             raise EvaluationError(f"{name} scores have shape {arr.shape}, labels ({n},)", rows=n)
         if not np.isfinite(arr).all():
-            raise EvaluationError(f"{name} scores have {int((~np.isfinite(arr)).sum())} NaN/inf values", rows=n)
+            raise EvaluationError(
+                f"{name} scores have {int((~np.isfinite(arr)).sum())} NaN/inf values", rows=n
+            )
         if task == "classification" and n and (arr.min() < 0 or arr.max() > 1):
             raise EvaluationError(
-                f"{name} scores must be probabilities in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]", rows=n
+                f"{name} scores must be probabilities in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]",
+                rows=n,
             )
         out[name] = arr
     return yy, out
@@ -366,16 +386,24 @@ def _evaluate_slices(
     rows: list[dict[str, Any]] = []
     for column in settings.slice_columns or list(slices):
         if column not in slices:
-            raise EvaluationError(f"slice column {column!r} is missing from the holdout", metric=metric)
+            raise EvaluationError(
+                f"slice column {column!r} is missing from the holdout", metric=metric
+            )
         labels = _slice_labels(slices[column])
         if labels.shape[0] != y.shape[0]:
-            raise EvaluationError(f"slice column {column!r} has {labels.shape[0]} rows, labels {y.shape[0]}")
+            raise EvaluationError(
+                f"slice column {column!r} has {labels.shape[0]} rows, labels {y.shape[0]}"
+            )
         values, counts = np.unique(labels, return_counts=True)
-        ranked = sorted(zip(values.tolist(), counts.tolist(), strict=True), key=lambda t: (-t[1], t[0]))
+        ranked = sorted(
+            zip(values.tolist(), counts.tolist(), strict=True), key=lambda t: (-t[1], t[0])
+        )
         for i, (value, count) in enumerate(ranked):
             row: dict[str, Any] = {"column": column, "value": value, "rows": int(count)}
             if i >= MAX_SLICES_PER_COLUMN:
-                row.update(status="skipped", note=f"beyond the {MAX_SLICES_PER_COLUMN} largest slices")
+                row.update(
+                    status="skipped", note=f"beyond the {MAX_SLICES_PER_COLUMN} largest slices"
+                )
             elif count < settings.slice_min_rows:
                 row.update(status="skipped", note=f"fewer than {settings.slice_min_rows} rows")
             else:
@@ -383,7 +411,12 @@ def _evaluate_slices(
                 c = metric_value(metric, y[mask], chal[mask], threshold=settings.threshold)
                 r = metric_value(metric, y[mask], ref[mask], threshold=settings.threshold)
                 if not (math.isfinite(c) and math.isfinite(r)):
-                    row.update(status="skipped", note="metric undefined (one class)", challenger=c, reference=r)
+                    row.update(
+                        status="skipped",
+                        note="metric undefined (one class)",
+                        challenger=c,
+                        reference=r,
+                    )
                 else:
                     regression = (r - c) if hib else (c - r)
                     limit = settings.slice_max_regression
@@ -411,17 +444,36 @@ def _evaluate_budget(
     observed = dict(observed or {})
     unknown = sorted(set(observed) - set(BUDGET_KEYS))
     if unknown:
-        raise EvaluationError(f"unknown budget measurements {unknown}; known: {sorted(BUDGET_KEYS)}")
+        raise EvaluationError(
+            f"unknown budget measurements {unknown}; known: {sorted(BUDGET_KEYS)}"
+        )
     out = []
     for key, limit_name in BUDGET_KEYS.items():
         limit = getattr(settings.budget, limit_name)
         value = observed.get(key)
         if limit is None:
-            out.append({"name": key, "observed": value, "limit": None, "passed": True, "note": "no limit"})
+            out.append(
+                {"name": key, "observed": value, "limit": None, "passed": True, "note": "no limit"}
+            )
         elif value is None:
-            out.append({"name": key, "observed": None, "limit": limit, "passed": False, "note": "not measured"})
+            out.append(
+                {
+                    "name": key,
+                    "observed": None,
+                    "limit": limit,
+                    "passed": False,
+                    "note": "not measured",
+                }
+            )
         else:
-            out.append({"name": key, "observed": float(value), "limit": limit, "passed": float(value) <= limit})
+            out.append(
+                {
+                    "name": key,
+                    "observed": float(value),
+                    "limit": limit,
+                    "passed": float(value) <= limit,
+                }
+            )
     return out
 
 
@@ -436,14 +488,14 @@ def decide(
     challenger_version: str | None = None,
     champion_version: str | None = None,
     holdout_sha256: str | None = None,
-    baseline_labels: ArrayLike | None = None,
+    baseline_value: float | None = None,
     notes: Sequence[str] = (),
 ) -> Decision:
     """Promote, reject, or 'insufficient_data', with readable reasons.
 
     The challenger is compared with the champion on the same rows, or without a champion
-    with the trivial baseline (:func:`baseline_scores` of ``baseline_labels``, default the
-    holdout labels). Promotion needs: the ``settings.confidence`` interval of the primary
+    with the trivial baseline (:func:`baseline_scores`: ``baseline_value``, the training
+    positive rate or mean, else the holdout's). Promotion needs: the ``settings.confidence`` interval of the primary
     metric's improvement lies above zero and its lower end is at least
     ``settings.min_improvement`` (bootstrap); or for McNemar, a significant test in the
     challenger's favour with an observed improvement of at least the margin; and every
@@ -454,8 +506,12 @@ def decide(
     try:
         settings.check_against(task)
     except ValueError as exc:
-        raise EvaluationError(f"evaluation settings: {exc}", metric=settings.primary_metric) from exc
-    yy, scores = _check_inputs(y, {"challenger": challenger_scores, "champion": champion_scores}, task)
+        raise EvaluationError(
+            f"evaluation settings: {exc}", metric=settings.primary_metric
+        ) from exc
+    yy, scores = _check_inputs(
+        y, {"challenger": challenger_scores, "champion": champion_scores}, task
+    )
     n = int(yy.shape[0])
     chal = scores["challenger"]
     metric = settings.primary_metric
@@ -464,7 +520,7 @@ def decide(
         ref = scores["champion"]
         compared_against = f"champion:{champion_version}" if champion_version else "champion"
     else:
-        ref = baseline_scores(yy if baseline_labels is None else baseline_labels, task, n)
+        ref = baseline_scores(yy, task, n, baseline_value=baseline_value)
         compared_against = "baseline"
     decision = Decision(
         outcome="insufficient_data",
@@ -496,6 +552,12 @@ def decide(
                 f"holdout labels are all {int(yy[0])} ({n} rows): {metric} cannot tell models apart"
             )
             return decision
+    elif n and float(yy.min()) == float(yy.max()):
+        decision.reasons.append(
+            f"holdout target is constant ({yy[0]:g} on all {n} rows): it cannot show which "
+            "model follows the target"
+        )
+        return decision
 
     # Primary comparison.
     decision.challenger_value = metric_value(metric, yy, chal, threshold=settings.threshold)
@@ -513,11 +575,19 @@ def decide(
         d = (test.a_only - test.b_only) / n
         se = math.sqrt(max(test.a_only + test.b_only - n * d * d, 0.0)) / n
         z = float(stats.norm.ppf(0.5 + settings.confidence / 2))
-        decision.improvement, decision.ci_low, decision.ci_high = improvement, d - z * se, d + z * se
+        decision.improvement, decision.ci_low, decision.ci_high = (
+            improvement,
+            d - z * se,
+            d + z * se,
+        )
         decision.p_value = test.p_value
         decision.test = {"name": "mcnemar", **test.to_dict()}
         alpha = 1 - settings.confidence
-        primary_ok = test.a_only > test.b_only and test.p_value < alpha and improvement >= settings.min_improvement
+        primary_ok = (
+            test.a_only > test.b_only
+            and test.p_value < alpha
+            and improvement >= settings.min_improvement
+        )
         if not primary_ok:
             reasons_fail.append(
                 f"{metric} {_fmt(decision.challenger_value)} vs {_fmt(decision.reference_value)} "
@@ -578,7 +648,9 @@ def decide(
     for b in decision.budget:
         if not b["passed"]:
             if b.get("note") == "not measured":
-                reasons_fail.append(f"budget {b['name']} has a limit ({b['limit']}) but was not measured")
+                reasons_fail.append(
+                    f"budget {b['name']} has a limit ({b['limit']}) but was not measured"
+                )
             else:
                 reasons_fail.append(f"budget {b['name']} {b['observed']:.4g} exceeds {b['limit']}")
 
@@ -597,10 +669,14 @@ def decide(
 
 
 def holdout_arrays(
-    frame: pd.DataFrame, target: str, slice_columns: Sequence[str] = ()
+    frame: pd.DataFrame, config: DatasetConfig
 ) -> tuple[FloatArray, dict[str, NDArray[Any]]]:
-    """Labels and slice columns from a holdout DataFrame, with clear errors for a missing
-    target or slice column (what an evaluation operator hands to :func:`decide`)."""
+    """Encoded labels (core.targets: 1.0/0.0, or the regression value) and the slice
+    columns from a holdout DataFrame, with errors naming the column for a missing target or
+    slice column, missing labels or labels that do not fit the task."""
+    from mlops_loop.core.targets import encode_target
+
+    target, slice_columns = config.target, config.evaluation.slice_columns
     missing = [c for c in (target, *slice_columns) if c not in frame.columns]
     if missing:
         what = "target column" if target in missing else "slice columns"
@@ -609,6 +685,11 @@ def holdout_arrays(
         )
     y = frame[target]
     if y.isna().any():
-        raise EvaluationError(f"holdout target {target!r} has {int(y.isna().sum())} missing values", rows=len(frame))
-    labels = np.asarray(y.astype("float64").to_numpy(), dtype=np.float64)
+        raise EvaluationError(
+            f"holdout target {target!r} has {int(y.isna().sum())} missing values", rows=len(frame)
+        )
+    try:
+        labels = encode_target(config, y, where="holdout")
+    except TargetError as exc:
+        raise EvaluationError(str(exc), rows=len(frame)) from exc
     return labels, {c: frame[c].to_numpy(dtype=object) for c in slice_columns}

@@ -183,7 +183,16 @@ class DatasetConfig(_Strict):
     source: SourceSettings = SourceSettings()
     columns: list[ColumnSpec] = Field(min_length=1)
     target: str
-    task: Literal["classification", "regression"] = "classification"
+    task: Literal["classification", "regression"] = Field(
+        default="classification",
+        description="classification: a binary target (0/1, false/true, or two text labels "
+        "with positive_label); regression: a numeric target. Multiclass is not supported.",
+    )
+    positive_label: str | int | float | bool | None = Field(
+        default=None,
+        description="classification: the label that means positive (1.0 to the model). "
+        "Required for text labels; defaults to 1 (numbers) or true (booleans).",
+    )
     id_column: str | None = None
     timestamp_column: str | None = None
     quality: QualitySettings = QualitySettings()
@@ -196,6 +205,28 @@ class DatasetConfig(_Strict):
 
     # Set by load_config: where the file lives, to resolve relative paths.
     config_dir: str = Field(default=".", exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        """Refuse multiclass by name; a regression config's decision metric defaults to rmse."""
+        if not isinstance(data, Mapping):
+            return data
+        task = data.get("task", "classification")
+        if isinstance(task, str) and task.strip().lower().replace("-", "").replace("_", "") in (
+            "multiclass", "multiclassclassification", "multinomial",
+        ):  # fmt: skip
+            raise ValueError(
+                f"task: {task!r} is not supported: the pipeline trains binary classifiers and "
+                "regressors. Map the target to two labels (one class against the rest: "
+                "positive_label) before landing, or use task: regression for an ordered score"
+            )
+        evaluation = data.get("evaluation")
+        if task == "regression" and (evaluation is None or isinstance(evaluation, Mapping)):
+            evaluation = dict(evaluation or {})
+            evaluation.setdefault("primary_metric", "rmse")
+            data = {**data, "evaluation": evaluation}
+        return data
 
     @model_validator(mode="after")
     def _check_columns(self) -> DatasetConfig:
@@ -214,7 +245,61 @@ class DatasetConfig(_Strict):
                     f"timestamp_column: {self.timestamp_column!r} has type {ts_type.value}, "
                     "expected date or timestamp"
                 )
+        self._check_target()
+        try:
+            self.evaluation.check_against(self.task, names)
+        except ValueError as exc:
+            raise ValueError(f"evaluation: {exc}") from exc
+        decay = self.drift.decay_metric
+        if decay is not None and self.task not in EVALUATION_METRICS.get(decay, ((),))[0]:
+            raise ValueError(f"drift.decay_metric: {decay!r} does not apply to a {self.task} task")
         return self
+
+    def _check_target(self) -> None:
+        target_type = self.column(self.target).type
+        label = self.positive_label
+        if self.task == "regression":
+            if not target_type.is_numeric:
+                raise ValueError(
+                    f"target: a regression target must be an integer or float column; "
+                    f"{self.target!r} is {target_type.value}"
+                )
+            if label is not None:
+                raise ValueError(
+                    "positive_label: applies to classification only, not to task regression"
+                )
+            return
+        if target_type in (ColumnType.DATE, ColumnType.TIMESTAMP):
+            raise ValueError(
+                f"target: {self.target!r} is a {target_type.value} column, not a label"
+            )
+        if target_type in (ColumnType.STRING, ColumnType.CATEGORY):
+            if label is None:
+                raise ValueError(
+                    f"positive_label: required when the classification target {self.target!r} "
+                    f"holds text labels ({target_type.value}); set it to the label that means "
+                    "positive, e.g. positive_label: 'yes'"
+                )
+            if isinstance(label, bool):
+                raise ValueError(
+                    f"positive_label: read as the boolean {label} but {self.target!r} holds text; "
+                    "YAML reads unquoted yes/no/on/off/true/false as booleans, so quote it "
+                    "(positive_label: 'yes')"
+                )
+        elif target_type is ColumnType.BOOLEAN:
+            if label is not None and not isinstance(label, bool):
+                raise ValueError(
+                    f"positive_label: {self.target!r} is boolean, so use true or false, not {label!r}"
+                )
+        elif target_type.is_numeric and label is not None:
+            if isinstance(label, (bool, str)):
+                raise ValueError(
+                    f"positive_label: {self.target!r} is {target_type.value}, so give a number, not {label!r}"
+                )
+            if target_type is ColumnType.INTEGER and float(label) != int(label):
+                raise ValueError(
+                    f"positive_label: {label!r} is not an integer like the target {self.target!r}"
+                )
 
     def column(self, name: str) -> ColumnSpec:
         for col in self.columns:
@@ -237,7 +322,9 @@ class DatasetConfig(_Strict):
 
     def source_uri(self, ds: str) -> str:
         check_ds(ds)
-        return resolve_uri(self.source.uri.format(root=self.root.rstrip("/"), ds=ds), self.config_dir)
+        return resolve_uri(
+            self.source.uri.format(root=self.root.rstrip("/"), ds=ds), self.config_dir
+        )
 
     def resolve_path(self, path: str) -> str:
         return resolve_uri(path, self.config_dir)
@@ -333,7 +420,9 @@ def validation_problems(exc: ValidationError) -> list[str]:
 
 
 def _format_validation_error(path: Path, exc: ValidationError) -> str:
-    return "\n".join([f"invalid dataset config {path}:", *(f"  {p}" for p in validation_problems(exc))])
+    return "\n".join(
+        [f"invalid dataset config {path}:", *(f"  {p}" for p in validation_problems(exc))]
+    )
 
 
 def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) -> DatasetConfig:
@@ -351,7 +440,9 @@ def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) ->
     except yaml.YAMLError as exc:
         raise ConfigError(f"dataset config {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"dataset config {path} must be a mapping of keys, got {type(raw).__name__}")
+        raise ConfigError(
+            f"dataset config {path} must be a mapping of keys, got {type(raw).__name__}"
+        )
     raw.update(overrides or {})
     env_root = os.environ.get(STORAGE_ROOT_ENV)
     if env_root and not (overrides and "storage" in overrides):
@@ -383,7 +474,10 @@ class MlpHyperparameters(_Strict):
     batch_size: int = Field(default=256, ge=8, le=65_536)
     max_epochs: int = Field(default=30, ge=1, le=1_000)
     patience: int = Field(
-        default=5, ge=1, le=100, description="Epochs without a better validation loss before stopping."
+        default=5,
+        ge=1,
+        le=100,
+        description="Epochs without a better validation loss before stopping.",
     )
 
     @field_validator("hidden_sizes")
@@ -425,7 +519,9 @@ class TrainingSettings(_Strict):
     left out resolve to ``<dataset>_model`` and ``<dataset>`` (see training_settings())."""
 
     model_type: ModelType = "mlp"
-    registered_model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+    registered_model_name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+    )
     experiment_name: str | None = Field(default=None, min_length=1, max_length=200)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
     device: Literal["auto", "cpu", "cuda"] = Field(
@@ -443,16 +539,22 @@ class TrainingSettings(_Strict):
     )
     window: TrainingWindow = TrainingWindow()
     mlp: MlpHyperparameters = MlpHyperparameters()
-    hist_gradient_boosting: HistGradientBoostingHyperparameters = HistGradientBoostingHyperparameters()
+    hist_gradient_boosting: HistGradientBoostingHyperparameters = (
+        HistGradientBoostingHyperparameters()
+    )
 
     @property
     def hyperparameters(self) -> MlpHyperparameters | HistGradientBoostingHyperparameters:
         """The hyperparameters of the selected model type."""
-        section: MlpHyperparameters | HistGradientBoostingHyperparameters = getattr(self, self.model_type)
+        section: MlpHyperparameters | HistGradientBoostingHyperparameters = getattr(
+            self, self.model_type
+        )
         return section
 
 
-def training_settings(config: DatasetConfig, overrides: dict[str, Any] | None = None) -> TrainingSettings:
+def training_settings(
+    config: DatasetConfig, overrides: dict[str, Any] | None = None
+) -> TrainingSettings:
     """The config's training settings with per-run ``overrides`` applied and names resolved.
 
     ``overrides`` is one flat mapping (a trigger form's or a task's): keys that are
@@ -501,14 +603,19 @@ class DriftSettings(_Strict):
     """Drift and decay policy. Feature verdicts need both a statistically significant
     change (Benjamini-Hochberg across features at ``alpha``) and a PSI at or above a band."""
 
-    schedule: str = Field(default="0 2 * * *", description="Cron (or preset) of the nightly drift run.")
+    schedule: str = Field(
+        default="0 2 * * *", description="Cron (or preset) of the nightly drift run."
+    )
     window_days: int = Field(default=7, ge=1, le=366, description="Days of recent data to compare.")
     features: list[str] | None = Field(
         default=None, description="Features to monitor; left out: every feature column."
     )
     n_bins: int = Field(default=10, ge=2, le=100, description="Quantile bins of the reference.")
     reference_sample_size: int = Field(
-        default=10_000, ge=100, le=1_000_000, description="Reference values kept per feature for KS."
+        default=10_000,
+        ge=100,
+        le=1_000_000,
+        description="Reference values kept per feature for KS.",
     )
     psi_warn: float = Field(default=0.1, gt=0.0)
     psi_drift: float = Field(default=0.25, gt=0.0)
@@ -524,7 +631,8 @@ class DriftSettings(_Strict):
     prediction_psi_warn: float = Field(default=0.1, gt=0.0)
     prediction_psi_drift: float = Field(default=0.25, gt=0.0)
     decay_metric: str | None = Field(
-        default=None, description="Live metric; left out: roc_auc (classification), rmse (regression)."
+        default=None,
+        description="Live metric; left out: roc_auc (classification), rmse (regression).",
     )
     decay_tolerance: float = Field(
         default=0.03,
@@ -553,7 +661,9 @@ class DriftSettings(_Strict):
             )
         fields = self.schedule.split()
         if not (self.schedule.startswith("@") or len(fields) in (5, 6)):
-            raise ValueError(f"schedule {self.schedule!r} is neither a cron expression nor a preset")
+            raise ValueError(
+                f"schedule {self.schedule!r} is neither a cron expression nor a preset"
+            )
         return self
 
 
@@ -622,7 +732,10 @@ class EvaluationSettings(_Strict):
     n_bootstrap: int = Field(default=1000, ge=100, le=100_000)
     method: Literal["bootstrap", "mcnemar"] = "bootstrap"
     threshold: float = Field(
-        default=0.5, gt=0.0, lt=1.0, description="Probability cut-off for f1/accuracy/precision/recall."
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="Probability cut-off for f1/accuracy/precision/recall.",
     )
     guardrails: list[GuardrailSpec] = Field(default_factory=list)
     slice_columns: list[str] = Field(default_factory=list)

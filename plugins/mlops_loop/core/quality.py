@@ -171,6 +171,7 @@ def suite_from_config(config: DatasetConfig) -> dict[str, Any]:
                     value_set=list(spec.allowed),
                 )
             )
+    exps.extend(_target_expectations(config))
     if config.id_column is not None:
         exps.append(
             _expectation(
@@ -185,6 +186,35 @@ def suite_from_config(config: DatasetConfig) -> dict[str, Any]:
         "expectations": exps,
         "meta": {"mlops_loop": {"dataset": config.name, "generated_from": "config schema"}},
     }
+
+
+def _target_expectations(config: DatasetConfig) -> list[dict[str, Any]]:
+    """A binary target holds at most two labels, 0/1 unless positive_label says otherwise,
+    so a multiclass or mislabelled batch stops at the gate instead of in the trainer."""
+    if config.task != "classification":
+        return []
+    spec = config.column(config.target)
+    exps = [
+        _expectation(
+            "expect_column_unique_value_count_to_be_between",
+            SOURCE_SCHEMA,
+            "binary target: at most two labels (multiclass targets are not supported)",
+            column=config.target,
+            min_value=None,
+            max_value=2,
+        )
+    ]
+    if spec.type.is_numeric and config.positive_label is None and spec.allowed is None:
+        exps.append(
+            _expectation(
+                "expect_column_values_to_be_in_set",
+                SOURCE_SCHEMA,
+                "binary target: labels 0/1 (positive_label names another)",
+                column=config.target,
+                value_set=[0, 1],
+            )
+        )
+    return exps
 
 
 def _round_out(value: float, *, down: bool, digits: int = 4) -> float:
@@ -522,7 +552,8 @@ def _expected_text(kind: str, kw: dict[str, Any]) -> str:
         )
     if "min_value" in kw or "max_value" in kw:
         lo, hi = kw.get("min_value"), kw.get("max_value")
-        what = next((w for w in ("mean", "median", "stdev") if w in kind), "values")
+        what = next((w for w in ("mean", "median", "stdev", "unique_value_count") if w in kind), "values")
+        what = what.replace("unique_value_count", "distinct values")
         if lo is not None and hi is not None:
             return f"{what} between {_fmt(lo)} and {_fmt(hi)}"
         return f"{what} >= {_fmt(lo)}" if lo is not None else f"{what} <= {_fmt(hi)}"

@@ -42,6 +42,7 @@ from mlops_loop.exceptions import (
     EvaluationError,
     MlopsLoopError,
     RegistryError,
+    TargetError,
     TrackingServerError,
     TrainingError,
 )
@@ -78,12 +79,16 @@ RUNNERS: dict[str, Callable[[Any], dict[str, Any]]] = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mlops_loop.training", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mlops_loop.training", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in RUNNERS:
         cmd = sub.add_parser(name)
         cmd.add_argument("--request", required=True, type=Path, help="request JSON file")
-        cmd.add_argument("--result", required=True, type=Path, help="where to write the result JSON")
+        cmd.add_argument(
+            "--result", required=True, type=Path, help="where to write the result JSON"
+        )
     return parser
 
 
@@ -96,7 +101,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         return ExitCode.TRACKING
     if isinstance(exc, TrainingError):
         return ExitCode.DATA if exc.stage in ("snapshots", "data") else ExitCode.FAILED
-    if isinstance(exc, (EvaluationError, DriftError)):
+    if isinstance(exc, (EvaluationError, DriftError, TargetError)):
         return ExitCode.DATA
     if isinstance(exc, MlopsLoopError):  # a failure the code names, not a bug
         return ExitCode.FAILED
@@ -120,7 +125,11 @@ _terminating = False
 
 
 def _exit_terminated() -> None:
-    print(f"still running {TERMINATE_GRACE_SECONDS:.0f} s after SIGTERM: exiting", file=sys.stderr, flush=True)
+    print(
+        f"still running {TERMINATE_GRACE_SECONDS:.0f} s after SIGTERM: exiting",
+        file=sys.stderr,
+        flush=True,
+    )
     os._exit(ExitCode.TERMINATED)
 
 
@@ -154,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.OK
     except BaseException as exc:
         if isinstance(exc, (SystemExit, KeyboardInterrupt)) and not isinstance(exc, MlopsLoopError):
-            code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else ExitCode.TERMINATED
+            code = (
+                exc.code
+                if isinstance(exc, SystemExit) and isinstance(exc.code, int)
+                else ExitCode.TERMINATED
+            )
         else:
             code = exit_code_for(exc)
         message = str(exc) if isinstance(exc, MlopsLoopError) else f"{type(exc).__name__}: {exc}"

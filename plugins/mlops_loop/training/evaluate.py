@@ -29,6 +29,7 @@ outcome, never a promotion.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -75,7 +76,9 @@ def directory_size_mb(path: str | Path) -> float:
     return sum(p.stat().st_size for p in files) / 1e6
 
 
-def record_artifact_location(client: Any, run_id: str | None, artifact_path: str | None) -> dict[str, Any]:
+def record_artifact_location(
+    client: Any, run_id: str | None, artifact_path: str | None
+) -> dict[str, Any]:
     """Where the MLflow copy of the decision record is (the challenger's run, its
     experiment, the HTML's artifact path), for a link that a browser can open; empty
     values when the record was not logged to MLflow."""
@@ -141,7 +144,7 @@ def _live_champion(client: Any, name: str, expected: str | None, notes: list[str
     return expected
 
 
-def _require_challenger(client: Any, name: str, version: str) -> None:
+def _require_challenger(client: Any, name: str, version: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     from mlops_loop.exceptions import RegistryError
@@ -160,6 +163,18 @@ def _require_challenger(client: Any, name: str, version: str) -> None:
             model_name=name,
             version=version,
         )
+    return mv
+
+
+def _training_target_mean(version: Any) -> float | None:
+    """The challenger's training positive rate / mean (None for versions from before the tag)."""
+    from mlops_loop.core.targets import TRAIN_TARGET_MEAN_TAG
+
+    try:
+        value = float(dict(getattr(version, "tags", {}) or {}).get(TRAIN_TARGET_MEAN_TAG, "nan"))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def run_evaluation(
@@ -190,7 +205,7 @@ def run_evaluation(
     except MlopsLoopError as exc:
         raise TrainingError(f"cannot read holdout {holdout_uri}: {exc}", stage="data") from exc
     try:
-        y, slices = holdout_arrays(frame, config.target, settings.slice_columns)
+        y, slices = holdout_arrays(frame, config)
     except EvaluationError as exc:
         raise TrainingError(f"holdout {holdout_uri}: {exc}", stage="data") from exc
     missing = [c for c in config.feature_columns if c not in frame.columns]
@@ -203,9 +218,12 @@ def run_evaluation(
 
     mlflow.set_tracking_uri(tracking_uri)
     client = _client(tracking_uri)
-    _require_challenger(client, name, challenger)
     notes: list[str] = []
     champion = _live_champion(client, name, request.expected_champion_version, notes)
+    baseline_value = _training_target_mean(_require_challenger(client, name, challenger))
+    if champion is None and baseline_value is not None:
+        what = "positive rate" if config.task == "classification" else "mean"
+        notes.append(f"baseline: predicts the training {what} {baseline_value:.4g} for every row")
     for note in notes:
         log(note)
 
@@ -246,6 +264,7 @@ def run_evaluation(
         challenger_version=challenger,
         champion_version=champion,
         holdout_sha256=str(manifest.get("sha256") or "") or None,
+        baseline_value=baseline_value,
         notes=notes,
     )
     decision.reasons.extend(notes)
@@ -265,7 +284,7 @@ def run_evaluation(
     if reference is None:
         from mlops_loop.core.compare import baseline_scores
 
-        reference = baseline_scores(y, decision.task)
+        reference = baseline_scores(y, decision.task, baseline_value=baseline_value)
     curves = CurveData(
         task=decision.task,
         y=y,

@@ -100,7 +100,8 @@ def run_monitor(
     except Exception as exc:
         if is_connection_error(exc):
             raise TrackingServerError(
-                f"lost the MLflow tracking server at {tracking_uri}: {exc}", tracking_uri=tracking_uri
+                f"lost the MLflow tracking server at {tracking_uri}: {exc}",
+                tracking_uri=tracking_uri,
             ) from exc
         raise
 
@@ -144,7 +145,9 @@ def _monitor(
     try:
         result = measure_drift(
             profile,
-            _batches(files, credentials, list(kinds), [n for n, k in kinds.items() if k == "categorical"]),
+            _batches(
+                files, credentials, list(kinds), [n for n, k in kinds.items() if k == "categorical"]
+            ),
             config,
             settings,
             recent_scores=scores if scores.size else None,
@@ -175,7 +178,9 @@ def _monitor(
         "snapshots": list(request.snapshot_uris),
     }
     prefix = report_prefix_for(request.reports_root, request.ds)
-    uris = write_reports(open_storage(prefix, credentials), prefix, result, decay, profile, meta=meta)
+    uris = write_reports(
+        open_storage(prefix, credentials), prefix, result, decay, profile, meta=meta
+    )
     log(f"drift report: {uris['html']}")
     run_id, experiment_id = _log_monitoring_run(request, config, result, decay, uris, credentials)
 
@@ -242,7 +247,12 @@ def _reference_profile(
     scores = _score_recent(config, model, score_files, credentials)[0]
     try:
         profile = build_profile(
-            _batches(train_files, credentials, list(kinds), [n for n, k in kinds.items() if k == "categorical"]),
+            _batches(
+                train_files,
+                credentials,
+                list(kinds),
+                [n for n, k in kinds.items() if k == "categorical"],
+            ),
             config,
             scores=scores,
             n_bins=settings.n_bins,
@@ -327,13 +337,18 @@ def _filesystem(files: list[str], credentials: S3Credentials) -> Any:
 
 
 def _batches(
-    files: list[str], credentials: S3Credentials, columns: list[str], categorical: list[str] | None = None
+    files: list[str],
+    credentials: S3Credentials,
+    columns: list[str],
+    categorical: list[str] | None = None,
 ) -> Any:
     from mlops_loop.core.profile import ParquetBatches
 
     filesystem = _filesystem(files, credentials)
     paths = [f.removeprefix("s3://") for f in files] if filesystem is not None else files
-    return ParquetBatches(paths, columns=columns, read_dictionary=categorical or None, filesystem=filesystem)
+    return ParquetBatches(
+        paths, columns=columns, read_dictionary=categorical or None, filesystem=filesystem
+    )
 
 
 def _score_recent(
@@ -342,6 +357,9 @@ def _score_recent(
     """(scores of every row, labels of the labelled rows, their scores), batch by batch."""
     import numpy as np
     import pyarrow.parquet as pq
+
+    from mlops_loop.core.targets import encode_target
+    from mlops_loop.exceptions import TargetError, TrainingError
 
     filesystem = _filesystem(files, credentials)
     columns = list(config.feature_columns)
@@ -353,13 +371,19 @@ def _score_recent(
     scores, labels, label_scores = [], [], []
     for batch in _batches(files, credentials, columns):
         frame = batch.to_pandas()
-        predicted = np.asarray(model.predict(frame[config.feature_columns]), dtype="float64").reshape(-1)
+        predicted = np.asarray(
+            model.predict(frame[config.feature_columns]), dtype="float64"
+        ).reshape(-1)
         scores.append(predicted)
         if config.target in frame.columns:
-            target = frame[config.target].to_numpy(dtype="float64", na_value=np.nan)
+            try:
+                target = encode_target(config, frame[config.target], where="recent window")
+            except TargetError as exc:
+                raise TrainingError(f"decay cannot be measured: {exc}", stage="data") from exc
             known = np.isfinite(target)
             labels.append(target[known])
             label_scores.append(predicted[known])
+
     def join(parts: list[Any]) -> Any:
         return np.concatenate(parts) if parts else np.empty(0)
 
@@ -409,7 +433,12 @@ def _log_monitoring_run(
     }
     storage = open_storage(uris["json"], credentials)
     with mlflow.start_run(run_name=f"drift ds={request.ds}", tags=tags) as run:
-        mlflow.log_params({"window": f"{request.since_ds}..{request.until_ds}", "snapshots": len(request.snapshot_uris)})
+        mlflow.log_params(
+            {
+                "window": f"{request.since_ds}..{request.until_ds}",
+                "snapshots": len(request.snapshot_uris),
+            }
+        )
         mlflow.log_metrics(metrics)
         with tempfile.TemporaryDirectory(prefix="mlops-report-") as tmp:
             for key, file_name in (("json", "report.json"), ("html", "report.html")):

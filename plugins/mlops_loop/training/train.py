@@ -38,6 +38,7 @@ import pandas as pd
 
 from mlops_loop.core.config import DatasetConfig, TrainingSettings
 from mlops_loop.core.storage import S3Credentials
+from mlops_loop.core.targets import TRAIN_TARGET_MEAN_TAG
 from mlops_loop.core.trainer_protocol import (
     TrainRequest,
     is_connection_error,
@@ -49,7 +50,7 @@ from mlops_loop.core.training_set import (
     resolve_train_settings,
     training_input_hash,
 )
-from mlops_loop.exceptions import MlopsLoopError, TrackingServerError, TrainingError
+from mlops_loop.exceptions import MlopsLoopError, TargetError, TrackingServerError, TrainingError
 
 DATASET_TAG = "dataset"
 MODEL_TYPE_TAG = "model_type"
@@ -93,7 +94,11 @@ def run_training(
     valid_manifest = _manifest(request.valid_snapshot_uri, credentials)
     experiment_id = _experiment_id(tracking_uri, str(settings.experiment_name))
     input_hash = training_input_hash(
-        settings, config, str(train_manifest.get("sha256")), str(valid_manifest.get("sha256")), request.tags
+        settings,
+        config,
+        str(train_manifest.get("sha256")),
+        str(valid_manifest.get("sha256")),
+        request.tags,
     )
     if not request.retrain:
         existing = _existing_result(tracking_uri, model_name, input_hash)
@@ -106,7 +111,7 @@ def run_training(
             return existing
 
     columns = [*config.feature_columns, config.target]
-    train_df = _read(request.train_snapshot_uri, credentials, columns, config)
+    train_df = _read(request.train_snapshot_uri, credentials, columns, config, training=True)
     valid_df = _read(request.valid_snapshot_uri, credentials, columns, config)
     log(
         f"training {settings.model_type} for {config.name}: {len(train_df)} train rows "
@@ -128,6 +133,7 @@ def run_training(
         VALID_URI_TAG: request.valid_snapshot_uri,
         VALID_SHA_TAG: str(valid_manifest.get("sha256", "")),
         INPUT_HASH_TAG: input_hash,
+        TRAIN_TARGET_MEAN_TAG: f"{float(train_df[config.target].mean()):.12g}",
     }
     params = _params(settings, device, len(train_df), len(valid_df))
 
@@ -182,7 +188,9 @@ def run_training(
         "device": device,
         "params": params,
         "tags": tags,
-        "timing": {k: v for k, v in fit_info.items() if k in ("train_seconds", "train_rows_per_second")},
+        "timing": {
+            k: v for k, v in fit_info.items() if k in ("train_seconds", "train_rows_per_second")
+        },
         "reused": False,
     }
 
@@ -234,7 +242,16 @@ def _manifest(uri: str, credentials: S3Credentials) -> dict[str, Any]:
         raise TrainingError(f"cannot read snapshot {uri}: {exc}", stage="snapshots") from exc
 
 
-def _read(uri: str, credentials: S3Credentials, columns: list[str], config: DatasetConfig) -> pd.DataFrame:
+def _read(
+    uri: str,
+    credentials: S3Credentials,
+    columns: list[str],
+    config: DatasetConfig,
+    *,
+    training: bool = False,
+) -> pd.DataFrame:
+    """The snapshot's columns with the target encoded (core.targets) and unlabelled rows
+    dropped; ``training``: the labels must also hold both classes."""
     from mlops_loop.core.snapshots import read_snapshot
 
     try:
@@ -243,24 +260,28 @@ def _read(uri: str, credentials: S3Credentials, columns: list[str], config: Data
         raise TrainingError(f"cannot read snapshot {uri}: {exc}", stage="data") from exc
     except (KeyError, ValueError) as exc:
         raise TrainingError(
-            f"snapshot {uri} lacks columns the config needs ({exc}); expected {columns}", stage="data"
+            f"snapshot {uri} lacks columns the config needs ({exc}); expected {columns}",
+            stage="data",
         ) from exc
-    missing_target = int(frame[config.target].isna().sum())
-    if missing_target:
-        frame = frame[frame[config.target].notna()].reset_index(drop=True)
-    if frame.empty:
-        raise TrainingError(f"snapshot {uri} has no rows with a label ({config.target!r})", stage="data")
-    if config.task == "classification":
-        labels = frame[config.target]
-        values = set(pd.unique(labels.astype("float64")))
-        if not values <= {0.0, 1.0}:
-            shown = sorted(map(str, pd.unique(labels)))[:10]
-            raise TrainingError(
-                f"snapshot {uri}: binary classification needs labels 0/1 (or false/true) in "
-                f"{config.target!r}, found {shown}",
-                stage="data",
+    from mlops_loop.core.targets import encode_target, require_both_classes
+
+    try:
+        labels = encode_target(config, frame[config.target], where=f"snapshot {uri}")
+        if training:
+            require_both_classes(
+                config, labels, frame[config.target], where=f"training snapshot {uri}"
             )
-        frame[config.target] = labels.astype("float64").astype("int64")
+    except TargetError as exc:
+        raise TrainingError(str(exc), stage="data") from exc
+    keep = ~np.isnan(labels)
+    if not keep.any():
+        raise TrainingError(
+            f"snapshot {uri} has no rows with a label ({config.target!r})", stage="data"
+        )
+    frame = frame[keep].reset_index(drop=True)
+    frame[config.target] = (
+        labels[keep].astype("int64") if config.task == "classification" else labels[keep]
+    )
     return frame
 
 
@@ -289,7 +310,9 @@ def _experiment_id(tracking_uri: str, name: str) -> str:
         ) from exc
 
 
-def _params(settings: TrainingSettings, device: str, train_rows: int, valid_rows: int) -> dict[str, Any]:
+def _params(
+    settings: TrainingSettings, device: str, train_rows: int, valid_rows: int
+) -> dict[str, Any]:
     hp = settings.hyperparameters.model_dump(mode="json")
     return {
         "model_type": settings.model_type,
@@ -303,7 +326,9 @@ def _params(settings: TrainingSettings, device: str, train_rows: int, valid_rows
     }
 
 
-def _log_inputs(config: DatasetConfig, train_df: pd.DataFrame, valid_df: pd.DataFrame, tags: dict[str, str]) -> None:
+def _log_inputs(
+    config: DatasetConfig, train_df: pd.DataFrame, valid_df: pd.DataFrame, tags: dict[str, str]
+) -> None:
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
@@ -356,7 +381,9 @@ def _fit(
 
         def on_epoch(report: models.EpochReport) -> None:
             mlflow.log_metrics(report.metrics, step=report.epoch)
-            shown = " ".join(f"{k}={v:.4f}" for k, v in report.metrics.items() if k != "epoch_rows_per_second")
+            shown = " ".join(
+                f"{k}={v:.4f}" for k, v in report.metrics.items() if k != "epoch_rows_per_second"
+            )
             rate = report.metrics.get("epoch_rows_per_second", float("nan"))
             log(f"epoch {report.epoch}/{max_epochs} {shown} rows/s={rate:,.0f}")
 
@@ -384,7 +411,12 @@ def _fit(
             "weights": fit.weights,
         }
         model = models.TabularModel(
-            kind="mlp", task=task, preprocessor=preprocessor, network=network, target_mean=mean, target_std=std
+            kind="mlp",
+            task=task,
+            preprocessor=preprocessor,
+            network=network,
+            target_mean=mean,
+            target_std=std,
         )
         info = {
             "best_epoch": float(fit.best_epoch),
@@ -412,7 +444,9 @@ def _fit(
         estimator.fit(x_train, y_train)
     seconds = time.perf_counter() - started
     _log_iterations(estimator)
-    model = models.TabularModel(kind="hist_gradient_boosting", task=task, preprocessor=preprocessor, estimator=estimator)
+    model = models.TabularModel(
+        kind="hist_gradient_boosting", task=task, preprocessor=preprocessor, estimator=estimator
+    )
     rows = len(train_df) * int(estimator.n_iter_)
     info = {
         "best_iteration": float(estimator.n_iter_),
@@ -465,7 +499,9 @@ def _log_model(model: Any, train_df: pd.DataFrame, config: DatasetConfig) -> Any
     from mlops_loop.training import models
 
     kinds = models.feature_kinds(config)
-    signature = ModelSignature(inputs=models.input_schema(config), outputs=Schema([ColSpec("double")]))
+    signature = ModelSignature(
+        inputs=models.input_schema(config), outputs=Schema([ColSpec("double")])
+    )
     with warnings.catch_warnings():
         # The signature is explicit; MLflow's hint about integer columns in the input
         # example does not apply (the schema declares numbers as double).
@@ -562,4 +598,3 @@ def _stage(stage: str, run_id: str | None) -> Iterator[None]:
 def _short(exc: BaseException, limit: int = 600) -> str:
     text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, MlopsLoopError) else str(exc)
     return text if len(text) <= limit else text[:limit] + " ..."
-

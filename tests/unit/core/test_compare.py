@@ -9,6 +9,7 @@ import pytest
 from mlops_loop.core import compare, metrics
 from mlops_loop.core.config import EvaluationSettings
 from mlops_loop.exceptions import EvaluationError
+from tests.fixtures.dataset_configs import small_config
 
 
 def two_models(n: int, seed: int, signal_a: float, signal_b: float, prior: float = 0.3):
@@ -102,7 +103,9 @@ def test_mcnemar_identical_predictions():
 
 
 def test_baseline_scores():
-    np.testing.assert_allclose(compare.baseline_scores([0, 0, 1, 1, 1], "classification", 3), [0.6] * 3)
+    np.testing.assert_allclose(
+        compare.baseline_scores([0, 0, 1, 1, 1], "classification", 3), [0.6] * 3
+    )
     np.testing.assert_allclose(compare.baseline_scores([1.0, 3.0], "regression"), [2.0, 2.0])
     with pytest.raises(EvaluationError, match="at least one"):
         compare.baseline_scores([], "regression")
@@ -119,9 +122,30 @@ def _settings(**kw) -> EvaluationSettings:
 
 
 CASES = [
-    pytest.param(dict(champion=WEAK, challenger=GOOD), {}, {}, "promote", None, id="better-challenger-promotes"),
-    pytest.param(dict(champion=GOOD, challenger=WEAK), {}, {}, "reject", "roc_auc", id="worse-challenger-rejected"),
-    pytest.param(dict(champion=GOOD, challenger=GOOD), {}, {}, "reject", "does not clear", id="equal-models-rejected"),
+    pytest.param(
+        dict(champion=WEAK, challenger=GOOD),
+        {},
+        {},
+        "promote",
+        None,
+        id="better-challenger-promotes",
+    ),
+    pytest.param(
+        dict(champion=GOOD, challenger=WEAK),
+        {},
+        {},
+        "reject",
+        "roc_auc",
+        id="worse-challenger-rejected",
+    ),
+    pytest.param(
+        dict(champion=GOOD, challenger=GOOD),
+        {},
+        {},
+        "reject",
+        "does not clear",
+        id="equal-models-rejected",
+    ),
     pytest.param(
         dict(champion=WEAK, challenger=GOOD**0.3),  # same ranking, miscalibrated
         {"guardrails": [{"metric": "brier", "max_regression": 0.005}]},
@@ -147,7 +171,12 @@ CASES = [
         id="budget-unmeasured-vetoes",
     ),
     pytest.param(
-        dict(champion=WEAK, challenger=GOOD, rows=50), {}, {}, "insufficient_data", "min_holdout_rows", id="tiny-holdout"
+        dict(champion=WEAK, challenger=GOOD, rows=50),
+        {},
+        {},
+        "insufficient_data",
+        "min_holdout_rows",
+        id="tiny-holdout",
     ),
     pytest.param(
         dict(champion=None, challenger=GOOD),
@@ -226,8 +255,14 @@ def test_decide_truth_table(models, overrides, budget, outcome, reason_part):
         assert reason_part in " ".join(decision.reasons), decision.reasons
     assert decision.compared_against == ("baseline" if champion is None else "champion:6")
     d = decision.to_dict()
-    assert d["outcome"] == outcome and d["validation_status"] in ("passed", "failed", "inconclusive")
-    assert d["decision_id"] == compare.make_decision_id("7", None if champion is None else "6", None)
+    assert d["outcome"] == outcome and d["validation_status"] in (
+        "passed",
+        "failed",
+        "inconclusive",
+    )
+    assert d["decision_id"] == compare.make_decision_id(
+        "7", None if champion is None else "6", None
+    )
 
 
 def test_decide_slices_veto_a_regressing_segment():
@@ -269,19 +304,33 @@ def test_decide_all_one_class_is_insufficient_data():
 def test_holdout_without_target_column_is_a_clear_error():
     import pandas as pd
 
+    config = small_config(
+        "string", positive_label="yes", extra={"evaluation": {"slice_columns": ["region"]}}
+    )
     frame = pd.DataFrame({"age": [30, 40], "region": ["n", "s"]})
-    with pytest.raises(EvaluationError, match="no target column \\['default'\\]"):
-        compare.holdout_arrays(frame, "default", ["region"])
-    y, slices = compare.holdout_arrays(frame.assign(default=[0, 1]), "default", ["region"])
+    with pytest.raises(EvaluationError, match="no target column \\['label'\\]"):
+        compare.holdout_arrays(frame, config)
+    y, slices = compare.holdout_arrays(frame.assign(label=["no", "yes"]), config)
     assert y.tolist() == [0.0, 1.0] and slices["region"].tolist() == ["n", "s"]
+    with pytest.raises(EvaluationError, match="'label' has 3 distinct labels"):
+        compare.holdout_arrays(
+            frame.assign(label=["no", "yes"]).iloc[[0, 1, 1]].assign(label=["no", "yes", "maybe"]),
+            config,
+        )
 
 
 @pytest.mark.parametrize(
     ("settings", "error"),
     [
-        pytest.param({"primary_metric": "roc_auc", "method": "mcnemar"}, "accuracy-type", id="mcnemar-on-auc"),
+        pytest.param(
+            {"primary_metric": "roc_auc", "method": "mcnemar"}, "accuracy-type", id="mcnemar-on-auc"
+        ),
         pytest.param({"primary_metric": "brier"}, "not supported", id="unsupported-primary"),
-        pytest.param({"guardrails": [{"metric": "recall_at_precision", "max_regression": 0.1}]}, "at_precision", id="rap-needs-precision"),
+        pytest.param(
+            {"guardrails": [{"metric": "recall_at_precision", "max_regression": 0.1}]},
+            "at_precision",
+            id="rap-needs-precision",
+        ),
         pytest.param({"floors": {"nope": 1}}, "unknown metric", id="unknown-floor"),
     ],
 )

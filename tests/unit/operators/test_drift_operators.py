@@ -180,7 +180,7 @@ def test_monitor_operator_builds_its_own_command():
         DriftMonitorOperator(task_id="x", config_path=CONFIG, trainer_command="train")
 
 
-def test_the_outlet_is_the_asset_the_training_dag_listens_to():
+def test_the_outlet_is_the_asset_the_training_dag_listens_to(airflow_db):
     # Read from the real DAG files: the drift DAG's request_retraining task emits ASSET, and
     # the train DAG of the same dataset runs on ANY of its assets, so ASSET alone starts it.
     from airflow.dag_processing.dagbag import DagBag
