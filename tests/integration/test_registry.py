@@ -12,7 +12,12 @@ import pytest
 
 from mlops_loop.core import registry
 from mlops_loop.core.compare import Decision
-from mlops_loop.exceptions import PromotionLockTimeout, RegistryError, RollbackRefused
+from mlops_loop.exceptions import (
+    PromotionLockLost,
+    PromotionLockTimeout,
+    RegistryError,
+    RollbackRefused,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +60,9 @@ def register(client, name: str, model_uri: str, n: int = 1) -> list[str]:
 
 
 def passed(client, name: str, version: str) -> None:
-    registry.mark_validation(client, name, version, {"outcome": "promote", "decision_id": "d", "reasons": ["ok"]})
+    registry.mark_validation(
+        client, name, version, {"outcome": "promote", "decision_id": "d", "reasons": ["ok"]}
+    )
 
 
 def test_first_promotion_then_stale_cas(client, model_name, model_uri):
@@ -75,13 +82,25 @@ def test_first_promotion_then_stale_cas(client, model_name, model_uri):
     assert tags["promoted_at"]
 
     second = registry.promote(
-        client, model_name, v2, expected_champion=v1, decision_uri="u2", airflow_run="r2", reason="better"
+        client,
+        model_name,
+        v2,
+        expected_champion=v1,
+        decision_uri="u2",
+        airflow_run="r2",
+        reason="better",
     )
     assert second.outcome == "promoted" and second.previous_champion == v1
 
     # v3 was evaluated against v1, but v2 is champion now: do not overwrite.
     stale = registry.promote(
-        client, model_name, v3, expected_champion=v1, decision_uri="u3", airflow_run="r3", reason="better"
+        client,
+        model_name,
+        v3,
+        expected_champion=v1,
+        decision_uri="u3",
+        airflow_run="r3",
+        reason="better",
     )
     assert stale.outcome == "stale"
     assert f"version {v1}" in stale.detail and f"version {v2}" in stale.detail
@@ -90,13 +109,14 @@ def test_first_promotion_then_stale_cas(client, model_name, model_uri):
 
     trail = registry.audit_trail(client, model_name)
     assert [(e["seq"], e["from"], e["to"]) for e in trail] == [(1, None, v1), (2, v1, v2)]
-    # No lock left behind.
-    assert registry._registered_model(client, registry.lock_name(model_name)) is None
+    assert no_lock_left(client, model_name)
 
 
 def test_rerun_of_promote_is_a_noop(client, model_name, model_uri):
     (v1,) = register(client, model_name, model_uri)
-    kwargs: dict[str, Any] = dict(expected_champion=None, decision_uri="u", airflow_run="r", reason="x")
+    kwargs: dict[str, Any] = dict(
+        expected_champion=None, decision_uri="u", airflow_run="r", reason="x"
+    )
     assert registry.promote(client, model_name, v1, **kwargs).outcome == "promoted"
     promoted_at = client.get_model_version(model_name, v1).tags["promoted_at"]
     again = registry.promote(client, model_name, v1, **kwargs)
@@ -108,7 +128,15 @@ def test_rerun_of_promote_is_a_noop(client, model_name, model_uri):
 def test_promote_unknown_version_is_an_error(client, model_name, model_uri):
     register(client, model_name, model_uri)
     with pytest.raises(RegistryError, match=r"version 99 .* does not exist"):
-        registry.promote(client, model_name, "99", expected_champion=None, decision_uri=None, airflow_run=None, reason="x")
+        registry.promote(
+            client,
+            model_name,
+            "99",
+            expected_champion=None,
+            decision_uri=None,
+            airflow_run=None,
+            reason="x",
+        )
 
 
 def _race_worker(url: str, name: str, version: str, expected: str, barrier: Any, out: Any) -> None:
@@ -126,9 +154,19 @@ def _race_worker(url: str, name: str, version: str, expected: str, barrier: Any,
     out.put(result.to_dict())
 
 
-def test_racing_promotions_from_two_processes_have_one_winner(client, model_name, model_uri, mlflow_server):
+def test_racing_promotions_from_two_processes_have_one_winner(
+    client, model_name, model_uri, mlflow_server
+):
     v1, v2, v3 = register(client, model_name, model_uri, 3)
-    registry.promote(client, model_name, v1, expected_champion=None, decision_uri="u", airflow_run="r", reason="first")
+    registry.promote(
+        client,
+        model_name,
+        v1,
+        expected_champion=None,
+        decision_uri="u",
+        airflow_run="r",
+        reason="first",
+    )
 
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
@@ -153,27 +191,172 @@ def test_racing_promotions_from_two_processes_have_one_winner(client, model_name
     trail = registry.audit_trail(client, model_name)
     # No lost update: one entry per move, the winner's move recorded from v1.
     assert [(e["from"], e["to"]) for e in trail] == [(None, v1), (v1, winner["version"])]
-    assert registry._registered_model(client, registry.lock_name(model_name)) is None
+    assert no_lock_left(client, model_name)
 
 
-def test_held_lock_times_out_and_expired_lock_is_broken(client, model_name, model_uri):
+def no_lock_left(client, name: str) -> bool:
+    """Neither the lock nor a retire guard of it is left."""
+    prefix = registry.lock_name(name)
+    return not client.search_registered_models(filter_string=f"name LIKE '{prefix}%'")
+
+
+def test_dead_holder_lock_row_times_out_then_is_broken(client, model_name, model_uri):
+    """A promoter died holding the lock: until its lease ends the next promotion waits and
+    times out naming the holder; after it, the lock is broken and the promotion goes on."""
     (v1,) = register(client, model_name, model_uri)
     lname = registry.lock_name(model_name)
     client.create_registered_model(
-        lname, tags={"lock.owner": "other", "lock.holder": "elsewhere:1", "lock.expires_at": f"{time.time() + 600}"}
+        lname,
+        tags={
+            "lock.owner": "other",
+            "lock.holder": "elsewhere:1",
+            "lock.expires_at": f"{time.time() + 600}",
+        },
     )
-    with pytest.raises(PromotionLockTimeout, match="elsewhere:1"):
+    with pytest.raises(PromotionLockTimeout, match="elsewhere:1") as caught:
         registry.promote(
             client, model_name, v1, expected_champion=None, decision_uri=None, airflow_run=None,
             reason="x", lock_timeout=1.0,
         )  # fmt: skip
+    assert caught.value.holder == "elsewhere:1" and caught.value.lock_name == lname
     assert registry.get_champion(client, model_name) is None
-    # The holder died: its lease ran out, so the next promotion breaks the lock.
+    assert (
+        client.get_registered_model(lname).tags["lock.owner"] == "other"
+    )  # a live lease is never broken
+    # The lease ran out: the next promotion breaks the lock.
     client.set_registered_model_tag(lname, "lock.expires_at", f"{time.time() - 1}")
     result = registry.promote(
-        client, model_name, v1, expected_champion=None, decision_uri=None, airflow_run=None, reason="x"
+        client,
+        model_name,
+        v1,
+        expected_champion=None,
+        decision_uri=None,
+        airflow_run=None,
+        reason="x",
     )
     assert result.outcome == "promoted"
+    assert [(e["from"], e["to"]) for e in registry.audit_trail(client, model_name)] == [(None, v1)]
+    assert no_lock_left(client, model_name)
+
+
+def _failing(real: Any, when: Any) -> Any:
+    """``real``, except that it raises an MLflow error for the calls ``when`` accepts."""
+    from mlflow.exceptions import MlflowException
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if when(*args):
+            raise MlflowException(
+                "injected: the tracking server failed", error_code="INTERNAL_ERROR"
+            )
+        return real(*args, **kwargs)
+
+    return call
+
+
+@pytest.mark.parametrize("failing_step", ["alias", "audit"])
+def test_mlflow_failure_under_the_lock_releases_it_and_changes_nothing(
+    client, model_name, model_uri, monkeypatch, failing_step
+):
+    v1, v2 = register(client, model_name, model_uri, 2)
+    registry.promote(
+        client,
+        model_name,
+        v1,
+        expected_champion=None,
+        decision_uri="u",
+        airflow_run="r",
+        reason="x",
+    )
+    client.set_model_version_tag(model_name, v2, "airflow_run", "earlier-run")
+    before = dict(client.get_model_version(model_name, v2).tags)
+    if failing_step == "alias":
+        monkeypatch.setattr(
+            client,
+            "set_registered_model_alias",
+            _failing(client.set_registered_model_alias, lambda *a: True),
+        )
+    else:
+        audit = registry.AUDIT_TAG_PREFIX
+        monkeypatch.setattr(
+            client,
+            "set_registered_model_tag",
+            _failing(client.set_registered_model_tag, lambda n, k, v: k.startswith(audit)),
+        )
+
+    with pytest.raises(Exception, match="injected"):
+        registry.promote(
+            client,
+            model_name,
+            v2,
+            expected_champion=v1,
+            decision_uri="u2",
+            airflow_run="r2",
+            reason="y",
+        )
+    monkeypatch.undo()
+
+    assert registry.get_champion(client, model_name) == v1
+    assert [(e["from"], e["to"]) for e in registry.audit_trail(client, model_name)] == [(None, v1)]
+    assert (
+        dict(client.get_model_version(model_name, v2).tags) == before
+    )  # the version's tags put back
+    assert no_lock_left(client, model_name)
+    again = registry.promote(
+        client,
+        model_name,
+        v2,
+        expected_champion=v1,
+        decision_uri="u2",
+        airflow_run="r2",
+        reason="y",
+    )
+    assert again.outcome == "promoted" and again.audit_seq == 2
+
+
+def test_lost_lock_stops_the_move(client, model_name, model_uri, monkeypatch):
+    """The lock is taken over (here: deleted and re-created by someone else) while the
+    promotion works: the next write under it is refused with PromotionLockLost and the
+    champion does not move."""
+    v1, v2 = register(client, model_name, model_uri, 2)
+    registry.promote(
+        client,
+        model_name,
+        v1,
+        expected_champion=None,
+        decision_uri="u",
+        airflow_run="r",
+        reason="x",
+    )
+    lname = registry.lock_name(model_name)
+
+    def take_over(step: str) -> None:
+        if step == "move.alias":
+            client.delete_registered_model(lname)
+            client.create_registered_model(
+                lname,
+                tags={
+                    "lock.owner": "thief",
+                    "lock.holder": "thief:9",
+                    "lock.expires_at": f"{time.time() + 60}",
+                },
+            )
+
+    monkeypatch.setattr(registry, "_pause", take_over)
+    with pytest.raises(PromotionLockLost, match=r"taken over before move\.alias") as caught:
+        registry.promote(
+            client,
+            model_name,
+            v2,
+            expected_champion=v1,
+            decision_uri="u",
+            airflow_run="r",
+            reason="y",
+        )
+    assert caught.value.holder == "thief:9"
+    assert registry.get_champion(client, model_name) == v1
+    assert [(e["from"], e["to"]) for e in registry.audit_trail(client, model_name)] == [(None, v1)]
+    # The thief's lock is not ours to release.
+    assert client.get_registered_model(lname).tags["lock.owner"] == "thief"
 
 
 def test_rollback_restores_previous_champion_and_walks_back(client, model_name, model_uri):
@@ -185,7 +368,9 @@ def test_rollback_restores_previous_champion_and_walks_back(client, model_name, 
     registry.promote(client, model_name, v2, expected_champion=v1, **kw)
     registry.promote(client, model_name, v3, expected_champion=v2, **kw)
 
-    back = registry.rollback(client, model_name, reason="v3 misbehaves in production", airflow_run="rollback/1")
+    back = registry.rollback(
+        client, model_name, reason="v3 misbehaves in production", airflow_run="rollback/1"
+    )
     assert back.outcome == "rolled_back" and back.previous_champion == v3 and back.version == v2
     assert registry.get_champion(client, model_name) == v2
     tags = client.get_model_version(model_name, v2).tags
@@ -194,16 +379,31 @@ def test_rollback_restores_previous_champion_and_walks_back(client, model_name, 
     # A second rollback goes further back instead of flipping to v3 again.
     assert registry.rollback(client, model_name, reason="v2 too").version == v1
     trail = registry.audit_trail(client, model_name)
-    assert [(e["action"], e["from"], e["to"]) for e in trail][-2:] == [("rollback", v3, v2), ("rollback", v2, v1)]
+    assert [(e["action"], e["from"], e["to"]) for e in trail][-2:] == [
+        ("rollback", v3, v2),
+        ("rollback", v2, v1),
+    ]
     # Named target that passed validation.
-    assert registry.rollback(client, model_name, to_version=v3, reason="fixed upstream").version == v3
+    assert (
+        registry.rollback(client, model_name, to_version=v3, reason="fixed upstream").version == v3
+    )
 
 
 def test_rollback_refuses_unknown_failed_and_unvalidated_versions(client, model_name, model_uri):
     v1, v2, v3 = register(client, model_name, model_uri, 3)
     passed(client, model_name, v1)
-    registry.mark_validation(client, model_name, v2, {"outcome": "reject", "decision_id": "d2", "reasons": ["worse"]})
-    registry.promote(client, model_name, v1, expected_champion=None, decision_uri="u", airflow_run="r", reason="x")
+    registry.mark_validation(
+        client, model_name, v2, {"outcome": "reject", "decision_id": "d2", "reasons": ["worse"]}
+    )
+    registry.promote(
+        client,
+        model_name,
+        v1,
+        expected_champion=None,
+        decision_uri="u",
+        airflow_run="r",
+        reason="x",
+    )
 
     with pytest.raises(RollbackRefused, match="needs a reason"):
         registry.rollback(client, model_name, to_version=v1, reason=" ")
@@ -217,7 +417,9 @@ def test_rollback_refuses_unknown_failed_and_unvalidated_versions(client, model_
         registry.rollback(client, model_name, reason="nothing before v1")
     assert registry.get_champion(client, model_name) == v1
 
-    forced = registry.rollback(client, model_name, to_version=v2, reason="incident 7: v1 broken", force=True)
+    forced = registry.rollback(
+        client, model_name, to_version=v2, reason="incident 7: v1 broken", force=True
+    )
     assert forced.outcome == "rolled_back" and registry.get_champion(client, model_name) == v2
     assert client.get_model_version(model_name, v2).tags["rollback_reason"].startswith("[forced] ")
     assert registry.audit_trail(client, model_name)[-1]["forced"] is True
@@ -225,7 +427,15 @@ def test_rollback_refuses_unknown_failed_and_unvalidated_versions(client, model_
 
 def test_champion_alias_to_deleted_version(client, model_name, model_uri):
     v1, v2 = register(client, model_name, model_uri, 2)
-    registry.promote(client, model_name, v1, expected_champion=None, decision_uri="u", airflow_run="r", reason="x")
+    registry.promote(
+        client,
+        model_name,
+        v1,
+        expected_champion=None,
+        decision_uri="u",
+        airflow_run="r",
+        reason="x",
+    )
     client.delete_model_version(model_name, v1)
 
     status = registry.champion_status(client, model_name)
@@ -233,9 +443,19 @@ def test_champion_alias_to_deleted_version(client, model_name, model_uri):
     assert "was deleted" in status.detail
     assert registry.get_champion(client, model_name) is None
     # An evaluation that still saw v1 is stale; one that saw no champion may promote.
-    stale = registry.promote(client, model_name, v2, expected_champion=v1, decision_uri="u", airflow_run="r", reason="x")
+    stale = registry.promote(
+        client, model_name, v2, expected_champion=v1, decision_uri="u", airflow_run="r", reason="x"
+    )
     assert stale.outcome == "stale" and "deleted" in stale.detail
-    ok = registry.promote(client, model_name, v2, expected_champion=None, decision_uri="u", airflow_run="r", reason="x")
+    ok = registry.promote(
+        client,
+        model_name,
+        v2,
+        expected_champion=None,
+        decision_uri="u",
+        airflow_run="r",
+        reason="x",
+    )
     assert ok.outcome == "promoted" and registry.get_champion(client, model_name) == v2
 
 
@@ -246,7 +466,9 @@ def test_mark_validation_tags_from_a_decision(client, model_name, model_uri):
         primary_metric="roc_auc", higher_is_better=True, method="bootstrap",
         compared_against="champion:3", n_rows=1000, decision_id="abc123",
     )  # fmt: skip
-    tags = registry.mark_validation(client, model_name, v1, decision, decision_uri="/r/decision.json")
+    tags = registry.mark_validation(
+        client, model_name, v1, decision, decision_uri="/r/decision.json"
+    )
     stored = client.get_model_version(model_name, v1).tags
     assert stored["validation_status"] == "failed" == tags["validation_status"]
     assert stored["decision_id"] == "abc123"
@@ -266,7 +488,11 @@ def test_decision_record_is_logged_as_run_artifacts(client, tmp_path):
     y = (rng.random(600) < 0.3).astype(int)
     challenger = np.clip(0.5 * y + 0.5 * rng.random(600), 0, 1)
     decision = decide(
-        y, challenger, None, EvaluationSettings(n_bootstrap=100, min_holdout_rows=100), challenger_version="1"
+        y,
+        challenger,
+        None,
+        EvaluationSettings(n_bootstrap=100, min_holdout_rows=100),
+        challenger_version="1",
     )
     run = client.create_run(client.create_experiment(f"decisions-{uuid.uuid4().hex[:6]}"))
     out = write_decision_record(
@@ -274,4 +500,7 @@ def test_decision_record_is_logged_as_run_artifacts(client, tmp_path):
         mlflow_client=client, run_id=run.info.run_id,
     )  # fmt: skip
     logged = {f.path for f in client.list_artifacts(run.info.run_id, out["artifact_path"])}
-    assert logged == {f"{out['artifact_path']}/decision.json", f"{out['artifact_path']}/report.html"}
+    assert logged == {
+        f"{out['artifact_path']}/decision.json",
+        f"{out['artifact_path']}/report.html",
+    }

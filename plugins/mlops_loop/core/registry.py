@@ -1,27 +1,47 @@
 """The MLflow model registry side of champion/challenger: who is champion, a compare-and-set
 promotion with an audit trail, rollback, and validation tags on model versions.
 
-MLflow has no conditional ("compare-and-set") alias update. What its server does provide
+MLflow has no conditional ("compare-and-set") write. What its server does provide
 atomically is creating a registered model: the name is a primary key, so of two clients
 creating the same name exactly one succeeds and the other gets RESOURCE_ALREADY_EXISTS.
-:func:`promotion_lock` uses that: a registered model named ``<name>.__promotion_lock__``
-exists while one promotion or rollback of ``<name>`` is moving the alias. Under the lock a
-promotion re-reads the alias, compares it with the champion the evaluation saw, and only
-then moves it, so two promotions racing from different processes end with exactly one
-winner and the loser reports "stale" instead of overwriting. The race window left is
-against writers that bypass the lock (a person moving the alias in the MLflow UI) and
-lies between the re-read and the move: a few milliseconds.
+Everything below is built on that one primitive.
 
-A lock whose holder died is broken once its lease (``lock_ttl``) has expired.
+The lock: a registered model ``<name>.__promotion_lock__`` exists while one promotion or
+rollback of ``<name>`` is moving the alias. Its tags: ``lock.owner`` (a random token per
+acquisition), ``lock.holder`` (host:pid) and ``lock.expires_at`` (the end of its lease).
+Whoever creates it holds it (confirmed by re-reading the owner). The holder renews the
+lease (``Lease.renew``) right before each write: it re-reads ``lock.owner``, refuses once
+its own lease has run out, and extends ``lock.expires_at`` by ``lock_ttl``. So nothing
+is written (PromotionLockLost) after the lock is lost.
+
+Breaking a lock whose holder died: once ``lock.expires_at`` has passed, a waiter breaks
+it, but deletion by name is unconditional, so only the winner of a retire guard deletes:
+the registered model ``<lock>.retire.<hash of the owner token>.<k>``, created atomically.
+The winner re-reads the lock and deletes it only if it still carries the same expired
+owner token; since tokens are never reused, a breaker that read an old token can never
+delete a newer lock. Then everyone races to create the lock again, and one wins. A guard
+whose own holder died is taken over after its lease by creating guard ``k + 1``. The
+holder releases its lock through the same guard.
+
+Under the lock a promotion re-reads the alias, compares it with the champion the
+evaluation saw, and only then moves it, so racing promotions end with exactly one winner
+and the losers report "stale". What is left: writers that bypass the lock (a person
+moving the alias in the MLflow UI), and a process that stalls for longer than the rest
+of its lease (``lock_ttl``, less LEASE_MARGIN) between its last check and the write that
+follows it, or host clocks that disagree by more than LEASE_MARGIN of the ttl. Leases
+need a storage-side fencing token to close that; MLflow has none.
 
 Audit trail: every alias move appends a registered-model tag ``audit.champion.<seq>``
 (JSON: action, from, to, reason, decision URI, Airflow run, time, holder). Tags are
-written under the lock, so sequence numbers never collide and no entry is lost.
+written under the lock, so sequence numbers never collide. The entry is written just
+before the alias moves; if the move fails the entry is removed again, so the trail and
+the alias agree.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -34,7 +54,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from mlops_loop.exceptions import PromotionLockTimeout, RegistryError, RollbackRefused
+from mlops_loop.exceptions import (
+    PromotionLockLost,
+    PromotionLockTimeout,
+    RegistryError,
+    RollbackRefused,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +68,14 @@ LOCK_SUFFIX = ".__promotion_lock__"
 AUDIT_TAG_PREFIX = "audit.champion."
 DEFAULT_LOCK_TIMEOUT = 60.0
 DEFAULT_LOCK_TTL = 300.0
+# A holder stops writing this fraction of its ttl before its lease ends: room for clock
+# skew between hosts and for one slow MLflow request.
+LEASE_MARGIN = 0.25
+GUARD_INFIX = ".retire."
+TAG_LOCK_OWNER = "lock.owner"
+TAG_LOCK_HOLDER = "lock.holder"
+TAG_LOCK_EXPIRES = "lock.expires_at"
+TAG_GUARD_EXPIRES = "guard.expires_at"
 MAX_TAG_VALUE = 5000  # kept well below MLflow's limit so tags stay readable in the UI
 
 # Model version tags.
@@ -172,6 +205,168 @@ def lock_name(name: str) -> str:
     return f"{name}{LOCK_SUFFIX}"
 
 
+def _guard_name(lname: str, owner: str, k: int) -> str:
+    # Hashed: an owner token read from a hand-made lock may hold characters a name may not.
+    return f"{lname}{GUARD_INFIX}{hashlib.sha256(owner.encode()).hexdigest()[:16]}.{k}"
+
+
+def _pause(step: str) -> None:
+    """Test hook, a no-op: called at each step of the lock protocol, always *before* the
+    check that guards the step's write, so a delay injected here models a stall the
+    protocol must survive. Tests replace it (``monkeypatch.setattr(registry, "_pause",
+    ...)`` or, in a worker process, plain assignment). Steps: ``lock.create`` (before each
+    attempt to create the lock), ``lock.expired`` (an expired lock was read; before
+    breaking it), ``lock.retire`` (retire guard won; before re-reading the lock and
+    deleting it), ``move.tags``, ``move.audit``, ``move.alias`` (under the lock, before
+    the lease is renewed for that write), ``lock.release``."""
+
+
+def _tags(model: Any) -> dict[str, str]:
+    return {} if model is None else dict(getattr(model, "tags", {}) or {})
+
+
+def _expired(tags: Mapping[str, str], key: str = TAG_LOCK_EXPIRES) -> bool:
+    # No expiry tag: never expires (a lock made by hand to freeze promotions); garbage: expired.
+    try:
+        return float(tags.get(key, "inf")) < time.time()
+    except ValueError:
+        return True
+
+
+def _create(client: Any, name: str, tags: Mapping[str, str], description: str) -> None:
+    """Create a registered model; losing the race for its name is not an error (the
+    caller reads the model to find out who won)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, tags=dict(tags), description=description)
+    except MlflowException as exc:
+        # DOES_NOT_EXIST: the server lost the race it reports (the winner was deleted meanwhile).
+        if _error_code(exc) not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
+            raise
+
+
+def _delete(client: Any, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_registered_model(name)
+    except MlflowException as exc:
+        if not _is_missing(exc):  # a retried request whose first try went through
+            raise
+
+
+def _retire(client: Any, lname: str, owner: str, ttl: float, *, expired_only: bool) -> bool:
+    """Delete the lock ``lname`` only while its ``lock.owner`` still is ``owner`` (and,
+    with ``expired_only``, its lease has run out); True when this call deleted it.
+
+    Deleting by name is not conditional, so whoever deletes a lock must first win its
+    retire guard, the registered model ``_guard_name(lname, owner, k)``: of several breakers of
+    one expired lock exactly one creates it, and it re-reads the lock only after winning,
+    so a breaker that read an old owner finds a new owner and deletes nothing. A guard
+    whose holder died is taken over, after its own lease, by creating guard ``k + 1``;
+    the holder of ``k`` checks that ``k + 1`` does not exist right before deleting.
+    """
+    me = uuid.uuid4().hex
+    k = 1
+    while True:
+        guard = _guard_name(lname, owner, k)
+        guard_expires = time.time() + ttl
+        _create(
+            client,
+            guard,
+            {
+                "guard.owner": me,
+                "guard.holder": _holder(),
+                TAG_GUARD_EXPIRES: f"{guard_expires:.3f}",
+            },
+            f"Retiring promotion lock {lname!r} of owner {owner!r}; deleted when done.",
+        )
+        gtags = _tags(_registered_model(client, guard))
+        if gtags.get("guard.owner") == me:
+            break
+        if not gtags or not _expired(gtags, TAG_GUARD_EXPIRES):
+            return False  # another party is retiring this lock (or just did)
+        k += 1
+    gone, taken_over = False, False
+    try:
+        _pause("lock.retire")
+        lock = _registered_model(client, lname)
+        ltags = _tags(lock)
+        if lock is None or ltags.get(TAG_LOCK_OWNER, "") != owner:
+            gone = True  # tokens are never reused: this owner's lock is gone for good
+            return False
+        if expired_only and not _expired(ltags):
+            return False  # the holder renewed its lease
+        if _registered_model(client, _guard_name(lname, owner, k + 1)) is not None:
+            taken_over = True
+            return False
+        if time.time() > guard_expires - ttl * LEASE_MARGIN:
+            return False  # too slow: our guard may be taken over any moment
+        _delete(client, lname)
+        gone = True
+        return True
+    finally:
+        if not taken_over:
+            # Older guards of this owner are stale (their holders died); once the lock is
+            # gone they guard nothing.
+            for j in range(k, 0, -1) if gone else (k,):
+                with contextlib.suppress(Exception):
+                    _delete(client, _guard_name(lname, owner, j))
+
+
+@dataclass
+class Lease:
+    """The promotion lock as held by this process. ``token`` is the lock's ``lock.owner``;
+    ``expires_at`` the wall-clock end of the lease as last written on the lock."""
+
+    client: Any
+    model_name: str
+    lock_name: str
+    token: str
+    ttl: float
+    expires_at: float
+
+    def _lost(self, why: str, holder: str | None = None) -> PromotionLockLost:
+        return PromotionLockLost(
+            f"lost the promotion lock {self.lock_name!r} ({why}); not changing {self.model_name!r}",
+            model_name=self.model_name,
+            lock_name=self.lock_name,
+            holder=holder,
+        )
+
+    def renew(self, step: str) -> None:
+        """Check that this process still owns the lock and extend its lease by ``ttl``;
+        raise PromotionLockLost otherwise. Called right before each write under the lock.
+
+        An expired lease is never renewed: a breaker may already be deleting the lock.
+        The whole renewal must end inside the old lease, less LEASE_MARGIN, so the
+        owner read and the tag write both hit this owner's lock."""
+        _pause(step)
+        safe_until = self.expires_at - self.ttl * LEASE_MARGIN
+        if time.time() > safe_until:
+            raise self._lost(f"its lease ran out before {step}")
+        tags = _tags(_registered_model(self.client, self.lock_name))
+        if tags.get(TAG_LOCK_OWNER) != self.token:
+            raise self._lost(f"taken over before {step}", tags.get(TAG_LOCK_HOLDER))
+        expires = time.time() + self.ttl
+        self.client.set_registered_model_tag(self.lock_name, TAG_LOCK_EXPIRES, f"{expires:.3f}")
+        if time.time() > safe_until:
+            raise self._lost(f"renewing its lease before {step} took too long")
+        self.expires_at = expires
+
+    def owned(self) -> bool:
+        """Whether this process still owns the lock (a read; False when unsure)."""
+        try:
+            tags = _tags(_registered_model(self.client, self.lock_name))
+        except Exception:
+            return False
+        return (
+            tags.get(TAG_LOCK_OWNER) == self.token
+            and time.time() < self.expires_at - self.ttl * LEASE_MARGIN
+        )
+
+
 @contextlib.contextmanager
 def promotion_lock(
     client: Any,
@@ -180,52 +375,48 @@ def promotion_lock(
     timeout: float = DEFAULT_LOCK_TIMEOUT,
     ttl: float = DEFAULT_LOCK_TTL,
     purpose: str = "move champion alias",
-) -> Iterator[str]:
-    """Hold the promotion lock of model ``name`` for the block; yields the owner token.
+) -> Iterator[Lease]:
+    """Hold the promotion lock of model ``name`` for the block; yields the Lease, whose
+    ``renew`` the block calls before each write.
 
-    Creating the lock's registered model is the atomic step; on contention this retries
-    with jittered back-off until ``timeout`` and then raises PromotionLockTimeout naming
-    the holder. A lock older than its lease (``ttl`` seconds, stored on it) is deleted
-    so a crashed holder cannot block promotions forever.
+    Creating the lock's registered model is the atomic step; after creating it the lock
+    is re-read to confirm this token owns it. On contention this retries with jittered
+    back-off until ``timeout`` and then raises PromotionLockTimeout naming the holder. A
+    lock whose lease (``ttl`` seconds, renewed by the holder) ran out is broken through
+    :func:`_retire`, so a crashed holder blocks promotions for at most ``ttl``. The lock
+    is released on the way out, through the same guard, only if this token still owns it.
     """
-    from mlflow.exceptions import MlflowException
-
     lname = lock_name(name)
     token = uuid.uuid4().hex
     deadline = time.monotonic() + timeout
     delay = 0.05
     holder: str | None = None
     while True:
+        _pause("lock.create")
         expires = time.time() + ttl
-        try:
-            client.create_registered_model(
-                lname,
-                tags={
-                    "lock.owner": token,
-                    "lock.holder": _holder(),
-                    "lock.expires_at": f"{expires:.3f}",
-                    "lock.purpose": purpose,
-                },
-                description=f"Promotion lock for {name!r}, held by {_holder()} to {purpose}. "
-                f"Safe to delete if older than {ttl:.0f}s.",
-            )
-            break
-        except MlflowException as exc:
-            if _error_code(exc) not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
-                raise
+        _create(
+            client,
+            lname,
+            {
+                TAG_LOCK_OWNER: token,
+                TAG_LOCK_HOLDER: _holder(),
+                TAG_LOCK_EXPIRES: f"{expires:.3f}",
+                "lock.purpose": purpose,
+            },
+            f"Promotion lock for {name!r}, held by {_holder()} to {purpose}. "
+            f"Broken by the next promotion once lock.expires_at has passed.",
+        )
         current = _registered_model(client, lname)
+        tags = _tags(current)
+        if tags.get(TAG_LOCK_OWNER) == token:
+            break  # ours (also when a retried create request found our own first try)
         if current is not None:
-            tags = dict(current.tags or {})
-            holder = tags.get("lock.holder")
-            try:
-                expired = float(tags.get("lock.expires_at", "inf")) < time.time()
-            except ValueError:
-                expired = True
-            if expired:
-                log.warning("breaking expired promotion lock %s held by %s", lname, holder)
-                with contextlib.suppress(MlflowException):
-                    client.delete_registered_model(lname)
-                continue
+            holder = tags.get(TAG_LOCK_HOLDER)
+            if _expired(tags):
+                _pause("lock.expired")
+                if _retire(client, lname, tags.get(TAG_LOCK_OWNER, ""), ttl, expired_only=True):
+                    log.warning("broke expired promotion lock %s held by %s", lname, holder)
+                    continue
         if time.monotonic() >= deadline:
             raise PromotionLockTimeout(
                 f"could not take the promotion lock {lname!r} within {timeout:.0f}s; "
@@ -234,20 +425,22 @@ def promotion_lock(
                 lock_name=lname,
                 holder=holder,
             )
-        time.sleep(delay * (0.5 + random.random()))
-        delay = min(delay * 2, 1.0)
+        if current is not None:
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+    lease = Lease(client, name, lname, token, ttl, expires)
     try:
-        yield token
+        yield lease
     finally:
         # Never mask the block's own error; a lock that cannot be released expires after ttl.
         try:
-            current = _registered_model(client, lname)
-            if current is not None and dict(current.tags or {}).get("lock.owner") == token:
-                client.delete_registered_model(lname)
-            else:
+            _pause("lock.release")
+            if not _retire(client, lname, token, ttl, expired_only=False):
                 log.warning("promotion lock %s was taken over while held; not releasing it", lname)
         except Exception as exc:
-            log.warning("could not release promotion lock %s (%s); it expires after %.0fs", lname, exc, ttl)
+            log.warning(
+                "could not release promotion lock %s (%s); it expires after %.0fs", lname, exc, ttl
+            )
 
 
 # -------------------------------------------------------------------------- audit trail
@@ -314,12 +507,18 @@ class PromotionResult:
         return asdict(self)
 
 
-def _require_version(client: Any, name: str, version: str, error: type[RegistryError] = RegistryError) -> Any:
+def _require_version(
+    client: Any, name: str, version: str, error: type[RegistryError] = RegistryError
+) -> Any:
     mv = live_version(client, name, version)
     if mv is None:
         if _registered_model(client, name) is None:
             raise error(f"model {name!r} is not registered", model_name=name, version=version)
-        raise error(f"version {version} of {name!r} does not exist (or was deleted)", model_name=name, version=version)
+        raise error(
+            f"version {version} of {name!r} does not exist (or was deleted)",
+            model_name=name,
+            version=version,
+        )
     return mv
 
 
@@ -328,8 +527,7 @@ def _clip(text: str) -> str:
 
 
 def _move_alias(
-    client: Any,
-    name: str,
+    lease: Lease,
     alias: str,
     current: str | None,
     target: str,
@@ -338,15 +536,68 @@ def _move_alias(
     airflow_run: str | None,
     at: str,
 ) -> int:
-    """Tag ``target`` (its own ``tags`` plus previous champion and Airflow run), move the
-    alias to it, then append the audit entry; returns the entry's sequence number. The
-    tags go first so the version is self-describing the moment it is champion."""
-    all_tags = {TAG_PREVIOUS_CHAMPION: current or "none", TAG_AIRFLOW_RUN: airflow_run or "", **tags}
-    for key, value in all_tags.items():
-        client.set_model_version_tag(name, target, key, value)
-    client.set_registered_model_alias(name, alias, target)
-    entry = {"alias": alias, "from": current, "to": target, **audit}
-    return _append_audit(client, name, {**entry, "airflow_run": airflow_run, "at": at, "holder": _holder()})
+    """Tag ``target`` (its own ``tags`` plus previous champion and Airflow run), append
+    the audit entry, then move the alias; returns the entry's sequence number. Each write
+    is preceded by ``lease.renew``, so nothing is written once the lock is lost.
+
+    The entry goes before the alias so that a failure leaves no move without an entry;
+    on any failure the entry is removed again unless the alias did move, and the
+    version's tags are restored while the lock is still owned."""
+    client, name = lease.client, lease.model_name
+    before = _tags(client.get_model_version(name, target))
+    all_tags = {
+        TAG_PREVIOUS_CHAMPION: current or "none",
+        TAG_AIRFLOW_RUN: airflow_run or "",
+        **tags,
+    }
+    written: list[str] = []
+    audit_key: str | None = None
+    try:
+        lease.renew("move.tags")
+        for key, value in all_tags.items():
+            written.append(key)
+            client.set_model_version_tag(name, target, key, value)
+        lease.renew("move.audit")
+        entry = {"alias": alias, "from": current, "to": target, **audit}
+        seq = _append_audit(
+            client, name, {**entry, "airflow_run": airflow_run, "at": at, "holder": _holder()}
+        )
+        audit_key = f"{AUDIT_TAG_PREFIX}{seq:06d}"
+        lease.renew("move.alias")
+        client.set_registered_model_alias(name, alias, target)
+        return seq
+    except BaseException:
+        _undo_move(lease, alias, target, before, written, audit_key)
+        raise
+
+
+def _undo_move(
+    lease: Lease,
+    alias: str,
+    target: str,
+    before: Mapping[str, str],
+    written: list[str],
+    audit_key: str | None,
+) -> None:
+    """Best effort after a failed move: if the alias did not reach ``target``, drop this
+    move's audit entry (its key is this move's own: a later holder numbers after it) and,
+    while the lock is still ours, put back the version's tags (a later holder may be
+    writing them now)."""
+    client, name = lease.client, lease.model_name
+    try:
+        model = _registered_model(client, name)
+        if str(dict(getattr(model, "aliases", {}) or {}).get(alias)) == target:
+            return  # the move went through (a request that failed after the server applied it)
+        if audit_key is not None:
+            client.delete_registered_model_tag(name, audit_key)
+        if lease.owned():
+            for key in written:
+                if key in before:
+                    client.set_model_version_tag(name, target, key, before[key])
+                else:
+                    client.delete_model_version_tag(name, target, key)
+    except Exception as exc:
+        log.error("could not undo the failed move of %s %s to %s: %s", name, alias, target, exc)
 
 
 def promote(
@@ -372,13 +623,17 @@ def promote(
     none). Under the promotion lock the alias is re-read; if it differs, nothing changes
     and the result is ``stale``. Promoting the current champion is a ``noop``. Otherwise
     the version gets tags (previous_champion, decision_uri, airflow_run, promoted_at,
-    promotion_reason) before the alias moves, and an audit entry is appended.
+    promotion_reason) and an audit entry is appended before the alias moves; every write
+    first checks that the lock is still held (PromotionLockLost otherwise, nothing moved).
+    An MLflow error under the lock releases it and leaves the champion unchanged.
     Raises RegistryError for an unknown or deleted version.
     """
     version = str(version)
     expected = None if expected_champion is None else str(expected_champion)
     _require_version(client, name, version)
-    with promotion_lock(client, name, timeout=lock_timeout, ttl=lock_ttl, purpose=f"promote {version}"):
+    with promotion_lock(
+        client, name, timeout=lock_timeout, ttl=lock_ttl, purpose=f"promote {version}"
+    ) as lease:
         status = champion_status(client, name, alias)
         current = status.version
         if current == version:
@@ -400,12 +655,16 @@ def promote(
             TAG_PROMOTED_AT: at,
             TAG_PROMOTION_REASON: _clip(reason),
         }
-        audit: dict[str, Any] = {"action": "promote", "reason": reason, "decision_uri": decision_uri}
+        audit: dict[str, Any] = {
+            "action": "promote",
+            "reason": reason,
+            "decision_uri": decision_uri,
+        }
         if approval and approval.get("approval") == "approved":
             tags[TAG_APPROVED_BY] = str(approval.get("by") or "")
             tags[TAG_APPROVED_AT] = str(approval.get("at") or "")
             audit["approval"] = {k: approval.get(k) for k in ("approval", "by", "at")}
-        seq = _move_alias(client, name, alias, current, version, tags, audit, airflow_run, at)
+        seq = _move_alias(lease, alias, current, version, tags, audit, airflow_run, at)
     log.info("promoted %s version %s to %s (was %s)", name, version, alias, current)
     return PromotionResult(
         "promoted", name, version, current, version, expected,
@@ -450,7 +709,9 @@ def rollback(
     """
     if not reason or not reason.strip():
         raise RollbackRefused("a rollback needs a reason", model_name=name)
-    with promotion_lock(client, name, timeout=lock_timeout, ttl=lock_ttl, purpose="rollback"):
+    with promotion_lock(
+        client, name, timeout=lock_timeout, ttl=lock_ttl, purpose="rollback"
+    ) as lease:
         status = champion_status(client, name, alias)
         current = status.version
         if to_version is None:
@@ -487,7 +748,7 @@ def rollback(
             TAG_ROLLBACK_REASON: _clip(("[forced] " if force and refused else "") + reason),
         }
         audit = {"action": "rollback", "reason": reason, "forced": bool(force and refused)}
-        seq = _move_alias(client, name, alias, current, target, tags, audit, airflow_run, at)
+        seq = _move_alias(lease, alias, current, target, tags, audit, airflow_run, at)
     log.info("rolled back %s %s from %s to %s", name, alias, current, target)
     return PromotionResult(
         "rolled_back", name, target, current, target, current,
@@ -508,7 +769,9 @@ def mark_validation(
     compare.Decision or its ``to_dict()``. Returns the tags written."""
     d: Mapping[str, Any] = decision.to_dict() if hasattr(decision, "to_dict") else decision
     outcome = d.get("outcome")
-    status = d.get("validation_status") or {"promote": "passed", "reject": "failed"}.get(str(outcome), "inconclusive")
+    status = d.get("validation_status") or {"promote": "passed", "reject": "failed"}.get(
+        str(outcome), "inconclusive"
+    )
     tags = {
         TAG_VALIDATION_STATUS: str(status),
         TAG_DECISION_ID: str(d.get("decision_id", "")),
