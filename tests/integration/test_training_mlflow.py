@@ -29,13 +29,21 @@ CONFIG = REPO / "include" / "config" / "credit_default.yaml"
 # One CPU thread: small models on a shared 2-core machine train much faster without
 # thread contention (and the suite leaves the other core to other work).
 FAST = {
-    "mlp": {"max_epochs": 4, "patience": 2, "batch_size": 128, "hidden_sizes": [16, 8], "cpu_threads": 1},
+    "mlp": {
+        "max_epochs": 4,
+        "patience": 2,
+        "batch_size": 128,
+        "hidden_sizes": [16, 8],
+        "cpu_threads": 1,
+    },
     "hist_gradient_boosting": {"max_iter": 30, "cpu_threads": 1},
 }
 
 
 class Data:
-    def __init__(self, config: DatasetConfig, train_uri: str, valid_uri: str, train_sha: str, valid_sha: str):
+    def __init__(
+        self, config: DatasetConfig, train_uri: str, valid_uri: str, train_sha: str, valid_sha: str
+    ):
         self.config = config
         self.train_uri = train_uri
         self.valid_uri = valid_uri
@@ -98,7 +106,9 @@ def versions_of(tracking_uri: str, name: str) -> list[Any]:
 
 
 @pytest.mark.parametrize("model_type", ["mlp", "hist_gradient_boosting"])
-def test_trains_logs_registers_and_loads(model_type: str, data: Data, tracking: str, tmp_path: Path):
+def test_trains_logs_registers_and_loads(
+    model_type: str, data: Data, tracking: str, tmp_path: Path
+):
     import mlflow
     from mlflow import MlflowClient
 
@@ -181,10 +191,14 @@ def test_same_seed_gives_identical_mlp_metrics(data: Data, tracking: str, tmp_pa
     [
         pytest.param({"model_type": "xgboost"}, "training.model_type", id="unknown-model-type"),
         pytest.param({"model_type": "mlp", "lr": 3.0}, "training.mlp.lr", id="lr-out-of-bounds"),
-        pytest.param({"model_type": "mlp", "max_iter": 5}, "training.mlp.max_iter", id="wrong-model-key"),
+        pytest.param(
+            {"model_type": "mlp", "max_iter": 5}, "training.mlp.max_iter", id="wrong-model-key"
+        ),
     ],
 )
-def test_bad_settings_fail_before_training(data: Data, tracking: str, tmp_path: Path, hyperparameters, message):
+def test_bad_settings_fail_before_training(
+    data: Data, tracking: str, tmp_path: Path, hyperparameters, message
+):
     name = f"credit_bad_{uuid.uuid4().hex[:6]}"
     doc = request_doc(data, "mlp", name)
     doc["hyperparameters"] = hyperparameters
@@ -246,7 +260,16 @@ def test_command_line_as_a_subprocess(data: Data, mlflow_server, tmp_path: Path)
     request.write_text(json.dumps(request_doc(data, "hist_gradient_boosting", name)))
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url}
     proc = subprocess.run(
-        [sys.executable, "-m", "mlops_loop.training", "train", "--request", str(request), "--result", str(result)],
+        [
+            sys.executable,
+            "-m",
+            "mlops_loop.training",
+            "train",
+            "--request",
+            str(request),
+            "--result",
+            str(result),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -259,7 +282,9 @@ def test_command_line_as_a_subprocess(data: Data, mlflow_server, tmp_path: Path)
     assert [p.name for p in result.parent.iterdir()] == ["result.json"]
 
 
-def test_sigterm_mid_training_fails_the_run_and_registers_nothing(data: Data, mlflow_server, tmp_path: Path):
+def test_sigterm_mid_training_fails_the_run_and_registers_nothing(
+    data: Data, mlflow_server, tmp_path: Path
+):
     """What `docker stop` / Airflow's on_kill does: the run ends FAILED, exit code 143."""
     import signal
 
@@ -273,7 +298,16 @@ def test_sigterm_mid_training_fails_the_run_and_registers_nothing(data: Data, ml
     request.write_text(json.dumps(doc))
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlops_loop.training", "train", "--request", str(request), "--result", str(result)],
+        [
+            sys.executable,
+            "-m",
+            "mlops_loop.training",
+            "train",
+            "--request",
+            str(request),
+            "--result",
+            str(result),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -292,11 +326,15 @@ def test_sigterm_mid_training_fails_the_run_and_registers_nothing(data: Data, ml
     assert proc.returncode == 143
     doc = json.loads(result.read_text())
     assert doc["status"] == "error" and "SIGTERM" in doc["error"]
-    assert MlflowClient(tracking_uri=mlflow_server.url).get_run(doc["run_id"]).info.status == "FAILED"
+    assert (
+        MlflowClient(tracking_uri=mlflow_server.url).get_run(doc["run_id"]).info.status == "FAILED"
+    )
     assert versions_of(mlflow_server.url, name) == []
 
 
-def test_trains_from_s3_snapshots(data: Data, tracking: str, s3_credentials, s3_bucket: str, tmp_path: Path, monkeypatch):
+def test_trains_from_s3_snapshots(
+    data: Data, tracking: str, s3_credentials, s3_bucket: str, tmp_path: Path, monkeypatch
+):
     """Snapshots on an S3 endpoint; credentials reach the trainer through the environment
     the operator sets (AWS_* and MLOPS_LOOP_S3_ENDPOINT_URL)."""
     from mlops_loop.core.storage import LocalStorage, S3Storage
@@ -307,7 +345,7 @@ def test_trains_from_s3_snapshots(data: Data, tracking: str, s3_credentials, s3_
         target = f"{s3_bucket}/credit_default/snapshots/{sha}"
         files = sorted(LocalStorage().list(local_uri), key=lambda o: o.name == "manifest.json")
         for obj in files:  # manifest last, as ingestion writes it
-            s3.upload(obj.uri, f"{target}/{obj.uri[len(local_uri):].lstrip('/')}")
+            s3.upload(obj.uri, f"{target}/{obj.uri[len(local_uri) :].lstrip('/')}")
         remote[local_uri] = target
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", str(s3_credentials.aws_access_key_id))
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", str(s3_credentials.aws_secret_access_key))
@@ -329,5 +367,60 @@ def test_trains_from_s3_snapshots(data: Data, tracking: str, s3_credentials, s3_
     assert result["params"]["train_rows"] == 2_000
 
     missing = f"{s3_bucket}/credit_default/snapshots/{'f' * 64}"
-    code, result = run_cli(tmp_path, request_doc(data, "mlp", f"{name}_x", train_snapshot_uri=missing))
+    code, result = run_cli(
+        tmp_path, request_doc(data, "mlp", f"{name}_x", train_snapshot_uri=missing)
+    )
     assert code == ExitCode.DATA and missing in result["error"]
+
+
+@pytest.fixture(scope="module")
+def text_label_data(tmp_path_factory: pytest.TempPathFactory) -> Data:
+    """credit_default with its 0/1 target declared as text ("0"/"1" in the snapshots), so
+    the positive label is the text "1"."""
+    import yaml
+
+    raw = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    for column in raw["columns"]:
+        if column["name"] == raw["target"]:
+            column["type"] = "string"
+            column.pop("min", None), column.pop("max", None), column.pop("allowed", None)
+    raw["positive_label"] = "1"
+    root = tmp_path_factory.mktemp("text-labels") / "credit_default"
+    raw["storage"]["root"] = str(root)
+    path = root.parent / "credit_default.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    land_batch(generate_batch("2026-03-01", 1_500, seed=5), root, "2026-03-01")
+    land_batch(generate_batch("2026-03-02", 500, seed=5), root, "2026-03-02")
+    train, valid = ingest_batch(config, "2026-03-01"), ingest_batch(config, "2026-03-02")
+    return Data(config, train.snapshot_uri, valid.snapshot_uri, train.sha256, valid.sha256)
+
+
+def test_text_labels_train_against_the_positive_label(
+    text_label_data: Data, tracking: str, tmp_path: Path
+):
+    from mlflow import MlflowClient
+
+    from mlops_loop.core.snapshots import read_snapshot
+
+    labels = read_snapshot(text_label_data.train_uri)[text_label_data.config.target]
+    assert set(labels.unique()) == {"0", "1"}  # the snapshot holds text
+    name = f"credit_text_{uuid.uuid4().hex[:6]}"
+    code, result = run_cli(tmp_path, request_doc(text_label_data, "hist_gradient_boosting", name))
+    assert code == 0, result
+    assert 0.6 < result["metrics"]["roc_auc"] <= 1.0
+    version = MlflowClient(tracking_uri=tracking).get_model_version(name, "1")
+    assert float(version.tags["train_target_mean"]) == pytest.approx((labels == "1").mean())
+
+
+def test_a_positive_label_missing_from_the_training_data_is_a_data_error(
+    text_label_data: Data, tracking: str, tmp_path: Path
+):
+    name = f"credit_nopos_{uuid.uuid4().hex[:6]}"
+    doc = request_doc(text_label_data, "hist_gradient_boosting", name)
+    doc["config"]["positive_label"] = "yes"
+    code, result = run_cli(tmp_path, doc)
+    assert code == ExitCode.DATA, result
+    assert "positive_label 'yes' never occurs in target 'default'" in result["error"]
+    assert "['0', '1']" in result["error"]
+    assert versions_of(tracking, name) == []

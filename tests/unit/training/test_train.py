@@ -15,6 +15,7 @@ from mlops_loop.exceptions import (
     EvaluationError,
     PromotionLockTimeout,
     RegistryError,
+    TargetError,
     TrackingServerError,
     TrainingError,
 )
@@ -51,7 +52,9 @@ def request(config, **extra):
         pytest.param({"overrides": {"seed": 1}}, False, id="other-seed"),
         pytest.param({"tags": {"code_version": "v2"}}, False, id="other-code"),
         pytest.param({"tags": {"trainer_image": "img@sha256:2"}}, False, id="other-image"),
-        pytest.param({"tags": {"airflow_run_id": "another run"}}, True, id="airflow-ids-do-not-count"),
+        pytest.param(
+            {"tags": {"airflow_run_id": "another run"}}, True, id="airflow-ids-do-not-count"
+        ),
     ],
 )
 def test_training_input_hash(config, change, same):
@@ -59,9 +62,15 @@ def test_training_input_hash(config, change, same):
 
     def digest(train_sha="a", overrides=None, tags=None):
         settings = training_settings(config, overrides)
-        return train.training_input_hash(settings, config, train_sha, "b", {**base_tags, **(tags or {})})
+        return train.training_input_hash(
+            settings, config, train_sha, "b", {**base_tags, **(tags or {})}
+        )
 
-    kwargs = {"train_sha": change.get("train", "a"), "overrides": change.get("overrides"), "tags": change.get("tags")}
+    kwargs = {
+        "train_sha": change.get("train", "a"),
+        "overrides": change.get("overrides"),
+        "tags": change.get("tags"),
+    }
     assert (digest() == digest(**kwargs)) is same
 
 
@@ -80,11 +89,18 @@ def test_cpu_threads_are_restored():
         pytest.param(TrainingError("x", stage="snapshots"), ExitCode.DATA, id="snapshot"),
         pytest.param(TrainingError("x", stage="data"), ExitCode.DATA, id="data"),
         pytest.param(TrainingError("x", stage="fit"), ExitCode.FAILED, id="fit"),
-        pytest.param(TrackingServerError("x", tracking_uri="http://h"), ExitCode.TRACKING, id="tracking"),
+        pytest.param(
+            TrackingServerError("x", tracking_uri="http://h"), ExitCode.TRACKING, id="tracking"
+        ),
         pytest.param(Terminated("x", stage="interrupted"), ExitCode.TERMINATED, id="sigterm"),
-        pytest.param(RegistryError("x", model_name="m", version="9"), ExitCode.BAD_REQUEST, id="unknown-version"),
+        pytest.param(
+            RegistryError("x", model_name="m", version="9"),
+            ExitCode.BAD_REQUEST,
+            id="unknown-version",
+        ),
         pytest.param(EvaluationError("x"), ExitCode.DATA, id="evaluation-data"),
         pytest.param(DriftError("x", feature="age"), ExitCode.DATA, id="drift-data"),
+        pytest.param(TargetError("x", column="label"), ExitCode.DATA, id="target-labels"),
         pytest.param(
             PromotionLockTimeout("x", model_name="m", lock_name="l", holder=None),
             ExitCode.BAD_REQUEST,
@@ -104,7 +120,11 @@ def test_exit_codes(exc, code):
         pytest.param("{not json", "cannot read request", id="not-json"),
         pytest.param("[1, 2]", "must hold a JSON object", id="not-an-object"),
         pytest.param('{"config": {}}', "train_snapshot_uri", id="missing-fields"),
-        pytest.param('{"config": {}, "train_snapshot_uri": "a", "valid_snapshot_uri": "b", "colour": 1}', "colour", id="unknown-field"),
+        pytest.param(
+            '{"config": {}, "train_snapshot_uri": "a", "valid_snapshot_uri": "b", "colour": 1}',
+            "colour",
+            id="unknown-field",
+        ),
     ],
 )
 def test_bad_request_files_write_an_error_result(tmp_path, content, message):
@@ -164,7 +184,9 @@ def test_sigterm_ends_the_process_even_when_library_code_swallows_it():
         "    except Exception:\n"
         "        pass\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGTERM)
