@@ -81,14 +81,45 @@ class ColumnSpec(_Strict):
 
 class S3Settings(_Strict):
     """How to reach an S3-compatible endpoint. Credentials never live here: they come from
-    an Airflow Connection (``aws_conn_id``) or the standard AWS credential chain."""
+    an Airflow Connection (``aws_conn_id``) or, with an explicit ``endpoint_url`` or
+    ``use_default_credentials``, the standard AWS credential chain. S3 with none of the
+    three is refused (see :meth:`S3Settings.unconfigured_problem`)."""
 
-    endpoint_url: str | None = None
+    endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000."
+    )
     region_name: str | None = None
     aws_conn_id: str | None = Field(
-        default=None, description="Airflow Connection with login=access key, password=secret."
+        default=None,
+        description="Airflow Connection with login=access key, password=secret and "
+        "optionally endpoint_url / region_name in its extra.",
+    )
+    use_default_credentials: bool = Field(
+        default=False,
+        description="Allow S3 without aws_conn_id and endpoint_url: whatever credentials the "
+        "worker's default AWS chain finds (environment, shared config, instance profile), "
+        "against the public AWS endpoint.",
     )
     max_attempts: int = Field(default=5, ge=1, le=20)
+
+    @property
+    def explicit(self) -> bool:
+        """An endpoint or a connection is named, or the default chain is chosen on purpose."""
+        return bool(self.endpoint_url or self.aws_conn_id or self.use_default_credentials)
+
+    def unconfigured_problem(self, uri: str, key: str) -> str | None:
+        """Why ``uri`` (the value of config key ``key``) cannot be reached with these
+        settings, or None. S3 without an endpoint or connection would silently use any AWS
+        credentials the worker has, against the public endpoint, so it must be chosen."""
+        if not uri.startswith("s3://") or self.explicit:
+            return None
+        return (
+            f"{key} {uri!r} is on S3 but neither storage.s3.aws_conn_id nor "
+            "storage.s3.endpoint_url is set: name the Airflow Connection that holds the keys "
+            "(and the endpoint in its extra) in storage.s3.aws_conn_id, or set "
+            "storage.s3.endpoint_url; to use the worker's default AWS credentials against "
+            "the public AWS endpoint, set storage.s3.use_default_credentials: true"
+        )
 
 
 class StorageSettings(_Strict):
@@ -96,6 +127,13 @@ class StorageSettings(_Strict):
         description="Root URI for this dataset's outputs: s3://bucket/prefix or a local path."
     )
     s3: S3Settings = S3Settings()
+
+    @model_validator(mode="after")
+    def _s3_is_configured(self) -> StorageSettings:
+        problem = self.s3.unconfigured_problem(self.root, "storage.root")
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class CsvOptions(_Strict):

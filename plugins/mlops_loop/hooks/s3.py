@@ -8,6 +8,12 @@ shared config, instance profile) and only the endpoint and region come from the 
 For local runs define the connection as an environment variable, for example
 ``AIRFLOW_CONN_MLOPS_S3='{"conn_type": "aws", "login": "...", "password": "...",
 "extra": {"endpoint_url": "http://127.0.0.1:9000"}}'``.
+
+A dataset on S3 (its storage root or its source) needs ``storage.s3.aws_conn_id`` or
+``storage.s3.endpoint_url``, or ``storage.s3.use_default_credentials: true`` to use the
+worker's default AWS credentials against the public endpoint on purpose; otherwise
+:func:`dataset_s3_credentials` refuses with a ConfigError naming the keys (a storage root
+on S3 is already refused when the config loads).
 """
 
 from __future__ import annotations
@@ -68,7 +74,15 @@ def s3_credentials_for(settings: S3Settings) -> S3Credentials | None:
 
 def dataset_s3_credentials(config: DatasetConfig) -> S3Credentials | None:
     """Credentials for a dataset: None when its storage root and source are both local
-    (no connection is looked up then), else :func:`s3_credentials_for`."""
-    if not (is_s3(config.root) or is_s3(config.source.uri.replace("{root}", config.root))):
+    (no connection is looked up then), else :func:`s3_credentials_for`. ConfigError when
+    either is on S3 without a connection, an endpoint or ``use_default_credentials``."""
+    source = config.source.uri.replace("{root}", config.root)
+    if not (is_s3(config.root) or is_s3(source)):
         return None
-    return s3_credentials_for(config.storage.s3)
+    settings = config.storage.s3
+    problem = settings.unconfigured_problem(config.root, "storage.root") or (
+        settings.unconfigured_problem(source, "source.uri")
+    )
+    if problem:
+        raise ConfigError(f"dataset {config.name!r}: {problem}")
+    return s3_credentials_for(settings)

@@ -243,7 +243,8 @@ def test_storage_root_env_redirects_and_overrides_win(tmp_path, monkeypatch):
     path = write(tmp_path, MINIMAL)
     monkeypatch.setenv(STORAGE_ROOT_ENV, str(tmp_path / "shared"))
     assert load_config(path).root == str(tmp_path / "shared" / "loans")
-    explicit = load_config(path, overrides={"storage": {"root": "s3://bucket/loans"}})
+    s3 = {"endpoint_url": "http://127.0.0.1:9000"}  # S3 without one (or a connection) is refused
+    explicit = load_config(path, overrides={"storage": {"root": "s3://bucket/loans", "s3": s3}})
     assert explicit.root == "s3://bucket/loans"
     assert explicit.source_uri("2024-01-02") == "s3://bucket/loans/raw/ds=2024-01-02/"
 

@@ -23,7 +23,7 @@ from mlops_loop.core.snapshots import (
     read_snapshot_table,
 )
 from mlops_loop.core.storage import LocalStorage, sha256_file
-from mlops_loop.exceptions import NoBatchError, SnapshotNotFoundError
+from mlops_loop.exceptions import ConfigError, NoBatchError, SnapshotNotFoundError
 from mlops_loop_devtools.sample_data import generate_batch, land_batch
 from tests.fixtures.landed_batches import (  # noqa: F401 - fixtures
     CREDIT_CONFIG,
@@ -429,7 +429,10 @@ def test_find_batch_before_and_after_the_batch_lands(config, root):
     nothing = find_batch(config, DS)
     assert (nothing.found, nothing.files, nothing.others) == (False, (), ())
     assert nothing.looked_for == f"*.csv, *.csv.gz, *.csv.bz2 under {source}"
-    assert nothing.describe() == f"no batch for credit_default ds={DS} yet: looked for {nothing.looked_for}"
+    assert (
+        nothing.describe()
+        == f"no batch for credit_default ds={DS} yet: looked for {nothing.looked_for}"
+    )
 
     folder = batch_dir(root)
     (folder / "_SUCCESS").write_text("")
@@ -460,3 +463,95 @@ def test_find_batch_refuses_a_bad_date(config):
 
     with pytest.raises(ValueError, match="YYYY-MM-DD, got '2024/03/01'"):
         find_batch(config, "2024/03/01")
+
+
+# --------------------------------------------------------------------------- S3 needs an endpoint or a connection
+# Without either, boto3 would use whatever AWS credentials the worker happens to have,
+# against the public endpoint: refused unless the config opts into the default chain.
+
+S3_ROOT = "s3://bucket/credit"
+
+
+def without_s3_settings(tmp_path: Path) -> Path:
+    """credit_default.yaml with an empty ``storage.s3`` section."""
+    import yaml
+
+    raw = yaml.safe_load(CREDIT_CONFIG.read_text())
+    raw["storage"] = {"root": str(tmp_path / "data")}
+    path = tmp_path / "credit_default.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def assert_names_the_keys(message: str, key: str, uri: str) -> None:
+    assert f"{key} {uri!r} is on S3" in message, message
+    for setting in ("aws_conn_id", "endpoint_url", "use_default_credentials: true"):
+        assert f"storage.s3.{setting}" in message, message
+
+
+@pytest.mark.parametrize(
+    "s3",
+    [
+        pytest.param(None, id="no-s3-section"),
+        pytest.param({}, id="empty-s3-section"),
+        pytest.param({"region_name": "eu-west-1", "max_attempts": 3}, id="region-only"),
+        pytest.param({"use_default_credentials": False}, id="opt-in-false"),
+    ],
+)
+def test_s3_root_without_endpoint_or_connection_is_refused_at_load(s3):
+    storage = {"root": S3_ROOT, **({"s3": s3} if s3 is not None else {})}
+    with pytest.raises(ConfigError) as info:
+        load_config(CREDIT_CONFIG, overrides={"storage": storage})
+    assert str(CREDIT_CONFIG) in str(info.value)
+    assert_names_the_keys(str(info.value), "storage.root", S3_ROOT)
+
+
+def test_storage_root_moved_to_s3_by_the_environment_is_refused_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLOPS_LOOP_STORAGE_ROOT", "s3://mlops-loop")
+    with pytest.raises(ConfigError) as info:
+        load_config(without_s3_settings(tmp_path))
+    assert_names_the_keys(str(info.value), "storage.root", "s3://mlops-loop/credit_default")
+    # The shipped config names its connection (docker-compose.yml defines it), so the
+    # stack that moves every root to S3 loads it.
+    config = load_config(CREDIT_CONFIG)
+    assert config.root == "s3://mlops-loop/credit_default"
+    assert config.storage.s3.aws_conn_id == "mlops_s3"
+
+
+@pytest.mark.parametrize(
+    "s3",
+    [
+        pytest.param({"endpoint_url": "http://127.0.0.1:9000"}, id="endpoint"),
+        pytest.param({"aws_conn_id": "mlops_s3"}, id="connection-with-endpoint-in-its-extra"),
+        pytest.param({"use_default_credentials": True}, id="default-chain-on-purpose"),
+    ],
+)
+def test_s3_root_with_an_endpoint_a_connection_or_the_opt_in_loads(s3):
+    config = load_config(CREDIT_CONFIG, overrides={"storage": {"root": S3_ROOT, "s3": s3}})
+    assert config.root == S3_ROOT
+
+
+def test_local_root_needs_no_s3_settings(tmp_path):
+    assert load_config(without_s3_settings(tmp_path)).storage.s3.explicit is False
+
+
+def test_s3_source_without_endpoint_or_connection_is_refused_before_any_request(tmp_path):
+    from mlops_loop.hooks.s3 import dataset_s3_credentials
+
+    source = "s3://landing/raw/ds={ds}/"
+    overrides = {"storage": {"root": str(tmp_path)}, "source": {"uri": source}}
+    config = load_config(CREDIT_CONFIG, overrides=overrides)
+    with pytest.raises(ConfigError) as info:
+        dataset_s3_credentials(config)
+    assert "dataset 'credit_default'" in str(info.value)
+    assert_names_the_keys(str(info.value), "source.uri", source)
+
+    opted_in = load_config(
+        CREDIT_CONFIG,
+        overrides={
+            **overrides,
+            "storage": {"root": str(tmp_path), "s3": {"use_default_credentials": True}},
+        },
+    )
+    creds = dataset_s3_credentials(opted_in)
+    assert creds is not None and creds.endpoint_url is None  # boto3's chain, on purpose
