@@ -136,6 +136,7 @@ def run_container(
         image=image,
         gpu="none",
         mlflow_tracking_uri=tracking_uri,
+        network_mode="host",  # the benchmark's MLflow server listens on 127.0.0.1 only
     )
     started = time.perf_counter()
     result = op.execute({"ti": SimpleNamespace(dag_id="bench", run_id="bench", task_id="bench")})

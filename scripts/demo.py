@@ -208,6 +208,9 @@ def main() -> int:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_server.url
         runner = choose_trainer_runner()
         os.environ["MLOPS_LOOP_TRAINER_RUNNER"] = runner
+        # The demo's MLflow server listens on this host's 127.0.0.1 only: trainer containers
+        # need the host's network here (their default is bridge; docs/security.md).
+        os.environ.setdefault("MLOPS_LOOP_TRAINER_NETWORK", "host")
         say(f"   MLflow: {mlflow_server.url}; trainer runs in: "
             + ("the trainer image (Docker)" if runner == "docker" else "a local process"))
         conf = {"model_type": args.model_type, "hyperparameters": {}, "reason": "demo: first model"}

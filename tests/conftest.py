@@ -18,5 +18,10 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.setdefault("MLOPS_LOOP_CONFIG_DIR", str(REPO / "include" / "config"))
 # GE and tqdm progress bars only add noise to test logs.
 os.environ.setdefault("TQDM_DISABLE", "1")
+# Trainer containers default to the bridge network, but the MLflow and S3 servers the
+# tests start listen on the host's 127.0.0.1 only (and this machine's dockerd runs with
+# --bridge=none), so the tests' containers share the host's network. Tests of the
+# default itself unset it (tests/unit/operators/test_trainer.py).
+os.environ.setdefault("MLOPS_LOOP_TRAINER_NETWORK", "host")
 
 pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.airflow_db", "tests.fixtures.airflow_stack"]

@@ -55,12 +55,16 @@ RUN set -eux; \
 
 LABEL org.opencontainers.image.title="mlops-loop trainer" \
       org.opencontainers.image.description="Runs mlops_loop.training (train, evaluate, score) without Airflow"
+# The operators run this image with a read-only root filesystem and a tmpfs at /tmp, as a
+# non-root uid: this user (numeric, so `docker inspect` tells the operator its uid), or
+# the worker's own uid:gid when the worker is not root. HOME and the working folder are
+# therefore on the tmpfs (the operators also set HOME=/tmp).
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
-    HOME=/home/trainer \
+    HOME=/tmp \
     MPLCONFIGDIR=/tmp/matplotlib \
     GIT_PYTHON_REFRESH=quiet
-USER trainer
-WORKDIR /home/trainer
+USER 10001:10001
+WORKDIR /tmp
 ENTRYPOINT ["python", "-m", "mlops_loop.training"]
 CMD ["--help"]

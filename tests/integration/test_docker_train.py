@@ -3,12 +3,19 @@
 Needs a running engine (scripts/install_docker.sh) and builds the trainer image with
 include/docker/build_trainer_image.sh when its tag for the current sources is missing
 (seconds when it exists). Training logs to a real MLflow server on 127.0.0.1, reached from
-the container through network mode ``host``.
+the container through network mode ``host`` (tests/conftest.py sets
+$MLOPS_LOOP_TRAINER_NETWORK; the default is ``bridge``).
+
+The trainer boundary on the real engine: the HostConfig of a created container (all
+capabilities dropped, no-new-privileges, pids and CPU limits, read-only root with a /tmp
+tmpfs, a non-root user, the network, the GPU request), and the private request/result
+folder (the container's uid can use it, another uid cannot even list it).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -18,6 +25,15 @@ from typing import Any
 import pytest
 
 from mlops_loop.core.config import STORAGE_ROOT_ENV, load_config
+from mlops_loop.core.containers import (
+    CONTAINER_TMP,
+    TMPFS_OPTIONS,
+    Owner,
+    hardened_host_config,
+    make_io_dir,
+    write_request,
+)
+from mlops_loop.core.trainer_protocol import CONTAINER_IO_DIR, RESULT_FILE, TrainRequest
 from mlops_loop.exceptions import GpuUnavailableError, TrainerContainerFailed, TrainerImageNotFound
 from mlops_loop.operators.docker_train import DockerTrainOperator
 from mlops_loop_devtools.devstack import LocalServer
@@ -28,7 +44,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "include" / "config" / "credit_default.yaml")
-FAST = {"model_type": "mlp", "max_epochs": 3, "patience": 2, "batch_size": 128, "hidden_sizes": [16, 8]}
+FAST = {
+    "model_type": "mlp",
+    "max_epochs": 3,
+    "patience": 2,
+    "batch_size": 128,
+    "hidden_sizes": [16, 8],
+}
 LABEL = "mlops-loop-test"
 
 
@@ -91,7 +113,9 @@ def _context(task_id: str = "train") -> dict[str, Any]:
     return {"ti": ti}
 
 
-def _op(data: Any, image: str, tracking_uri: str, io_root: Path, **kwargs: Any) -> DockerTrainOperator:
+def _op(
+    data: Any, image: str, tracking_uri: str, io_root: Path, **kwargs: Any
+) -> DockerTrainOperator:
     args: dict[str, Any] = {
         "task_id": "train",
         "config_path": CONFIG,
@@ -139,7 +163,12 @@ def test_train_in_container_registers_a_model(
     capsys: pytest.CaptureFixture[str],
 ):
     train_op = functools.partial(
-        _op, data, trainer_image, mlflow_server.url, tmp_path / "io", registered_model_name="docker_train_test"
+        _op,
+        data,
+        trainer_image,
+        mlflow_server.url,
+        tmp_path / "io",
+        registered_model_name="docker_train_test",
     )
 
     result = train_op().execute(_context())
@@ -159,7 +188,9 @@ def test_train_in_container_registers_a_model(
 
     from mlflow import MlflowClient
 
-    version = MlflowClient(mlflow_server.url).get_model_version("docker_train_test", result["model_version"])
+    version = MlflowClient(mlflow_server.url).get_model_version(
+        "docker_train_test", result["model_version"]
+    )
     assert version.tags["airflow_dag_id"] == "test_docker_train"
     assert version.tags["airflow_task_id"] == "train"
     image_id = docker_client.images.get(trainer_image).id
@@ -173,12 +204,24 @@ def test_train_in_container_registers_a_model(
 
 
 def test_trainer_error_is_explained_with_its_exit_code(
-    docker_client: Any, trainer_image: str, mlflow_server: LocalServer, data: Any, storage_env: None, tmp_path: Path
+    docker_client: Any,
+    trainer_image: str,
+    mlflow_server: LocalServer,
+    data: Any,
+    storage_env: None,
+    tmp_path: Path,
 ):
     missing = f"{data.root}/snapshots/{'0' * 64}"
     # retrain: straight to the trainer (the champion check would stop on the worker first,
     # naming the same missing snapshot).
-    op = _op(data, trainer_image, mlflow_server.url, tmp_path / "io", valid_snapshot_uri=missing, retrain=True)
+    op = _op(
+        data,
+        trainer_image,
+        mlflow_server.url,
+        tmp_path / "io",
+        valid_snapshot_uri=missing,
+        retrain=True,
+    )
 
     with pytest.raises(TrainerContainerFailed) as err:
         op.execute(_context())
@@ -191,7 +234,12 @@ def test_trainer_error_is_explained_with_its_exit_code(
 
 
 def test_memory_limit_kill_is_explained(
-    docker_client: Any, trainer_image: str, mlflow_server: LocalServer, data: Any, storage_env: None, tmp_path: Path
+    docker_client: Any,
+    trainer_image: str,
+    mlflow_server: LocalServer,
+    data: Any,
+    storage_env: None,
+    tmp_path: Path,
 ):
     op = _op(data, trainer_image, mlflow_server.url, tmp_path / "io", mem_limit="20m", gpu="none")
 
@@ -208,7 +256,9 @@ def test_missing_image_is_a_clear_error(
 ):
     op = _op(data, "mlops-loop/no-such-trainer:never", mlflow_server.url, tmp_path / "io")
 
-    with pytest.raises(TrainerImageNotFound, match=r"build it with include/docker/build_trainer_image\.sh") as err:
+    with pytest.raises(
+        TrainerImageNotFound, match=r"build it with include/docker/build_trainer_image\.sh"
+    ) as err:
         op.execute(_context())
 
     assert err.value.image == "mlops-loop/no-such-trainer:never"
@@ -216,7 +266,12 @@ def test_missing_image_is_a_clear_error(
 
 
 def test_gpu_required_fails_before_any_container(
-    docker_client: Any, trainer_image: str, mlflow_server: LocalServer, data: Any, storage_env: None, tmp_path: Path
+    docker_client: Any,
+    trainer_image: str,
+    mlflow_server: LocalServer,
+    data: Any,
+    storage_env: None,
+    tmp_path: Path,
 ):
     if "nvidia" in (docker_client.info().get("Runtimes") or {}):
         pytest.skip("this Docker host has a GPU runtime")
@@ -230,10 +285,17 @@ def test_gpu_required_fails_before_any_container(
 
 
 def test_on_kill_stops_and_removes_the_container(
-    docker_client: Any, trainer_image: str, mlflow_server: LocalServer, data: Any, storage_env: None, tmp_path: Path
+    docker_client: Any,
+    trainer_image: str,
+    mlflow_server: LocalServer,
+    data: Any,
+    storage_env: None,
+    tmp_path: Path,
 ):
     slow = {**FAST, "max_epochs": 1000, "patience": 100, "batch_size": 8}
-    op = _op(data, trainer_image, mlflow_server.url, tmp_path / "io", hyperparameters=slow, gpu="none")
+    op = _op(
+        data, trainer_image, mlflow_server.url, tmp_path / "io", hyperparameters=slow, gpu="none"
+    )
     task = Background(lambda: op.execute(_context()))
     task.wait_for(lambda: any(c.status == "running" for c in _test_containers(docker_client)))
     assert task.alive, f"training ended before it could be killed: {task.error}"
@@ -245,3 +307,156 @@ def test_on_kill_stops_and_removes_the_container(
     assert task.error is not None  # a killed task never returns a result
     assert _test_containers(docker_client) == []
     assert list((tmp_path / "io").iterdir()) == []
+
+
+# --- the trainer boundary on the real engine --------------------------------------------
+
+
+class _Created(Exception):
+    """Raised instead of starting the container: its HostConfig is what is under test."""
+
+
+class CreateOnly:
+    """The real engine's API client, except that the host reports the NVIDIA runtime (so
+    the operator requests the GPUs, which this host does not have) and ``start``
+    inspects the created container instead of starting it."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.inspected: dict[str, Any] | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {
+            **self._client.info(),
+            "Runtimes": {"runc": {}, "nvidia": {"path": "nvidia-container-runtime"}},
+        }
+
+    def start(self, container: str) -> None:
+        self.inspected = self._client.inspect_container(container)
+        raise _Created(container)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_created_container_host_config_has_every_default_and_the_gpu_request(
+    docker_client: Any,
+    trainer_image: str,
+    mlflow_server: LocalServer,
+    data: Any,
+    storage_env: None,
+    tmp_path: Path,
+):
+    op = _op(
+        data,
+        trainer_image,
+        mlflow_server.url,
+        tmp_path / "io",
+        gpu="required",
+        cpus=1.5,
+        retrain=True,
+    )
+    api = CreateOnly(docker_client.api)
+    op.__dict__["hook"] = SimpleNamespace(api_client=api, client_created=True)
+
+    with pytest.raises(_Created):
+        op.execute(_context())
+
+    assert api.inspected is not None
+    host = api.inspected["HostConfig"]
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges:true"]
+    assert host["PidsLimit"] == 4096
+    assert host["NanoCpus"] == 1_500_000_000
+    assert host["ReadonlyRootfs"] is True
+    assert host["Tmpfs"] == {CONTAINER_TMP: TMPFS_OPTIONS}
+    assert host["NetworkMode"] == "host"  # tests/conftest.py: the servers are on 127.0.0.1
+    assert not host["Privileged"]
+    (gpus,) = host["DeviceRequests"]
+    assert (gpus["Count"], gpus["Capabilities"]) == (-1, [["gpu"]])
+    user = api.inspected["Config"]["User"]
+    uid = int(user.split(":")[0])
+    assert uid != 0
+    if os.geteuid() == 0:
+        assert user == "10001:10001"  # the image's user; the folders were handed to it
+    else:
+        assert user == f"{os.geteuid()}:{os.getegid()}"
+    io_mount = next(m for m in api.inspected["Mounts"] if m["Destination"] == CONTAINER_IO_DIR)
+    assert io_mount["RW"] is True
+    assert "HOME=/tmp" in api.inspected["Config"]["Env"]
+    # Created, never started, and removed with its folder.
+    assert _test_containers(docker_client) == []
+    assert list((tmp_path / "io").iterdir()) == []
+
+
+def _run_probe(docker_client: Any, image: str, user: Owner, io_dir: Path, code: str) -> str:
+    """``code`` in the trainer image as ``user`` with the trainer's defaults, the io
+    folder at /mlops/io. Returns its output (stdout and stderr)."""
+    settings = hardened_host_config(cpus=None, pids_limit=256)
+    container = docker_client.containers.create(
+        image,
+        entrypoint=["python", "-c"],
+        command=[code],
+        user=str(user),
+        network_mode="none",
+        environment={"HOME": CONTAINER_TMP},
+        cap_drop=settings["cap_drop"],
+        security_opt=settings["security_opt"],
+        pids_limit=settings["pids_limit"],
+        read_only=settings["read_only"],
+        tmpfs=settings["tmpfs"],
+        volumes={str(io_dir): {"bind": CONTAINER_IO_DIR, "mode": "rw"}},
+        labels={LABEL: "1"},
+    )
+    try:
+        container.start()
+        container.wait(timeout=120)
+        return container.logs().decode()
+    finally:
+        container.remove(force=True)
+
+
+PROBE = f"""
+import json, os
+try:
+    request = json.load(open("{CONTAINER_IO_DIR}/request.json"))
+    open("{CONTAINER_IO_DIR}/{RESULT_FILE}", "w").write(json.dumps({{"status": "ok", "token": request["token"]}}))
+    print("wrote", os.getuid())
+except OSError as exc:
+    print("refused", type(exc).__name__, exc.errno)
+"""
+
+
+@pytest.mark.parametrize(
+    "owner",
+    [
+        pytest.param(Owner(10001, 10001), id="root-worker-hands-the-folder-to-the-image-user"),
+        pytest.param(Owner(4321, 4321), id="worker-uid-4321-runs-the-container-as-itself"),
+    ],
+)
+def test_private_io_folder_is_the_containers_and_nobody_elses(
+    docker_client: Any, trainer_image: str, tmp_path: Path, owner: Owner
+):
+    """The folder as the operator leaves it for a container running as ``owner`` (a
+    worker that is not root owns it itself: simulated here by handing it to that uid):
+    that container reads the request and writes the result; a container of another,
+    unrelated uid (another local user) can neither read the request nor plant a result."""
+    if os.geteuid() != 0:
+        pytest.skip("simulating other uids needs root")
+    root = tmp_path / "io"
+    root.mkdir(mode=0o1777)
+    root.chmod(0o1777)
+    tmp_path.chmod(0o755)
+    io_dir = make_io_dir(str(root), owner=owner)
+    request = TrainRequest(config={}, train_snapshot_uri="/a", valid_snapshot_uri="/b")
+    write_request(io_dir, request)
+
+    intruder = _run_probe(docker_client, trainer_image, Owner(5555, 5555), io_dir, PROBE)
+    assert "refused PermissionError 13" in intruder, intruder
+    assert not (io_dir / RESULT_FILE).exists()
+
+    own = _run_probe(docker_client, trainer_image, owner, io_dir, PROBE)
+    assert f"wrote {owner.uid}" in own, own
+    written = json.loads((io_dir / RESULT_FILE).read_text())
+    assert written["token"] == request.token
+    assert (io_dir / RESULT_FILE).stat().st_uid == owner.uid

@@ -9,6 +9,10 @@ no engine.
 
 from __future__ import annotations
 
+import json
+import os
+import stat
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +26,7 @@ from mlops_loop.exceptions import (
     DockerEngineUnavailable,
     GpuUnavailableError,
     TrainerContainerFailed,
+    TrainerResultError,
 )
 from mlops_loop.operators.docker_train import DockerTrainOperator
 from mlops_loop_devtools.devstack import LocalServer
@@ -131,7 +136,14 @@ def test_local_failure_is_explained_with_the_trainer_exit_code(
 ):
     missing = f"{data.storage}/credit_default/snapshots/{'0' * 64}"
     # retrain: straight to the trainer (the champion check would stop on the worker first).
-    op = _op(data, mlflow_server.url, tmp_path / "io", runner="local", valid_snapshot_uri=missing, retrain=True)
+    op = _op(
+        data,
+        mlflow_server.url,
+        tmp_path / "io",
+        runner="local",
+        valid_snapshot_uri=missing,
+        retrain=True,
+    )
 
     with pytest.raises(TrainerContainerFailed) as err:
         op.execute(_context())
@@ -183,15 +195,130 @@ def test_on_kill_stops_the_local_process_and_registers_nothing(
     )
     task = Background(lambda: op.execute(_context()))
     # Kill it in the epoch loop (a kill during start-up is test_train's watchdog test).
-    task.wait_for(lambda: op._process is not None and any("epoch 1/" in line for line in op._process.tail))
+    task.wait_for(
+        lambda: op._process is not None and any("epoch 1/" in line for line in op._process.tail)
+    )
     assert task.alive, f"training ended before it could be killed: {task.error}"
 
     op.on_kill()
     task.join()
 
     assert not task.alive
-    assert isinstance(task.error, TrainerContainerFailed) and task.error.exit_code == 143, task.error
+    assert isinstance(task.error, TrainerContainerFailed) and task.error.exit_code == 143, (
+        task.error
+    )
     assert list((tmp_path / "io").iterdir()) == []
     from mlflow import MlflowClient
 
     assert MlflowClient(mlflow_server.url).search_model_versions(f"name='{name}'") == []
+
+
+# --- the trainer boundary: what the local process sees, and whose result counts ---------
+
+
+def _interpreter(tmp_path: Path, body: str) -> Path:
+    """A stand-in for $MLOPS_LOOP_TRAINER_PYTHON: a shell script the local runner starts
+    with the trainer's arguments (``-m mlops_loop.training <cmd> --request R --result P``)."""
+    path = tmp_path / "trainer-python"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def test_local_trainer_sees_the_allow_listed_environment_only(
+    mlflow_server: LocalServer, data: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from airflow.configuration import conf
+    from cryptography.fernet import Fernet
+
+    worker_secrets = {
+        "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+        # the value Airflow already uses (this process's engine is not affected)
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": conf.get("database", "sql_alchemy_conn"),
+        "AIRFLOW_CONN_WAREHOUSE_TEST": "postgres://warehouse-user:warehouse-password@db:5432/dw",
+        "AWS_SECRET_ACCESS_KEY": "the-workers-own-aws-secret",
+    }
+    allowed = {
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+        "OMP_NUM_THREADS": "1",
+        "HTTPS_PROXY": "http://proxy.invalid:3128",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    for name, value in {**worker_secrets, **allowed}.items():
+        monkeypatch.setenv(name, value)
+    dump = tmp_path / "seen.json"
+    # Records what the trainer process gets (its environment, its folder), then runs it.
+    record = (
+        "import json, os, sys; "
+        "folder = os.stat(os.path.dirname(sys.argv[2])); "
+        "json.dump({'env': dict(os.environ), 'mode': folder.st_mode, 'uid': folder.st_uid}, open(sys.argv[1], 'w'))"
+    )
+    python = _interpreter(
+        tmp_path, f'{sys.executable} -c "{record}" {dump} "$5"\nexec {sys.executable} "$@"\n'
+    )
+    monkeypatch.setenv("MLOPS_LOOP_TRAINER_PYTHON", str(python))
+    missing = f"{data.storage}/credit_default/snapshots/{'0' * 64}"
+    # A quick run: the trainer fails on a missing snapshot (exit 3) once it has started.
+    op = _op(
+        data,
+        mlflow_server.url,
+        tmp_path / "io",
+        runner="local",
+        valid_snapshot_uri=missing,
+        retrain=True,
+    )
+
+    with pytest.raises(TrainerContainerFailed) as err:
+        op.execute(_context())
+
+    assert err.value.exit_code == 3 and "0" * 64 in (err.value.error or "")
+    seen = json.loads(dump.read_text())
+    env = seen["env"]
+    assert "AIRFLOW__CORE__FERNET_KEY" not in env
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in env
+    assert [name for name in env if name.startswith("AIRFLOW_CONN_")] == []
+    assert [name for name in env if name.startswith("AIRFLOW")] == []
+    for value in worker_secrets.values():
+        assert value not in json.dumps(env)
+    assert {k: env.get(k) for k in allowed} == allowed
+    assert env["PATH"] == os.environ["PATH"] and env["HOME"] == os.environ["HOME"]
+    assert env["MLFLOW_TRACKING_URI"] == mlflow_server.url  # the task's own settings
+    assert env["CUDA_VISIBLE_DEVICES"] == ""
+    # Its request/result folder was private to the worker's user.
+    assert stat.S_IMODE(seen["mode"]) == 0o700 and seen["uid"] == os.geteuid()
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param(None, id="a-result-without-token"),
+        pytest.param("another-tasks-request-token-0123456789abcdef", id="another-tasks-result"),
+    ],
+)
+def test_a_forged_result_is_refused(
+    data: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str | None
+):
+    """Something other than this task's trainer writes a complete, valid-looking result
+    and exits 0: the result does not carry the request's token and is refused."""
+    forged = {
+        "status": "ok",
+        "run_id": "forged",
+        "model_uri": "models:/credit_default_model/99",
+        "model_name": "credit_default_model",
+        "model_version": "99",
+        "metrics": {"roc_auc": 0.99},
+        "device": "cpu",
+    }
+    if token:
+        forged["token"] = token
+    forger = _interpreter(tmp_path, f"cat > \"$7\" <<'EOF'\n{json.dumps(forged)}\nEOF\n")
+    monkeypatch.setenv("MLOPS_LOOP_TRAINER_PYTHON", str(forger))
+    op = _op(data, "http://127.0.0.1:9", tmp_path / "io", runner="local", retrain=True)
+
+    with pytest.raises(
+        TrainerResultError, match=r"refusing result\.json: it does not answer this task's request"
+    ):
+        op.execute(_context())
+
+    assert list((tmp_path / "io").iterdir()) == []

@@ -10,14 +10,21 @@ dict, exit codes as ints), so it is tested without a Docker engine.
 Without a Docker engine the same entrypoint runs as a local process of the worker
 (runner ``local``, or ``auto`` when no engine answers): same request and result files,
 same exit codes; LocalTrainerProcess streams its output and stops it on kill.
+
+The trainer boundary (docs/security.md): the request/result folder is private to the task
+(make_io_dir) and a result counts only with the request's token (read_result); every
+container gets hardened_host_config and a non-root user (decide_container_user); the
+local process gets an allow-list of the worker's environment (local_environment).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -34,6 +41,7 @@ from mlops_loop.core.storage import is_s3
 from mlops_loop.core.trainer_protocol import (
     CONTAINER_IO_DIR,
     EXIT_CODE_MEANINGS,
+    NETWORK_ENV,
     REQUEST_FILE,
     RESULT_FILE,
     RUNNER_ENV,
@@ -200,40 +208,93 @@ def image_tags(image: str, image_info: Mapping[str, Any]) -> dict[str, str]:
     return tags
 
 
-def make_io_dir(root: str | None = None) -> Path:
-    """A fresh folder for request.json/result.json, writable by the container's
-    (non-root, other uid) user. ``root`` must be a path the Docker engine sees at the same
-    place (when Airflow itself runs in a container, a folder shared with the host)."""
+# --- the request/result folder ---------------------------------------------------------
+#
+# Private to the task: mode 0700, owned by the worker's user, or (a worker running as
+# root) by the uid the container runs as; nobody else can list, read or replace what is in
+# it. On top of that, a result counts only when it carries the token of this task's
+# request (trainer_protocol.TrainerRequest.token), so a result.json from another task or
+# written by anyone else is refused before anything in it is used.
+
+# A result.json larger than this is not the trainer's (results are a few KiB).
+MAX_RESULT_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A numeric uid:gid."""
+
+    uid: int
+    gid: int
+
+    def __str__(self) -> str:
+        return f"{self.uid}:{self.gid}"
+
+
+def make_io_dir(root: str | None = None, owner: Owner | None = None) -> Path:
+    """A fresh folder for request.json/result.json, private to this task: mode 0700, owned
+    by this process's user, or handed to ``owner`` (the container's uid:gid; only a
+    worker running as root can do that). ``root`` must be a path the Docker engine sees at
+    the same place (when Airflow itself runs in a container, a folder shared with the
+    host); it may be world-writable (/tmp): the folder's name is random and created
+    exclusively."""
     if root:
         Path(root).mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="mlops-loop-io-", dir=root))
-    # The trainer runs as another uid; the folder name is random and lives only for one task.
-    path.chmod(0o777)
+    path = Path(tempfile.mkdtemp(prefix="mlops-loop-io-", dir=root))  # created 0700
+    path.chmod(0o700)
+    if owner is not None and (owner.uid, owner.gid) != (os.geteuid(), os.getegid()):
+        os.chown(path, owner.uid, owner.gid)
     return path
 
 
 def write_request(io_dir: str | Path, request: TrainerRequest) -> Path:
-    """Write request.json (atomically, world-readable) and return its host path."""
+    """Write request.json (atomically, mode 0600, owned like the folder) and return its
+    host path."""
     payload = request.model_dump(mode="json")
     target = Path(io_dir) / REQUEST_FILE
     tmp = target.with_name(f".{REQUEST_FILE}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
-    tmp.chmod(0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(payload, indent=2, sort_keys=True))
+    folder = os.stat(io_dir)
+    if (folder.st_uid, folder.st_gid) != (os.geteuid(), os.getegid()):
+        os.chown(tmp, folder.st_uid, folder.st_gid)
     os.replace(tmp, target)
     return target
 
 
 def read_result_file(io_dir: str | Path) -> dict[str, Any] | None:
-    """result.json as written by the trainer, or None when there is none.
+    """result.json as written in the folder, or None when there is none. NOT yet
+    trusted: see result_answers / read_result.
 
-    Raises TrainerResultError when the file exists but is not a JSON object.
+    Raises TrainerResultError when the file exists but is not a regular file (a link is
+    never followed), is too large, or is not a JSON object.
     """
     path = Path(io_dir) / RESULT_FILE
-    if not path.exists():
-        return None
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # ELOOP: a symbolic link
+        raise TrainerResultError(
+            f"the trainer's {RESULT_FILE} cannot be opened as a plain file: {exc}", path=str(path)
+        ) from exc
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise TrainerResultError(
+                f"the trainer's {RESULT_FILE} is not a regular file", path=str(path)
+            )
+        if info.st_size > MAX_RESULT_BYTES:
+            raise TrainerResultError(
+                f"the trainer's {RESULT_FILE} is {info.st_size} bytes (over {MAX_RESULT_BYTES}): "
+                "not a trainer result",
+                path=str(path),
+            )
+        raw = handle.read(MAX_RESULT_BYTES + 1)
+    try:
+        payload = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TrainerResultError(
             f"the trainer's {RESULT_FILE} is not valid JSON: {exc}", path=str(path)
         ) from exc
@@ -245,10 +306,29 @@ def read_result_file(io_dir: str | Path) -> dict[str, Any] | None:
     return payload
 
 
-def read_result(io_dir: str | Path, model: type[BaseModel] | None = None) -> dict[str, Any]:
-    """result.json of a trainer that exited 0, checked: present, ``status`` ok and, when
-    ``model`` is given (the command's result model in trainer_protocol), of that shape. Returns the dict as
-    written (extra keys kept)."""
+def result_answers(payload: Mapping[str, Any], token: str) -> bool:
+    """Whether a result document answers the request with ``token`` (constant-time)."""
+    echoed = payload.get("token")
+    return isinstance(echoed, str) and hmac.compare_digest(echoed.encode(), token.encode())
+
+
+def not_this_tasks_result(path: str | Path) -> TrainerResultError:
+    return TrainerResultError(
+        f"refusing {RESULT_FILE}: it does not answer this task's request (its token is "
+        "missing or another request's), so it was not written by this task's trainer: a "
+        "result of another task, or a file someone else put in the trainer's folder. Nothing "
+        "in it was used.",
+        path=str(path),
+    )
+
+
+def read_result(
+    io_dir: str | Path, model: type[BaseModel] | None = None, *, token: str
+) -> dict[str, Any]:
+    """result.json of a trainer that exited 0, checked: present, answering the request
+    with ``token`` (before anything else in it is looked at), ``status`` ok and, when
+    ``model`` is given (the command's result model in trainer_protocol), of that shape.
+    Returns the dict as written (extra keys kept) without the token."""
     path = Path(io_dir) / RESULT_FILE
     payload = read_result_file(io_dir)
     if payload is None:
@@ -256,6 +336,9 @@ def read_result(io_dir: str | Path, model: type[BaseModel] | None = None) -> dic
             f"the trainer exited 0 but wrote no {RESULT_FILE} (expected at {CONTAINER_IO_DIR}/{RESULT_FILE})",
             path=str(path),
         )
+    if not result_answers(payload, token):
+        raise not_this_tasks_result(path)
+    payload.pop("token")
     if payload.get("status") != "ok":
         raise TrainerResultError(
             f"the trainer exited 0 but {RESULT_FILE} says status={payload.get('status')!r}: "
@@ -271,6 +354,193 @@ def read_result(io_dir: str | Path, model: type[BaseModel] | None = None) -> dic
                 f"the trainer's {RESULT_FILE} is incomplete: {problems}", path=str(path)
             ) from exc
     return payload
+
+
+# --- how the container runs ---------------------------------------------------------
+#
+# Every trainer container is created with: all capabilities dropped, no-new-privileges,
+# a pids limit, a read-only root filesystem with a tmpfs at /tmp (also its HOME), a hard
+# CPU limit when ``cpus`` is set, a network that is ``bridge`` unless configured, and a
+# user that is never uid 0.
+
+DEFAULT_NETWORK = "bridge"
+# Network modes that are not the name of a Docker network.
+_BUILTIN_NETWORK_MODES = ("host", "none")
+DEFAULT_PIDS_LIMIT = 4096  # processes + threads; torch uses one thread per core
+CONTAINER_TMP = "/tmp"
+CONTAINER_HOME = CONTAINER_TMP  # the image's home is on the read-only root
+TMPFS_OPTIONS = "rw,nosuid,nodev,mode=1777"
+# The trainer image's own user (include/docker/trainer.Dockerfile: USER 10001:10001).
+TRAINER_IMAGE_USER = Owner(10001, 10001)
+
+
+def hardened_host_config(
+    *, cpus: float | None, pids_limit: int, read_only_root: bool = True
+) -> dict[str, Any]:
+    """HostConfig settings (docker-py ``create_host_config`` keywords) every trainer
+    container gets on top of DockerOperator's (mounts, memory, shm, device requests...).
+    ``read_only_root=False`` is the escape hatch for GPU hosts whose NVIDIA toolkit hooks
+    write into the container's root (see read_only_root_hint)."""
+    settings: dict[str, Any] = {
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "pids_limit": int(pids_limit),
+        "read_only": bool(read_only_root),
+        "tmpfs": {CONTAINER_TMP: TMPFS_OPTIONS},
+    }
+    if cpus is not None:
+        # A hard limit (CFS quota): DockerOperator's ``cpus`` alone is only a relative
+        # weight (cpu_shares) that limits nothing on an idle host.
+        settings["nano_cpus"] = round(float(cpus) * 1e9)
+    return settings
+
+
+def read_only_root_hint(error: str) -> str | None:
+    """What to do when the engine could not start a container because something (an
+    NVIDIA toolkit hook, for GPU containers) wanted to write to its read-only root."""
+    if "read-only file system" not in error.lower():
+        return None
+    return (
+        "the container could not start: something wrote to its read-only root filesystem "
+        f"({error.strip()[:500]}). On GPU hosts this is the NVIDIA Container Toolkit's hook "
+        "(some versions write into the container's /etc): upgrade the toolkit, or set "
+        "read_only_root=False on this task (docs/security.md, 'The trainer boundary')"
+    )
+
+
+def check_cpus(cpus: float | str | None) -> float | None:
+    if cpus is None:
+        return None
+    value = float(cpus)
+    if not value > 0:
+        raise ValueError(f"cpus must be a positive number of CPUs, got {cpus!r}")
+    return value
+
+
+def check_pids_limit(pids_limit: int | str) -> int:
+    value = int(pids_limit)
+    if value < 64:
+        raise ValueError(
+            f"pids_limit must be at least 64 (the trainer's processes and threads), got {pids_limit!r}"
+        )
+    return value
+
+
+def resolve_network(argument: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The container's network: the operator's ``network_mode``, else
+    ``$MLOPS_LOOP_TRAINER_NETWORK``, else ``bridge``. A name other than host/none/
+    container:<id> is a Docker network (a compose project's, for example)."""
+    env = os.environ if environ is None else environ
+    network = (argument or env.get(NETWORK_ENV) or DEFAULT_NETWORK).strip()
+    if not network:
+        return DEFAULT_NETWORK
+    return network
+
+
+def is_named_network(network: str) -> bool:
+    """True for a Docker network name (bridge, a compose network), which must exist on
+    the engine; False for host, none and container:<id>."""
+    return network not in _BUILTIN_NETWORK_MODES and not network.startswith("container:")
+
+
+def missing_network_message(network: str, docker_url: str = "") -> str:
+    where = f"the Docker host {docker_url}" if docker_url else "the Docker host"
+    hint = (
+        "a Docker engine started without a bridge (dockerd --bridge=none, as in sandboxes) "
+        "has none: use network_mode='host' there"
+        if network == DEFAULT_NETWORK
+        else "create it (docker network create), or name the compose project's network"
+    )
+    return (
+        f"trainer network {network!r} does not exist on {where}: {hint}; set the "
+        f"operator's network_mode or ${NETWORK_ENV}"
+    )
+
+
+def parse_user(user: str | int | None) -> Owner | None:
+    """An explicit container ``user`` as numeric ``uid`` or ``uid:gid`` (a bare uid runs
+    with gid = uid); None when not given. The trainer never runs as uid 0, and names are
+    refused because their uid is only known inside the image."""
+    if user is None or str(user).strip() == "":
+        return None
+    text = str(user).strip()
+    uid_text, _, gid_text = text.partition(":")
+    if not uid_text.isdigit() or (gid_text and not gid_text.isdigit()):
+        raise ValueError(
+            f"user must be a numeric uid or uid:gid (the trainer never runs as root), got {user!r}"
+        )
+    uid = int(uid_text)
+    gid = int(gid_text) if gid_text else uid
+    if uid == 0:
+        raise ValueError(f"user {user!r} is root: trainer containers never run as uid 0")
+    return Owner(uid, gid)
+
+
+def image_user(image_info: Mapping[str, Any]) -> Owner | None:
+    """The image's ``USER`` when it is numeric and not root (the trainer image's is
+    10001:10001), else None."""
+    user = str((image_info.get("Config") or {}).get("User") or "")
+    try:
+        return parse_user(user)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class ContainerUser:
+    """Who the container runs as, and whether the worker hands the request/result folder
+    and the writable output folders to that uid (only a root worker can, and must: the
+    folders are private)."""
+
+    owner: Owner
+    hand_over: bool
+    reason: str
+
+
+def decide_container_user(
+    worker: Owner, explicit: Owner | None, from_image: Owner | None
+) -> ContainerUser:
+    """The container's uid:gid, never 0.
+
+    - worker not root: the worker's own uid:gid (its private 0700 folders are then the
+      container's, and the files the container writes belong to the worker); an explicit
+      ``user`` must be that uid, since a worker cannot give its folders to another one;
+    - worker root: ``user`` when given, else the image's numeric user, else the trainer
+      image's (10001:10001); the folders are chowned to it before the container starts.
+    """
+    if worker.uid != 0:
+        if explicit is not None and explicit.uid != worker.uid:
+            raise ValueError(
+                f"user {explicit} is not the worker's uid {worker.uid}: a worker that is not "
+                "root cannot hand its private request/result folder to another uid; leave "
+                "user unset (the container then runs as the worker's uid:gid)"
+            )
+        owner = explicit or worker
+        return ContainerUser(owner, False, f"the worker's uid:gid {owner}")
+    if explicit is not None:
+        return ContainerUser(
+            explicit, True, f"user {explicit}, folders handed to it (worker is root)"
+        )
+    owner = from_image or TRAINER_IMAGE_USER
+    return ContainerUser(
+        owner, True, f"the image's user {owner}, folders handed to it (worker is root)"
+    )
+
+
+def hand_over(paths: Iterable[str | Path], owner: Owner) -> None:
+    """chown each folder and everything in it to ``owner`` (links are not followed):
+    a root worker gives the container's writable output folders to the uid it runs as."""
+    for top in paths:
+        top_path = Path(top)
+        if top_path.is_symlink() or not top_path.is_dir():
+            continue
+        os.chown(top_path, owner.uid, owner.gid)
+        for folder, dirs, files in os.walk(top_path):
+            for name in [*dirs, *files]:
+                entry = os.path.join(folder, name)
+                info = os.lstat(entry)
+                if (info.st_uid, info.st_gid) != (owner.uid, owner.gid):
+                    os.chown(entry, owner.uid, owner.gid, follow_symlinks=False)
 
 
 # --- what the container must see ----------------------------------------------------
@@ -375,13 +645,56 @@ def decide_local_gpu(gpu: str, gpus: Sequence[str]) -> GpuDecision:
     )
 
 
+# The worker's environment variables the local trainer process inherits: nothing else of
+# the worker's environment reaches it (not the Fernet key, the metadata database URL,
+# AIRFLOW_CONN_* / AIRFLOW_VAR_* or any other secret of the worker). What the trainer
+# needs from the task (MLflow server and credentials, S3 settings and keys) is added
+# explicitly on top (local_environment's ``env`` and ``secrets``), as is the operator's
+# own ``environment`` / ``private_environment``: the way to give it anything more.
+LOCAL_ENV_ALLOWED: frozenset[str] = frozenset(
+    {
+        # the process itself: where programs and the package are, who and where it is
+        "PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH",
+        "LD_LIBRARY_PATH",
+        # text, time
+        "LANG", "LANGUAGE", "TZ",
+        # GPUs and thread pools
+        "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "NVIDIA_VISIBLE_DEVICES",
+        "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+        # reaching MLflow and S3 the way the worker does: proxies and trusted CAs
+        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+        "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "AWS_CA_BUNDLE",
+    }
+)  # fmt: skip
+# Whole families: locale categories, MLflow client settings (timeouts, retries, TLS) and
+# this package's own settings; a name that looks like a credential is dropped even here.
+LOCAL_ENV_ALLOWED_PREFIXES: tuple[str, ...] = ("LC_", "MLFLOW_", "MLOPS_LOOP_")
+_CREDENTIAL_MARKERS = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "CREDENTIAL", "AUTH", "_KEY")
+
+
+def allowed_worker_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """The part of the worker's environment ``base`` the local trainer may see
+    (LOCAL_ENV_ALLOWED, LOCAL_ENV_ALLOWED_PREFIXES less credential-like names)."""
+
+    def allowed(name: str) -> bool:
+        if name in LOCAL_ENV_ALLOWED:
+            return True
+        return name.startswith(LOCAL_ENV_ALLOWED_PREFIXES) and not any(
+            marker in name.upper() for marker in _CREDENTIAL_MARKERS
+        )
+
+    return {name: value for name, value in base.items() if allowed(name)}
+
+
 def local_environment(
     base: Mapping[str, str], env: Mapping[str, str], secrets: Mapping[str, str], *, use_gpu: bool
 ) -> dict[str, str]:
-    """The local trainer process's environment: the worker's, then what a container would
-    get (tracking URI, S3 settings and keys). Without the GPU, CUDA is hidden so torch
-    stays on the CPU exactly as in a container without ``device_requests``."""
-    merged = {**base, **env, **secrets, "PYTHONUNBUFFERED": "1"}
+    """The local trainer process's environment: the allow-listed part of the worker's
+    (allowed_worker_environment), then what a container would get (tracking URI, S3
+    settings, the operator's environment) and the secrets (MLflow and S3 credentials, the
+    operator's private environment). Without the GPU, CUDA is hidden so torch stays on the
+    CPU exactly as in a container without ``device_requests``."""
+    merged = {**allowed_worker_environment(base), **env, **secrets, "PYTHONUNBUFFERED": "1"}
     if not use_gpu:
         merged["CUDA_VISIBLE_DEVICES"] = ""
     return merged

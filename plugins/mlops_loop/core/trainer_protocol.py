@@ -5,11 +5,15 @@ it hands the trainer, starts ``python -m mlops_loop.training <command> --request
 --result ...`` (in the trainer image, or as a local process) and reads ``result.json``
 back. Both sides import this module: the request and result models of each command,
 the exit codes, and the names of the environment variables the trainer reads.
+
+Every request carries a random ``token`` that the trainer echoes in its result, ok or
+error: the worker trusts nothing in a result.json without this task's token.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from enum import IntEnum
 from typing import Any, Literal
@@ -51,7 +55,7 @@ MLFLOW_CLIENT_DEFAULTS = {
 RUNNER_ENV = "MLOPS_LOOP_TRAINER_RUNNER"  # docker | local | auto
 TRAINER_PYTHON_ENV = "MLOPS_LOOP_TRAINER_PYTHON"  # the local runner's interpreter
 IO_ROOT_ENV = "MLOPS_LOOP_TRAINER_IO_ROOT"  # host folder for request/result folders
-NETWORK_ENV = "MLOPS_LOOP_TRAINER_NETWORK"  # container network mode
+NETWORK_ENV = "MLOPS_LOOP_TRAINER_NETWORK"  # container network (default bridge)
 
 # --- exit codes ------------------------------------------------------------------------
 
@@ -83,8 +87,14 @@ EXIT_CODE_MEANINGS: dict[int, str] = {
 # --- requests --------------------------------------------------------------------------
 
 
+def new_request_token() -> str:
+    """A fresh random token (256 bits) naming one request."""
+    return secrets.token_urlsafe(32)
+
+
 class TrainerRequest(BaseModel):
-    """What every command receives: the dataset config and the tags to record."""
+    """What every command receives: the dataset config, the tags to record and the
+    request's token."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -92,6 +102,14 @@ class TrainerRequest(BaseModel):
         description="DatasetConfig.model_dump(mode='json') plus config_dir (config_payload)."
     )
     tags: dict[str, str] = Field(default_factory=dict)
+    token: str = Field(
+        default_factory=new_request_token,
+        min_length=16,
+        repr=False,
+        description="Random per request; the trainer echoes it in result.json and the worker "
+        "accepts only a result that carries it (a result from another task, or written by "
+        "anyone else, is refused). Never logged, never a tag.",
+    )
 
     def dataset_config(self) -> DatasetConfig:
         """The config rebuilt on the trainer side; ConfigError naming the key."""
@@ -147,11 +165,14 @@ class MonitorRequest(TrainerRequest):
 
 
 class TrainerResult(BaseModel):
-    """What every successful command writes; the rest of the document is the command's."""
+    """What every successful command writes; the rest of the document is the command's.
+    ``token`` echoes the request's; the worker checks it (containers.read_result) and
+    leaves it out of the result it returns."""
 
     model_config = ConfigDict(extra="allow")
 
     status: Literal["ok"]
+    token: str | None = Field(default=None, repr=False)
 
 
 class TrainResult(TrainerResult):
@@ -217,7 +238,9 @@ def no_champion_result(
 
 
 class ErrorResult(BaseModel):
-    """What the trainer writes when a command fails (besides its exit code)."""
+    """What the trainer writes when a command fails (besides its exit code). ``token``
+    echoes the request's as in TrainerResult (None only when the request file could not
+    be read at all); the worker shows ``error`` only when the token is this task's."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -227,6 +250,7 @@ class ErrorResult(BaseModel):
     stage: str | None = None
     run_id: str | None = None
     exit_code: int
+    token: str | None = Field(default=None, repr=False)
 
 
 # Each command with its request and result model.
@@ -249,7 +273,9 @@ def parse_request(command: str, doc: Mapping[str, Any]) -> TrainerRequest:
     try:
         return model.model_validate(doc)
     except ValidationError as exc:
-        raise ConfigError(f"invalid {command} request: {'; '.join(validation_problems(exc))}") from exc
+        raise ConfigError(
+            f"invalid {command} request: {'; '.join(validation_problems(exc))}"
+        ) from exc
 
 
 def config_payload(config: DatasetConfig) -> dict[str, Any]:

@@ -17,18 +17,26 @@ import shutil
 import sys
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 # DockerOperator is the base class, so the docker provider (and docker-py) load with this
 # module; everything else heavy is imported inside methods.
 from airflow.providers.docker.operators.docker import DockerOperator
 
-from mlops_loop.core.containers import DEFAULT_TRAINER_IMAGE, RUNNERS
+from mlops_loop.core.containers import (
+    DEFAULT_PIDS_LIMIT,
+    DEFAULT_TRAINER_IMAGE,
+    RUNNERS,
+    check_cpus,
+    check_pids_limit,
+    parse_user,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from airflow.sdk import Context
+    from docker import APIClient
 
     from mlops_loop.core.config import DatasetConfig
     from mlops_loop.core.containers import GpuDecision, LocalTrainerProcess
@@ -38,6 +46,23 @@ if TYPE_CHECKING:
     from mlops_loop.hooks.mlflow import MlflowHook, TrackingServer
 
 _DOCKER_FIELDS = tuple(f for f in DockerOperator.template_fields if f != "command")
+
+
+class _HardenedHostConfig:
+    """docker-py's APIClient whose ``create_host_config`` also gets ``extra`` (the
+    trainer's capability drop, no-new-privileges, pids limit, read-only root, tmpfs and
+    CPU limit): DockerOperator builds the rest of the HostConfig (mounts, memory, shm,
+    network, device requests) as usual. Everything else is the client's."""
+
+    def __init__(self, client: Any, extra: dict[str, Any]) -> None:
+        self._client = client
+        self._extra = extra
+
+    def create_host_config(self, *args: Any, **kwargs: Any) -> Any:
+        return self._client.create_host_config(*args, **{**kwargs, **self._extra})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
 
 
 class TrainerContainerOperator(DockerOperator):
@@ -68,17 +93,38 @@ class TrainerContainerOperator(DockerOperator):
     :param s3_region: AWS region for the trainer. (templated)
     :param io_dir_root: Host folder for the per-task request/result folder; it must be
         the same path for the worker and the Docker engine. Default
-        ``$MLOPS_LOOP_TRAINER_IO_ROOT`` or the system temp folder.
+        ``$MLOPS_LOOP_TRAINER_IO_ROOT`` or the system temp folder. The per-task folder
+        in it is private (0700, the worker's or, with a root worker, the container's uid)
+        and a result.json counts only when it carries this task's request token.
     :param network_mode: Container network; default ``$MLOPS_LOOP_TRAINER_NETWORK`` or
-        ``host`` (reaches servers on the host's 127.0.0.1).
+        ``bridge``. A Docker network's name (a compose project's network, so that
+        ``http://mlflow:5000`` resolves) must exist on the engine; ``host`` shares the
+        host's network (only for sandboxes whose engine has no bridge, or servers that
+        listen on the host's 127.0.0.1 only, as in the tests).
+    :param cpus: A hard CPU limit (NanoCpus, e.g. ``2`` or ``0.5``), besides
+        DockerOperator's relative weight; default none.
+    :param pids_limit: Most processes and threads in the container (default 4096).
+    :param read_only_root: The container's root filesystem is read-only, with a tmpfs at
+        /tmp (default). False only for a GPU host whose NVIDIA toolkit hooks fail on a
+        read-only root ("read-only file system" when the container starts).
+    :param user: Numeric ``uid`` or ``uid:gid`` for the container, never 0. Default: the
+        worker's uid:gid; when the worker runs as root, the image's user (10001:10001 in
+        the trainer image), to which the request/result folder and the writable output
+        folders are handed (chown) before it starts.
     :param runner: ``docker`` (the trainer image; fails at once when no Docker engine
         answers), ``local`` (the same entrypoint and files as a child process of the
         worker, in ``$MLOPS_LOOP_TRAINER_PYTHON`` or the worker's Python, which then needs
-        ``mlops_loop[trainer]``; mem_limit, cpus, shm_size and network settings do not
-        apply) or ``auto`` (docker when an engine answers, else local with a warning).
+        ``mlops_loop[trainer]``; it sees only an allow-list of the worker's environment
+        variables, core.containers.LOCAL_ENV_ALLOWED, plus the task's own; mem_limit, cpus,
+        shm_size and network settings do not apply) or ``auto`` (docker when an engine
+        answers, else local with a warning).
         Default ``$MLOPS_LOOP_TRAINER_RUNNER`` or ``docker``. (templated)
-    :param kwargs: DockerOperator arguments (mem_limit, cpus, shm_size, docker_url,
-        mounts, environment, private_environment, user, ...).
+    :param kwargs: DockerOperator arguments (mem_limit, shm_size, docker_url, mounts,
+        environment, private_environment, cap_add, ...).
+
+    Every container runs with all capabilities dropped, no-new-privileges, the pids
+    limit, a read-only root filesystem with a tmpfs at /tmp (its HOME too), the network
+    above and a non-root user (docs/security.md, "The trainer boundary").
     """
 
     trainer_command: ClassVar[str] = ""  # train | evaluate | monitor, set by each subclass
@@ -111,6 +157,10 @@ class TrainerContainerOperator(DockerOperator):
         network_mode: str | None = None,
         runner: str | None = None,
         mount_tmp_dir: bool = False,
+        cpus: float | None = None,
+        pids_limit: int = DEFAULT_PIDS_LIMIT,
+        user: str | int | None = None,
+        read_only_root: bool = True,
         **kwargs: Any,
     ) -> None:
         if not self.trainer_command:
@@ -131,14 +181,26 @@ class TrainerContainerOperator(DockerOperator):
             raise ValueError(f"gpu must be 'auto', 'required' or 'none', got {gpu!r}")
         if runner is not None and runner not in RUNNERS and "{{" not in runner:
             raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
+        if kwargs.get("privileged"):
+            raise ValueError(
+                "privileged is not an argument here: trainer containers never run privileged"
+            )
+        cpu_limit = check_cpus(cpus)
         super().__init__(
             image=image,
             command=None,
             network_mode=network_mode,
             mount_tmp_dir=mount_tmp_dir,
             auto_remove="never",
+            # DockerOperator turns cpus into a relative weight; the hard limit is NanoCpus.
+            cpus=1.0 if cpu_limit is None else cpu_limit,
+            user=None,  # decided in execute() (decide_container_user), never uid 0
             **kwargs,
         )
+        self.cpu_limit = cpu_limit
+        self.pids_limit = check_pids_limit(pids_limit)
+        self.read_only_root = bool(read_only_root)
+        self.explicit_user = parse_user(user)  # ValueError for uid 0 or a name
         self.config_path = config_path
         self.gpu = gpu
         self.mlflow_conn_id = mlflow_conn_id
@@ -154,6 +216,10 @@ class TrainerContainerOperator(DockerOperator):
         # Asked once per execute() (the champion check and the run both need them).
         self._runner_used: str | None = None
         self._image_info: dict[str, Any] | None = None
+        # This execute()'s request token, and the HostConfig settings added to
+        # DockerOperator's while its container is created (see ``cli``).
+        self._token: str | None = None
+        self._host_config_extra: dict[str, Any] | None = None
 
     # --- what a subclass says -----------------------------------------------------------
 
@@ -243,6 +309,7 @@ class TrainerContainerOperator(DockerOperator):
     def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
         from mlops_loop.core.config import load_config
         from mlops_loop.core.containers import check_tracking_uri, container_command
+        from mlops_loop.core.trainer_protocol import new_request_token
 
         # Everything that can be checked is checked before anything starts: the command,
         # the config, the MLflow server, the request, the runner, the GPU, the image.
@@ -256,8 +323,13 @@ class TrainerContainerOperator(DockerOperator):
         if early is not None:
             self.log_result(early)
             return early
+        # A fresh token per execute(): only a result.json carrying it is this run's answer.
+        self._token = new_request_token()
         request = request.model_copy(
-            update={"tags": {**self.common_tags(context, config), **request.tags}}
+            update={
+                "tags": {**self.common_tags(context, config), **request.tags},
+                "token": self._token,
+            }
         )
         if self._resolve_runner() == "local":
             result = self._execute_local(request, config, server)
@@ -294,34 +366,45 @@ class TrainerContainerOperator(DockerOperator):
         from docker.types import DeviceRequest, Mount
 
         from mlops_loop.core.containers import (
+            CONTAINER_HOME,
+            Owner,
+            decide_container_user,
+            hand_over,
+            hardened_host_config,
             image_tags,
+            image_user,
             local_read_only_paths,
             make_io_dir,
             read_result,
+            resolve_network,
             write_request,
         )
-        from mlops_loop.core.trainer_protocol import CONTAINER_IO_DIR, NETWORK_ENV
+        from mlops_loop.core.trainer_protocol import CONTAINER_IO_DIR
 
         decision = self._decide_gpu()
         image_info = self._inspect_image()
         tags = {"trainer_runner": "docker", **image_tags(self.image, image_info)}
         request = request.model_copy(update={"tags": {**request.tags, **tags}})
         self.command = command
-        self.network_mode = self.network_mode or os.environ.get(NETWORK_ENV) or "host"
+        self.network_mode = resolve_network(self.network_mode)
+        self._check_network(self.network_mode)
         self.device_requests = (
             [DeviceRequest(count=-1, capabilities=[["gpu"]])] if decision.use_gpu else None
         )
+        who = decide_container_user(
+            Owner(os.geteuid(), os.getegid()), self.explicit_user, image_user(image_info)
+        )
+        self.user = str(who.owner)
         env, secrets = self._trainer_environment(config, server)
-        self.environment = {**self.environment, **env}
+        # The image's home is on the read-only root filesystem: HOME is the /tmp tmpfs.
+        self.environment = {"HOME": CONTAINER_HOME, **self.environment, **env}
         self._private_environment = {**self._private_environment, **secrets}  # never logged
         writable = local_read_only_paths(self.output_paths(config))
         for path in writable:
             Path(path).mkdir(parents=True, exist_ok=True)
-        if writable and not self.user:
-            self.user = f"{os.getuid()}:{os.getgid()}"
-            # The image's home belongs to its own user; another uid needs a writable one.
-            self.environment = {"HOME": "/tmp", **self.environment}
-        self._io_dir = make_io_dir(self._io_root())
+        if who.hand_over:
+            hand_over(writable, who.owner)
+        self._io_dir = make_io_dir(self._io_root(), owner=who.owner if who.hand_over else None)
         try:
             write_request(self._io_dir, request)
             paths = local_read_only_paths(
@@ -335,23 +418,63 @@ class TrainerContainerOperator(DockerOperator):
                 *(Mount(target=p, source=p, type="bind", read_only=True) for p in paths),
                 *(Mount(target=p, source=p, type="bind", read_only=False) for p in writable),
             ]
+            self._host_config_extra = hardened_host_config(
+                cpus=self.cpu_limit, pids_limit=self.pids_limit, read_only_root=self.read_only_root
+            )
             self.log.info(
-                "Trainer %s in %s (image id %s), %s; read-only mounts: %s; writable: %s",
+                "Trainer %s in %s (image id %s), %s; user %s (%s); network %s; read-only "
+                "mounts: %s; writable: %s",
                 self.trainer_command,
                 self.image,
                 image_info.get("Id", "?")[:19],
                 "GPU" if decision.use_gpu else "CPU",
+                self.user,
+                who.reason,
+                self.network_mode,
                 paths or "none",
                 writable or "none",
             )
             self._run_container(context)
-            result = read_result(self._io_dir, self._result_model())
+            result = read_result(self._io_dir, self._result_model(), token=self._expected_token())
             self._check_device(result, decision)
             return result
         finally:
+            self._host_config_extra = None
             self._remove_container()
             shutil.rmtree(self._io_dir, ignore_errors=True)
             self._io_dir = None
+
+    def _expected_token(self) -> str:
+        if not self._token:  # set by execute() before any trainer starts
+            raise RuntimeError("no request token: execute() builds the request first")
+        return self._token
+
+    def _check_network(self, network: str) -> None:
+        """A named network (bridge, a compose network) must exist on the engine: say so
+        before a container is created rather than with Docker's error."""
+        from docker.errors import APIError
+
+        from mlops_loop.core.containers import is_named_network, missing_network_message
+        from mlops_loop.exceptions import ConfigError
+
+        if not is_named_network(network):
+            return
+        try:
+            found = self.cli.networks(names=[network])
+        except APIError as exc:
+            self.log.warning("Could not list the Docker networks (%s); trying %s", exc, network)
+            return
+        if not any(n.get("Name") == network or n.get("Id", "").startswith(network) for n in found):
+            raise ConfigError(missing_network_message(network, str(self.docker_url)))
+
+    @property
+    def cli(self) -> APIClient:
+        """DockerOperator's API client; while this operator's container is being created,
+        its ``create_host_config`` adds the hardened settings (hardened_host_config)."""
+        client = self.hook.api_client
+        if self._host_config_extra is None:
+            return client
+        return cast("APIClient", _HardenedHostConfig(client, self._host_config_extra))
 
     def _execute_local(
         self, request: TrainerRequest, config: DatasetConfig, server: TrackingServer
@@ -385,7 +508,7 @@ class TrainerContainerOperator(DockerOperator):
             name
             for name, value in (
                 ("mem_limit", self.mem_limit),
-                ("cpus", self.cpus != 1.0),
+                ("cpus", self.cpu_limit is not None),
                 ("shm_size", self.shm_size),
             )
             if value
@@ -407,7 +530,7 @@ class TrainerContainerOperator(DockerOperator):
                 raise self._failure(
                     exit_code, self._process.tail, where="as a local process", command=argv
                 )
-            result = read_result(self._io_dir, self._result_model())
+            result = read_result(self._io_dir, self._result_model(), token=self._expected_token())
             self._check_device(result, decision)
             return result
         finally:
@@ -431,18 +554,33 @@ class TrainerContainerOperator(DockerOperator):
     ) -> Exception:
         """TrainerContainerFailed for a non-zero exit: the code explained, the trainer's
         own error from result.json when it wrote one, and the tail of its log."""
-        from mlops_loop.core.containers import explain_exit_code, log_tail, read_result_file
+        from mlops_loop.core.containers import (
+            explain_exit_code,
+            log_tail,
+            read_result_file,
+            result_answers,
+        )
+        from mlops_loop.core.trainer_protocol import RESULT_FILE
         from mlops_loop.exceptions import TrainerContainerFailed, TrainerResultError
 
         explanation = explain_exit_code(exit_code, oom_killed=oom_killed, mem_limit=self.mem_limit)
         error = None
+        refused = False
         with contextlib.suppress(TrainerResultError):
             written = read_result_file(self._io_dir) if self._io_dir else None
-            error = (written or {}).get("error")
+            if written is not None and self._token and result_answers(written, self._token):
+                error = written.get("error")
+            elif written is not None:
+                refused = True  # not this request's answer: its text is not shown
         tail = log_tail([str(line) for line in log_lines])
         message = f"trainer {self.trainer_command} failed {where}: {explanation}"
         if error:
             message += f"\ntrainer error: {error}"
+        if refused:
+            message += (
+                f"\nignored a {RESULT_FILE} that does not answer this task's request "
+                "(missing or wrong token)"
+            )
         if tail:
             message += f"\nlast lines of its log:\n{tail}"
         return TrainerContainerFailed(
@@ -457,9 +595,26 @@ class TrainerContainerOperator(DockerOperator):
 
     def _run_container(self, context: Context) -> None:
         from airflow.providers.docker.exceptions import DockerContainerFailedException
+        from docker.errors import APIError
+
+        from mlops_loop.core.containers import read_only_root_hint
+        from mlops_loop.exceptions import TrainerContainerFailed
 
         try:
             super().execute(context)
+        except APIError as exc:
+            hint = read_only_root_hint(str(exc.explanation or exc))
+            if hint is None:
+                raise
+            raise TrainerContainerFailed(
+                f"trainer {self.trainer_command} in {self.image}: {hint}",
+                exit_code=-1,
+                explanation=hint,
+                image=self.image,
+                command=list(self.command or []),
+                logs="",
+                error=None,
+            ) from exc
         except DockerContainerFailedException as exc:
             state = self._container_state()
             raise self._failure(

@@ -6,10 +6,14 @@
 typed in ``mlops_loop.core.trainer_protocol``. The result file is written atomically in
 every outcome the process survives:
 
-- success: ``{"status": "ok", "run_id", "model_uri", "model_name", "model_version",
-  "metrics", "device", "params", "tags", "timing"}``, exit code 0;
-- failure: ``{"status": "error", "error", "error_type", "stage", "run_id"}``, and a
-  non-zero exit code saying what kind of failure it was (trainer_protocol.ExitCode).
+- success: ``{"status": "ok", "token", "run_id", "model_uri", "model_name",
+  "model_version", "metrics", "device", "params", "tags", "timing"}``, exit code 0;
+- failure: ``{"status": "error", "token", "error", "error_type", "stage", "run_id",
+  "exit_code"}``, and a non-zero exit code saying what kind of failure it was
+  (trainer_protocol.ExitCode).
+
+``token`` is the request's, echoed so the worker can tell this answer from any other
+file (it refuses a result without its token).
 
 Progress (per-epoch lines) goes to stdout, line by line, so a container log streams it.
 Environment: the variables named in trainer_protocol (MLflow server and credentials, S3
@@ -151,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    token: str | None = None  # the request's, echoed in every result written below
     try:
         try:
             request_doc = json.loads(args.request.read_text(encoding="utf-8"))
@@ -158,8 +163,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"request {args.request} must hold a JSON object")
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read request {args.request}: {exc}") from exc
-        result = RUNNERS[args.command](parse_request(args.command, request_doc))
-        write_result(args.result, result)
+        if isinstance(request_doc.get("token"), str):
+            token = request_doc["token"]  # so an invalid request's error is still answered
+        request = parse_request(args.command, request_doc)
+        token = request.token
+        result = RUNNERS[args.command](request)
+        write_result(args.result, {**result, "token": token})
         return ExitCode.OK
     except BaseException as exc:
         if isinstance(exc, (SystemExit, KeyboardInterrupt)) and not isinstance(exc, MlopsLoopError):
@@ -181,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 stage=getattr(exc, "stage", None),
                 run_id=getattr(exc, "run_id", None),
                 exit_code=int(code),
+                token=token,
             )
             write_result(args.result, error.model_dump())
         except Exception as write_exc:  # best effort: the exit code still tells

@@ -14,22 +14,38 @@ from pathlib import Path
 import pytest
 
 from mlops_loop.core.containers import (
+    LOCAL_ENV_ALLOWED,
+    TRAINER_IMAGE_USER,
     LocalTrainerProcess,
+    Owner,
+    allowed_worker_environment,
+    check_cpus,
+    check_pids_limit,
     check_runner,
     check_tracking_uri,
     container_command,
+    decide_container_user,
     decide_gpu,
     decide_local_gpu,
     exit_code_of,
     explain_exit_code,
+    hand_over,
+    hardened_host_config,
+    image_user,
+    is_named_network,
     local_command,
     local_environment,
     local_read_only_paths,
     log_tail,
     make_io_dir,
+    missing_network_message,
     nvidia_runtime_available,
+    parse_user,
+    read_only_root_hint,
     read_result,
     read_result_file,
+    resolve_network,
+    result_answers,
     write_request,
 )
 from mlops_loop.core.trainer_protocol import (
@@ -44,7 +60,10 @@ from mlops_loop.exceptions import GpuUnavailableError, TrainerResultError
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "include" / "config" / "credit_default.yaml"
 
-CPU_HOST = {"Runtimes": {"runc": {"path": "runc"}, "io.containerd.runc.v2": {}}, "DefaultRuntime": "runc"}
+CPU_HOST = {
+    "Runtimes": {"runc": {"path": "runc"}, "io.containerd.runc.v2": {}},
+    "DefaultRuntime": "runc",
+}
 GPU_HOST = {"Runtimes": {"runc": {"path": "runc"}, "nvidia": {"path": "nvidia-container-runtime"}}}
 GPU_DEFAULT_RUNTIME = {"Runtimes": {"runc": {}}, "DefaultRuntime": "nvidia"}
 
@@ -119,9 +138,16 @@ def test_auto_without_host_info_is_an_error():
         pytest.param(125, {}, "could not be started", id="125-docker"),
         pytest.param(126, {}, "cannot be executed", id="126-not-executable"),
         pytest.param(127, {}, "entrypoint was not found", id="127-not-found"),
-        pytest.param(137, {"mem_limit": "512m"}, "likely out of memory (mem_limit 512m)", id="137-killed"),
+        pytest.param(
+            137, {"mem_limit": "512m"}, "likely out of memory (mem_limit 512m)", id="137-killed"
+        ),
         pytest.param(137, {}, "no mem_limit set", id="137-no-limit"),
-        pytest.param(137, {"oom_killed": True, "mem_limit": "20m"}, "out of memory (mem_limit 20m)", id="137-oom"),
+        pytest.param(
+            137,
+            {"oom_killed": True, "mem_limit": "20m"},
+            "out of memory (mem_limit 20m)",
+            id="137-oom",
+        ),
         pytest.param(139, {}, "segmentation fault", id="139-segv"),
         pytest.param(134, {}, "aborted (SIGABRT)", id="134-abort"),
         pytest.param(143, {}, "terminated (SIGTERM)", id="143-term"),
@@ -168,33 +194,66 @@ def test_container_command():
         container_command("predict")
 
 
-def test_write_request_is_json_readable_by_others(tmp_path):
-    request = TrainRequest(
+def _request() -> TrainRequest:
+    return TrainRequest(
         config={}, train_snapshot_uri="/data/snapshots/a", valid_snapshot_uri="/data/snapshots/b",
         tags={"airflow_dag_id": "d"},
     )  # fmt: skip
+
+
+def test_write_request_is_private_json_with_its_token(tmp_path):
+    request = _request()
     path = write_request(tmp_path, request)
     data = json.loads(path.read_text())
     assert data["train_snapshot_uri"] == "/data/snapshots/a"
     assert data["tags"] == {"airflow_dag_id": "d"}
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert data["token"] == request.token and len(request.token) >= 32
+    assert request.token not in repr(request)  # never in a log line by accident
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["request.json"]  # no temp file left
 
 
+def test_every_request_gets_its_own_token():
+    assert len({_request().token for _ in range(20)}) == 20
 
 
 # --- io folder and result ------------------------------------------------------------
 
 
-def test_make_io_dir_is_fresh_and_writable_by_other_users(tmp_path):
-    a = make_io_dir(str(tmp_path / "io"))
-    b = make_io_dir(str(tmp_path / "io"))
-    assert a != b and a.parent == b.parent == tmp_path / "io"
-    assert stat.S_IMODE(a.stat().st_mode) == 0o777
+def test_make_io_dir_is_fresh_and_private_to_the_worker(tmp_path):
+    root = tmp_path / "io"
+    a = make_io_dir(str(root))
+    b = make_io_dir(str(root))
+    assert a != b and a.parent == b.parent == root
+    for folder in (a, b):
+        info = folder.stat()
+        assert stat.S_IMODE(info.st_mode) == 0o700  # nobody else can list, read or write
+        assert (info.st_uid, info.st_gid) == (os.geteuid(), os.getegid())
 
 
+def test_make_io_dir_in_a_world_writable_root_is_still_private(tmp_path):
+    root = tmp_path / "shared"
+    root.mkdir()
+    root.chmod(0o1777)  # like /tmp
+    assert stat.S_IMODE(make_io_dir(str(root)).stat().st_mode) == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can hand a folder to another uid")
+def test_make_io_dir_handed_to_the_container_user_when_root(tmp_path):
+    owner = Owner(10001, 10001)
+    folder = make_io_dir(str(tmp_path / "io"), owner=owner)
+    path = write_request(folder, _request())
+    for entry in (folder, path):
+        info = entry.stat()
+        assert (info.st_uid, info.st_gid) == (10001, 10001)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+TOKEN = "t" * 43
 GOOD_RESULT = {
     "status": "ok",
+    "token": TOKEN,
     "run_id": "r1",
     "model_uri": "models:/m/1",
     "model_name": "m",
@@ -208,9 +267,11 @@ def _write_result(io_dir: Path, payload: object) -> None:
     (io_dir / RESULT_FILE).write_text(payload if isinstance(payload, str) else json.dumps(payload))
 
 
-def test_read_result_ok_keeps_extra_keys(tmp_path):
+def test_read_result_ok_keeps_extra_keys_and_drops_the_token(tmp_path):
     _write_result(tmp_path, {**GOOD_RESULT, "params": {"lr": 0.1}})
-    assert read_result(tmp_path, TrainResult)["params"] == {"lr": 0.1}
+    result = read_result(tmp_path, TrainResult, token=TOKEN)
+    assert result["params"] == {"lr": 0.1}
+    assert "token" not in result
 
 
 @pytest.mark.parametrize(
@@ -219,17 +280,54 @@ def test_read_result_ok_keeps_extra_keys(tmp_path):
         pytest.param(None, "wrote no result.json", id="missing"),
         pytest.param("{not json", "not valid JSON", id="bad-json"),
         pytest.param([1, 2], "must be a JSON object", id="not-object"),
-        pytest.param({"status": "error", "error": "boom"}, "status='error': boom", id="status-error"),
+        pytest.param({"status": "error", "error": "boom", "token": TOKEN}, "status='error': boom", id="status-error"),
         pytest.param({k: v for k, v in GOOD_RESULT.items() if k != "model_version"}, "model_version", id="incomplete"),
         pytest.param({**GOOD_RESULT, "device": "tpu"}, "device", id="bad-device"),
+        # Forged: a complete, valid-looking result without this request's token.
+        pytest.param({k: v for k, v in GOOD_RESULT.items() if k != "token"}, "does not answer this task's request", id="no-token"),
+        pytest.param({**GOOD_RESULT, "token": "another-request-token-0123456789"}, "does not answer this task's request", id="other-token"),
+        pytest.param({**GOOD_RESULT, "token": None}, "does not answer", id="null-token"),
+        pytest.param({"status": "error", "error": "boom"}, "does not answer", id="error-without-token"),
     ],
-)
+)  # fmt: skip
 def test_read_result_rejects(tmp_path, payload, match):
     if payload is not None:
         _write_result(tmp_path, payload)
     with pytest.raises(TrainerResultError, match=match) as err:
-        read_result(tmp_path, TrainResult)
+        read_result(tmp_path, TrainResult, token=TOKEN)
     assert err.value.path == str(tmp_path / RESULT_FILE)
+
+
+def test_a_result_of_another_task_is_refused(tmp_path):
+    """Two tasks' requests: the result answering one is refused by the other."""
+    mine, theirs = _request(), _request()
+    write_request(tmp_path, mine)
+    _write_result(tmp_path, {**GOOD_RESULT, "token": theirs.token})
+    with pytest.raises(TrainerResultError, match=r"refusing result\.json: it does not answer"):
+        read_result(tmp_path, TrainResult, token=mine.token)
+    _write_result(tmp_path, {**GOOD_RESULT, "token": mine.token})
+    assert read_result(tmp_path, TrainResult, token=mine.token)["model_version"] == "1"
+
+
+def test_result_answers():
+    assert result_answers({"token": TOKEN}, TOKEN)
+    assert not result_answers({"token": TOKEN[:-1]}, TOKEN)
+    assert not result_answers({"token": 5}, TOKEN)
+    assert not result_answers({}, TOKEN)
+
+
+def test_a_linked_result_file_is_never_followed(tmp_path):
+    secret = tmp_path / "elsewhere.json"
+    secret.write_text(json.dumps(GOOD_RESULT))
+    (tmp_path / RESULT_FILE).symlink_to(secret)
+    with pytest.raises(TrainerResultError, match="cannot be opened as a plain file"):
+        read_result_file(tmp_path)
+
+
+def test_a_result_that_is_not_a_regular_file_is_refused(tmp_path):
+    os.mkfifo(tmp_path / RESULT_FILE)  # would block a plain open() for reading
+    with pytest.raises(TrainerResultError, match="not a regular file"):
+        read_result_file(tmp_path)
 
 
 def test_read_result_file_absent_is_none(tmp_path):
@@ -242,7 +340,11 @@ def test_read_result_file_absent_is_none(tmp_path):
 @pytest.mark.parametrize(
     ("uris", "expected"),
     [
-        pytest.param(["/data/root", "/data/root/snapshots/a", "/data/root/snapshots/b"], ["/data/root"], id="nested"),
+        pytest.param(
+            ["/data/root", "/data/root/snapshots/a", "/data/root/snapshots/b"],
+            ["/data/root"],
+            id="nested",
+        ),
         pytest.param(["/data/a", "/data/ab"], ["/data/a", "/data/ab"], id="prefix-is-not-parent"),
         pytest.param(["s3://bucket/root", "/data/x/"], ["/data/x"], id="s3-skipped-trailing-slash"),
         pytest.param(["file:///data/y", None, ""], ["/data/y"], id="file-uri"),
@@ -275,6 +377,141 @@ def test_check_tracking_uri_accepts_http():
 
 
 # --- environment ---------------------------------------------------------------------
+
+
+# --- how the container runs ------------------------------------------------------------
+
+
+def test_hardened_host_config_without_and_with_a_cpu_limit():
+    base = hardened_host_config(cpus=None, pids_limit=4096)
+    assert base == {
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "pids_limit": 4096,
+        "read_only": True,
+        "tmpfs": {"/tmp": "rw,nosuid,nodev,mode=1777"},
+    }
+    assert hardened_host_config(cpus=2.5, pids_limit=512)["nano_cpus"] == 2_500_000_000
+    assert (
+        hardened_host_config(cpus=None, pids_limit=512, read_only_root=False)["read_only"] is False
+    )
+
+
+def test_read_only_root_hint_names_the_escape_hatch():
+    error = (
+        "failed to create task for container: error running hook #0: exit status 1, "
+        "stderr: mkdirat etc/nvidia/nvidia-application-profiles-rc.d: read-only file system"
+    )
+    hint = read_only_root_hint(error)
+    assert hint is not None and "read_only_root=False" in hint and "NVIDIA" in hint
+    assert read_only_root_hint("no such image") is None
+
+
+def test_limits_are_checked():
+    assert check_cpus(None) is None and check_cpus("1.5") == 1.5
+    with pytest.raises(ValueError, match="positive number of CPUs"):
+        check_cpus(0)
+    assert check_pids_limit("256") == 256
+    with pytest.raises(ValueError, match="at least 64"):
+        check_pids_limit(8)
+
+
+@pytest.mark.parametrize(
+    ("argument", "env", "expected"),
+    [
+        pytest.param(None, {}, "bridge", id="default-bridge"),
+        pytest.param(None, {"MLOPS_LOOP_TRAINER_NETWORK": "mlops-loop"}, "mlops-loop", id="env"),
+        pytest.param(
+            "host", {"MLOPS_LOOP_TRAINER_NETWORK": "mlops-loop"}, "host", id="argument-wins"
+        ),
+        pytest.param("", {"MLOPS_LOOP_TRAINER_NETWORK": " "}, "bridge", id="blank"),
+    ],
+)
+def test_resolve_network(argument, env, expected):
+    assert resolve_network(argument, env) == expected
+
+
+def test_named_networks_are_the_ones_to_look_up():
+    assert is_named_network("bridge") and is_named_network("mlops-loop")
+    assert not any(is_named_network(n) for n in ("host", "none", "container:abc"))
+    assert "dockerd --bridge=none" in missing_network_message("bridge")
+    assert "MLOPS_LOOP_TRAINER_NETWORK" in missing_network_message("mlops-loop")
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        pytest.param(None, None, id="none"),
+        pytest.param("", None, id="empty"),
+        pytest.param(1000, Owner(1000, 1000), id="int"),
+        pytest.param("1000", Owner(1000, 1000), id="bare-uid"),
+        pytest.param("50000:0", Owner(50000, 0), id="uid-gid"),
+    ],
+)
+def test_parse_user(user, expected):
+    assert parse_user(user) == expected
+
+
+@pytest.mark.parametrize(
+    ("user", "match"),
+    [
+        pytest.param("0", "never run as uid 0", id="uid-0"),
+        pytest.param("0:1000", "never run as uid 0", id="uid-0-gid"),
+        pytest.param("root", "numeric", id="root-name"),
+        pytest.param("trainer", "numeric", id="a-name"),
+        pytest.param("1000:staff", "numeric", id="group-name"),
+    ],
+)
+def test_parse_user_refuses_root_and_names(user, match):
+    with pytest.raises(ValueError, match=match):
+        parse_user(user)
+
+
+def test_image_user_is_numeric_non_root_or_none():
+    assert image_user({"Config": {"User": "10001:10001"}}) == Owner(10001, 10001)
+    assert image_user({"Config": {"User": "trainer"}}) is None
+    assert image_user({"Config": {"User": ""}}) is None
+    assert image_user({"Config": {"User": "0"}}) is None
+    assert image_user({}) is None
+
+
+ROOT = Owner(0, 0)
+
+
+@pytest.mark.parametrize(
+    ("worker", "explicit", "from_image", "owner", "handed"),
+    [
+        pytest.param(Owner(50000, 0), None, Owner(10001, 10001), Owner(50000, 0), False, id="worker-not-root"),
+        pytest.param(Owner(1000, 1000), Owner(1000, 1000), None, Owner(1000, 1000), False, id="explicit-same-uid"),
+        pytest.param(ROOT, None, Owner(10001, 10001), Owner(10001, 10001), True, id="root-image-user"),
+        pytest.param(ROOT, None, None, TRAINER_IMAGE_USER, True, id="root-image-without-numeric-user"),
+        pytest.param(ROOT, Owner(2000, 2000), Owner(10001, 10001), Owner(2000, 2000), True, id="root-explicit"),
+    ],
+)  # fmt: skip
+def test_decide_container_user_never_root(worker, explicit, from_image, owner, handed):
+    decision = decide_container_user(worker, explicit, from_image)
+    assert (decision.owner, decision.hand_over) == (owner, handed)
+    assert decision.owner.uid != 0
+
+
+def test_a_worker_that_is_not_root_cannot_run_the_trainer_as_another_uid():
+    with pytest.raises(ValueError, match="cannot hand its private request/result folder"):
+        decide_container_user(Owner(1000, 1000), Owner(2000, 2000), None)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can chown to another uid")
+def test_hand_over_chowns_the_tree_without_following_links(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the container's")
+    tree = tmp_path / "reports" / "drift"
+    (tree / "ds=2026-03-01").mkdir(parents=True)
+    (tree / "ds=2026-03-01" / "report.json").write_text("{}")
+    (tree / "link").symlink_to(outside)
+    hand_over([tree], Owner(10001, 10002))
+    for entry in (tree, tree / "ds=2026-03-01", tree / "ds=2026-03-01" / "report.json"):
+        assert (entry.stat().st_uid, entry.stat().st_gid) == (10001, 10002)
+    assert os.lstat(tree / "link").st_uid == 10001
+    assert outside.stat().st_uid == os.geteuid()  # the link's target is left alone
 
 
 # --- the local-process runner ----------------------------------------------------------
@@ -320,6 +557,87 @@ def test_local_environment_hides_cuda_without_gpu_and_adds_secrets():
     assert env["PATH"] == "/bin" and env["MLFLOW_TRACKING_URI"] == "http://m"
     assert env["AWS_ACCESS_KEY_ID"] == "new" and env["CUDA_VISIBLE_DEVICES"] == ""
     assert "CUDA_VISIBLE_DEVICES" not in local_environment({}, {}, {}, use_gpu=True)
+
+
+# What a worker's environment holds that the trainer must never see.
+WORKER_SECRETS = {
+    "AIRFLOW__CORE__FERNET_KEY": "fernet-key-value-0123456789abcdef=",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://airflow:db-password@db/airflow",
+    "AIRFLOW__API_AUTH__JWT_SECRET": "jwt-secret-value",
+    "AIRFLOW_CONN_WAREHOUSE": "postgres://user:conn-password@warehouse/db",
+    "AIRFLOW_CONN_MLFLOW_DEFAULT": '{"conn_type": "http", "password": "mlflow-conn-password"}',
+    "AIRFLOW_VAR_API_KEY": "variable-secret",
+    "AWS_SECRET_ACCESS_KEY": "worker-aws-secret",
+    "AWS_ACCESS_KEY_ID": "AKIAWORKERKEY",
+    "MLFLOW_TRACKING_PASSWORD": "worker-mlflow-password",
+    "MLOPS_LOOP_S3_SECRET_KEY": "credential-looking-name",
+    "GITHUB_TOKEN": "ghp_worker",
+    "SOME_OTHER_SETTING": "not on the list",
+}
+# Allow-listed settings the trainer keeps.
+WORKER_SETTINGS = {
+    "PATH": os.environ["PATH"],
+    "HOME": "/home/airflow",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "TZ": "UTC",
+    "HTTPS_PROXY": "http://proxy:3128",
+    "NO_PROXY": "localhost,127.0.0.1",
+    "OMP_NUM_THREADS": "2",
+    "MKL_NUM_THREADS": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLOPS_LOOP_STORAGE_ROOT": "/data",
+}
+
+
+def test_allowed_worker_environment_keeps_the_list_only():
+    kept = allowed_worker_environment({**WORKER_SECRETS, **WORKER_SETTINGS})
+    assert kept == WORKER_SETTINGS
+    assert {
+        "PATH",
+        "HOME",
+        "LANG",
+        "TZ",
+        "CUDA_VISIBLE_DEVICES",
+        "HTTPS_PROXY",
+    } <= LOCAL_ENV_ALLOWED
+
+
+def test_local_trainer_child_sees_only_the_allow_list_and_its_task_environment(tmp_path: Path):
+    """A real child process started the way the local runner starts the trainer."""
+    base = {**os.environ, **WORKER_SECRETS, **WORKER_SETTINGS, "CUDA_VISIBLE_DEVICES": "0"}
+    env = local_environment(
+        base,
+        {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "MLOPS_LOOP_S3_ENDPOINT_URL": "http://s3:9000"},
+        {"AWS_ACCESS_KEY_ID": "AKIATASKKEY", "AWS_SECRET_ACCESS_KEY": "task-secret",
+         "MLFLOW_TRACKING_PASSWORD": "task-mlflow-password"},
+        use_gpu=False,
+    )  # fmt: skip
+    dump = tmp_path / "env.json"
+    script = f"import json, os; open({str(dump)!r}, 'w').write(json.dumps(dict(os.environ)))"
+    proc = LocalTrainerProcess([sys.executable, "-c", script], env=env, cwd=tmp_path)
+    assert proc.stream(lambda line: None) == 0, proc.tail
+    seen = json.loads(dump.read_text())
+
+    for name in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_VAR_API_KEY",
+                 "GITHUB_TOKEN", "SOME_OTHER_SETTING", "MLOPS_LOOP_S3_SECRET_KEY"):  # fmt: skip
+        assert name not in seen, name
+    assert not [name for name in seen if name.startswith(("AIRFLOW_CONN_", "AIRFLOW__"))]
+    assert not [name for name in seen if name.startswith("AIRFLOW")]
+    for value in WORKER_SECRETS.values():
+        assert value not in json.dumps(seen)
+    # The allow-listed settings pass unchanged ...
+    assert {k: seen.get(k) for k in WORKER_SETTINGS} == WORKER_SETTINGS
+    # ... the task's own environment and credentials win over the worker's ...
+    assert seen["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert seen["MLOPS_LOOP_S3_ENDPOINT_URL"] == "http://s3:9000"
+    assert (seen["AWS_ACCESS_KEY_ID"], seen["AWS_SECRET_ACCESS_KEY"]) == (
+        "AKIATASKKEY",
+        "task-secret",
+    )
+    assert seen["MLFLOW_TRACKING_PASSWORD"] == "task-mlflow-password"
+    # ... and without the GPU, CUDA is hidden.
+    assert seen["CUDA_VISIBLE_DEVICES"] == "" and seen["PYTHONUNBUFFERED"] == "1"
 
 
 def test_exit_code_of_signals_follows_the_container_convention():

