@@ -215,3 +215,46 @@ def test_storage_errors_against_the_real_server(s3_credentials, s3_bucket):
         storage.list("s3://no-such-bucket-x/raw/")
     with pytest.raises(StorageError, match="bucket 'no-such-bucket-x' does not exist"):
         storage.write_bytes("s3://no-such-bucket-x/k", b"x")
+
+
+def test_ingest_whose_part_upload_fails_half_way_leaves_no_object_and_no_parts(
+    tmp_path, s3_credentials, s3_bucket, monkeypatch
+):
+    """The snapshot's part goes up as a multipart upload; the part upload fails and so
+    does the first abort. After the run: no snapshot, no part object, no multipart upload
+    holding stored parts. The rerun publishes the snapshot."""
+    from botocore.exceptions import ClientError
+
+    storage = S3Storage(s3_credentials)
+    land_to_bucket(tmp_path, storage, s3_bucket)
+    config = s3_config(s3_bucket, s3_credentials)
+    monkeypatch.setattr(S3Storage, "multipart_threshold", 1)  # every upload in parts
+    real = S3Storage._multipart_upload
+    failed: list[str] = []
+
+    def with_faults(self, *args, **kwargs):
+        for operation in ("UploadPart", "AbortMultipartUpload"):
+
+            def fail_once(operation=operation, **_):
+                if operation not in failed:
+                    failed.append(operation)
+                    error = {"Code": "InternalError", "Message": f"injected {operation}"}
+                    raise ClientError({"Error": error}, operation)
+
+            self.client.meta.events.register(f"before-call.s3.{operation}", fail_once)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(S3Storage, "_multipart_upload", with_faults)
+    with pytest.raises(StorageError, match=r"cannot upload s3://.*/part-00000\.parquet") as info:
+        ingest_batch(config, DS, credentials=s3_credentials)
+    monkeypatch.setattr(S3Storage, "_multipart_upload", real)
+
+    assert failed == ["UploadPart", "AbortMultipartUpload"]
+    snapshot = info.value.uri.rsplit("/", 1)[0]
+    assert storage.list(f"{snapshot}/") == []
+    bucket, _ = split_s3(s3_bucket)
+    assert not storage.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+    again = ingest_batch(config, DS, credentials=s3_credentials)
+    assert again.created and again.snapshot_uri == snapshot
+    assert len(read_snapshot(again.snapshot_uri, credentials=s3_credentials)) == ROWS

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_loop.core.storage import CHUNK, S3Storage, sha256_file
+from mlops_loop.core import storage as storage_mod
+from mlops_loop.core.storage import CHUNK, S3Storage, sha256_file, split_s3
 from mlops_loop.exceptions import BucketNotFoundError, StorageError
 
 pytestmark = pytest.mark.integration
@@ -160,10 +161,11 @@ def test_publish_folder_interrupted_before_the_manifest_leaves_no_manifest(
     final = f"{s3_bucket}/snapshots/abc123"
     stage = staged(tmp_path / "stage", {"part-00000.parquet": b"p0", "manifest.json": b"{}\n"})
 
-    def crash(self, uri, data):
-        raise RuntimeError("killed before the manifest")
+    def crash(step: str) -> None:
+        if step == "publish.commit":
+            raise RuntimeError("killed before the manifest")
 
-    monkeypatch.setattr(S3Storage, "write_bytes", crash)
+    monkeypatch.setattr(storage_mod, "_pause", crash)
     with pytest.raises(RuntimeError, match="killed"):
         s3.publish_folder(stage, final)
     monkeypatch.undo()
@@ -172,9 +174,146 @@ def test_publish_folder_interrupted_before_the_manifest_leaves_no_manifest(
     assert not s3.exists(f"{final}/manifest.json")  # readers treat the output as absent
 
 
+def test_publish_folder_over_a_published_output_returns_false_and_touches_nothing(
+    s3, s3_bucket, tmp_path
+):
+    final = f"{s3_bucket}/snapshots/abc123"
+    s3.write_bytes(f"{final}/part-00000.parquet", b"theirs")
+    s3.write_bytes(f"{final}/manifest.json", b"{}\n")
+    before = etags(s3, f"{final}/")
+    stage = staged(tmp_path / "stage", {"part-00000.parquet": b"ours", "manifest.json": b"{}\n"})
+
+    assert s3.publish_folder(stage, final) is False
+
+    assert etags(s3, f"{final}/") == before
+    assert s3.read_bytes(f"{final}/part-00000.parquet") == b"theirs"
+
+
+def test_manifest_is_created_only_once(s3, s3_bucket):
+    uri = f"{s3_bucket}/snapshots/abc123/manifest.json"
+    assert s3._put_if_absent(uri, b"first") is True
+    assert s3._put_if_absent(uri, b"second") is False
+    assert s3.read_bytes(uri) == b"first"
+
+
+def etags(s3: S3Storage, prefix_uri: str) -> dict[str, str]:
+    bucket, prefix = split_s3(prefix_uri)
+    listed = s3.client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return {o["Key"]: o["ETag"] for o in listed}
+
+
 def test_publish_folder_refuses_a_stage_without_manifest(s3, s3_bucket, tmp_path):
     stage = staged(tmp_path / "stage", {"part-00000.parquet": b"p0"})
     final = f"{s3_bucket}/snapshots/abc123"
     with pytest.raises(StorageError, match=r"it has no manifest\.json"):
         s3.publish_folder(stage, final)
     assert s3.list(f"{final}/") == []
+
+
+# --------------------------------------------------------------------------- multipart uploads
+# A file above the threshold goes up in parts; the object only appears when the upload
+# completes. When a part fails half-way through, the upload is aborted: no object, and no
+# parts left stored (boto3's upload_file aborted once and ignored a failed abort).
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def multipart(s3: S3Storage) -> S3Storage:
+    s3.multipart_threshold = 5 * MIB
+    s3.multipart_chunksize = 5 * MIB  # the smallest part S3 accepts (but the last)
+    return s3
+
+
+def big_file(tmp_path: Path, mib: int = 17) -> Path:
+    path = tmp_path / "part-00000.parquet"
+    path.write_bytes(hashlib.sha256(b"seed").digest() * (mib * MIB // 32) + b"tail")
+    return path
+
+
+def uploads_in_progress(s3: S3Storage, bucket_uri: str) -> list[dict]:
+    bucket, _ = split_s3(bucket_uri)
+    return list(s3.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+
+def fail_calls(s3: S3Storage, operation: str, which: set[int]) -> list[int]:
+    """Fault injection: the ``which``-th calls (1-based) of ``operation`` fail with a
+    server error before they are sent. Returns the running count of calls."""
+    from botocore.exceptions import ClientError
+
+    calls = [0]
+
+    def before_call(**kwargs) -> None:
+        calls[0] += 1
+        if calls[0] in which:
+            error = {"Code": "InternalError", "Message": f"injected: {operation} #{calls[0]}"}
+            raise ClientError({"Error": error}, operation)
+
+    s3.client.meta.events.register(f"before-call.s3.{operation}", before_call)
+    return calls
+
+
+def test_multipart_upload_round_trip(multipart, s3_bucket, tmp_path):
+    path = big_file(tmp_path)
+    uri = f"{s3_bucket}/snapshots/abc123/part-00000.parquet"
+
+    multipart.upload(path, uri)
+
+    bucket, key = split_s3(uri)
+    head = multipart.client.head_object(Bucket=bucket, Key=key)
+    assert head["ETag"].strip('"').endswith("-4")  # four parts
+    assert multipart.download(uri, tmp_path / "back") == sha256_file(path)
+    assert uploads_in_progress(multipart, s3_bucket) == []
+
+
+@pytest.mark.parametrize(
+    "aborts_failing",
+    [
+        pytest.param(set(), id="part-fails"),
+        pytest.param({1}, id="part-fails-then-the-first-abort-fails-too"),
+        pytest.param({1, 2, 3}, id="part-fails-then-three-aborts-fail"),
+    ],
+)
+def test_multipart_upload_failing_half_way_leaves_no_object_and_no_parts(
+    multipart, s3_bucket, tmp_path, aborts_failing
+):
+    path = big_file(tmp_path)
+    uri = f"{s3_bucket}/snapshots/abc123/part-00000.parquet"
+    multipart.upload_threads = 1  # parts in order: two stored, then the third fails
+    parts = fail_calls(multipart, "UploadPart", {3})
+    aborts = fail_calls(multipart, "AbortMultipartUpload", aborts_failing)
+
+    with pytest.raises(StorageError, match=f"cannot upload {uri}: InternalError") as info:
+        multipart.upload(path, uri)
+
+    assert info.value.uri == uri
+    assert parts[0] == 3 and aborts[0] == len(aborts_failing) + 1
+    assert not multipart.exists(uri)
+    assert multipart.list(f"{s3_bucket}/") == []
+    assert uploads_in_progress(multipart, s3_bucket) == []
+
+
+def test_multipart_upload_failing_at_completion_is_aborted_too(multipart, s3_bucket, tmp_path):
+    path = big_file(tmp_path)
+    uri = f"{s3_bucket}/snapshots/abc123/part-00000.parquet"
+    fail_calls(multipart, "CompleteMultipartUpload", {1})
+
+    with pytest.raises(StorageError, match=f"cannot upload {uri}"):
+        multipart.upload(path, uri)
+
+    assert not multipart.exists(uri)
+    assert uploads_in_progress(multipart, s3_bucket) == []
+
+
+def test_failed_multipart_upload_over_an_object_keeps_the_previous_one(
+    multipart, s3_bucket, tmp_path
+):
+    uri = f"{s3_bucket}/snapshots/abc123/part-00000.parquet"
+    multipart.write_bytes(uri, b"previous")
+    fail_calls(multipart, "UploadPart", {2})
+
+    with pytest.raises(StorageError):
+        multipart.upload(big_file(tmp_path), uri)
+
+    assert multipart.read_bytes(uri) == b"previous"
+    assert uploads_in_progress(multipart, s3_bucket) == []

@@ -2,7 +2,9 @@
 self-contained HTML page (inline CSS, plots as inline base64 PNG, no external resources).
 
 Stored under ``{root}/reports/decisions/<decision_id>/`` as ``report.html`` then
-``decision.json``; the JSON is written last and marks the record as complete. The
+``decision.json``; the JSON is written last and marks the record as complete. Each file
+replaces its previous version atomically (on local disk: a synced temp file renamed into
+place), so a write that fails, a full disk included, leaves that file as it was. The
 decision id is deterministic (challenger version, champion version, holdout hash), so a
 re-run of the same evaluation rewrites the same record instead of adding another.
 Optionally both files are logged as MLflow artifacts of the challenger's run.
@@ -73,8 +75,9 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-
-def _two_panels(curves: CurveData) -> tuple[NDArray[Any], Any, Any, list[tuple[str, ArrayLike, str]]]:
+def _two_panels(
+    curves: CurveData,
+) -> tuple[NDArray[Any], Any, Any, list[tuple[str, ArrayLike, str]]]:
     """The labels, a two-panel figure, and (label, scores, colour) of each model to draw."""
     from matplotlib.figure import Figure
 
@@ -83,6 +86,7 @@ def _two_panels(curves: CurveData) -> tuple[NDArray[Any], Any, Any, list[tuple[s
     if curves.reference is not None:
         series.append((curves.reference_label, curves.reference, "#d62728"))
     return np.asarray(curves.y, dtype=float), fig, fig.subplots(1, 2), series
+
 
 def _classification_figure(curves: CurveData) -> str:
     from sklearn.metrics import (
@@ -100,11 +104,29 @@ def _classification_figure(curves: CurveData) -> str:
         ax_roc.plot(fpr, tpr, color=color, label=f"{label} (AUC {roc_auc_score(y, s):.3f})")
         precision, recall, _ = precision_recall_curve(y, s)
         recall, precision = _thin(recall, precision)
-        ax_pr.step(recall, precision, where="post", color=color, label=f"{label} (AP {average_precision_score(y, s):.3f})")
+        ax_pr.step(
+            recall,
+            precision,
+            where="post",
+            color=color,
+            label=f"{label} (AP {average_precision_score(y, s):.3f})",
+        )
     ax_roc.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1)
-    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve", xlim=(0, 1), ylim=(0, 1.01))
+    ax_roc.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title="ROC curve",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax_pr.axhline(y.mean(), color="#999999", linestyle=":", linewidth=1)
-    ax_pr.set(xlabel="recall", ylabel="precision", title="Precision-recall curve", xlim=(0, 1), ylim=(0, 1.01))
+    ax_pr.set(
+        xlabel="recall",
+        ylabel="precision",
+        title="Precision-recall curve",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     for ax in (ax_roc, ax_pr):
         ax.legend(loc="lower right" if ax is ax_roc else "upper right", fontsize=8)
         ax.grid(alpha=0.3)
@@ -121,13 +143,19 @@ def _regression_figure(curves: CurveData) -> str:
     pick = rng.choice(y.size, size=min(y.size, MAX_SCATTER_POINTS), replace=False)
     for (label, scores, color), res in zip(series, residuals, strict=True):
         rmse = float(np.sqrt(np.mean(res**2)))
-        ax_hist.hist(res, bins=bins, histtype="step", color=color, label=f"{label} (RMSE {rmse:.3g})")
-        ax_scatter.scatter(y[pick], np.asarray(scores, dtype=float)[pick], s=4, alpha=0.4, color=color, label=label)
+        ax_hist.hist(
+            res, bins=bins, histtype="step", color=color, label=f"{label} (RMSE {rmse:.3g})"
+        )
+        ax_scatter.scatter(
+            y[pick], np.asarray(scores, dtype=float)[pick], s=4, alpha=0.4, color=color, label=label
+        )
     ax_hist.axvline(0, color="#999999", linestyle=":")
     ax_hist.set(xlabel="residual (actual - predicted)", ylabel="rows", title="Residuals")
     lims = [float(np.min(y)), float(np.max(y))]
     ax_scatter.plot(lims, lims, color="#999999", linestyle=":")
-    ax_scatter.set(xlabel="actual", ylabel="predicted", title=f"Predicted vs actual ({pick.size} rows)")
+    ax_scatter.set(
+        xlabel="actual", ylabel="predicted", title=f"Predicted vs actual ({pick.size} rows)"
+    )
     for ax in (ax_hist, ax_scatter):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -193,7 +221,11 @@ def _td(value: Any, numeric: bool = False) -> str:
     return f'<td class="num">{_num(value)}</td>' if numeric else f"<td>{_e(value)}</td>"
 
 
-def render_html(decision: Mapping[str, Any], plot_png: str | None = None, context: Mapping[str, Any] | None = None) -> str:
+def render_html(
+    decision: Mapping[str, Any],
+    plot_png: str | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> str:
     """The readable page for a decision record (``Decision.to_dict()``)."""
     d = decision
     outcome = str(d.get("outcome", "unknown"))
@@ -206,10 +238,14 @@ def render_html(decision: Mapping[str, Any], plot_png: str | None = None, contex
         f"<h1>{_e(title)}</h1>",
         f"<p><span class='badge {_e(outcome)}'>{_e(outcome.replace('_', ' ').upper())}</span> "
         f"<span class='muted'>{_e(d.get('n_rows'))} holdout rows · holdout sha256 {_e(d.get('holdout_sha256') or 'n/a')}</span></p>",
-        "<h2>Reasons</h2><ul>" + "".join(f"<li>{_e(r)}</li>" for r in d.get("reasons", [])) + "</ul>",
+        "<h2>Reasons</h2><ul>"
+        + "".join(f"<li>{_e(r)}</li>" for r in d.get("reasons", []))
+        + "</ul>",
     ]
     if d.get("notes"):
-        parts.append("<ul class='muted'>" + "".join(f"<li>{_e(n)}</li>" for n in d["notes"]) + "</ul>")
+        parts.append(
+            "<ul class='muted'>" + "".join(f"<li>{_e(n)}</li>" for n in d["notes"]) + "</ul>"
+        )
     test = d.get("test") or {}
     ci = f"[{_num(d.get('ci_low'))}, {_num(d.get('ci_high'))}]"
     conf = f"{float(d['confidence']):.0%}" if d.get("confidence") is not None else ""
@@ -218,12 +254,20 @@ def render_html(decision: Mapping[str, Any], plot_png: str | None = None, contex
     parts.append(
         _table(
             ["challenger", "reference", "improvement", f"{conf} CI", "margin", "test", p_label],
-            [[
-                _td(d.get("challenger_value"), True), _td(d.get("reference_value"), True),
-                _td(d.get("improvement"), True), _td(ci), _td(d.get("min_improvement"), True),
-                _td(test.get("name", d.get("method"))),
-                _td(d.get("p_value") if d.get("p_value") is not None else d.get("p_better"), True),
-            ]],
+            [
+                [
+                    _td(d.get("challenger_value"), True),
+                    _td(d.get("reference_value"), True),
+                    _td(d.get("improvement"), True),
+                    _td(ci),
+                    _td(d.get("min_improvement"), True),
+                    _td(test.get("name", d.get("method"))),
+                    _td(
+                        d.get("p_value") if d.get("p_value") is not None else d.get("p_better"),
+                        True,
+                    ),
+                ]
+            ],
         )
     )
     if test.get("name") == "paired_bootstrap":
@@ -237,10 +281,23 @@ def render_html(decision: Mapping[str, Any], plot_png: str | None = None, contex
     parts.append("<h2>Guardrails</h2>")
     parts.append(
         _table(
-            ["metric", "challenger", "reference", "regression (+ = worse)", "max regression", "result"],
             [
-                [_td(g.get("name")), _td(g.get("challenger"), True), _td(g.get("reference"), True),
-                 _td(g.get("regression"), True), _td(g.get("max_regression"), True), f"<td>{_status(g.get('passed'))}</td>"]
+                "metric",
+                "challenger",
+                "reference",
+                "regression (+ = worse)",
+                "max regression",
+                "result",
+            ],
+            [
+                [
+                    _td(g.get("name")),
+                    _td(g.get("challenger"), True),
+                    _td(g.get("reference"), True),
+                    _td(g.get("regression"), True),
+                    _td(g.get("max_regression"), True),
+                    f"<td>{_status(g.get('passed'))}</td>",
+                ]
                 for g in d.get("guardrails", [])
             ],
         )
@@ -250,9 +307,12 @@ def render_html(decision: Mapping[str, Any], plot_png: str | None = None, contex
         _table(
             ["metric", "challenger", "limit", "result"],
             [
-                [_td(f.get("metric")), _td(f.get("challenger"), True),
-                 _td(("min " + _num(f["min"])) if "min" in f else ("max " + _num(f.get("max")))),
-                 f"<td>{_status(f.get('passed'))}</td>"]
+                [
+                    _td(f.get("metric")),
+                    _td(f.get("challenger"), True),
+                    _td(("min " + _num(f["min"])) if "min" in f else ("max " + _num(f.get("max")))),
+                    f"<td>{_status(f.get('passed'))}</td>",
+                ]
                 for f in d.get("floors", [])
             ],
         )
@@ -260,11 +320,25 @@ def render_html(decision: Mapping[str, Any], plot_png: str | None = None, contex
     parts.append("<h2>Slices</h2>")
     parts.append(
         _table(
-            ["column", "value", "rows", f"challenger {metric}", f"reference {metric}", "regression (+ = worse)", "result"],
             [
-                [_td(s.get("column")), _td(s.get("value")), _td(s.get("rows"), True), _td(s.get("challenger"), True),
-                 _td(s.get("reference"), True), _td(s.get("regression"), True),
-                 f"<td>{_status(s.get('status'))} <span class='muted'>{_e(s.get('note', ''))}</span></td>"]
+                "column",
+                "value",
+                "rows",
+                f"challenger {metric}",
+                f"reference {metric}",
+                "regression (+ = worse)",
+                "result",
+            ],
+            [
+                [
+                    _td(s.get("column")),
+                    _td(s.get("value")),
+                    _td(s.get("rows"), True),
+                    _td(s.get("challenger"), True),
+                    _td(s.get("reference"), True),
+                    _td(s.get("regression"), True),
+                    f"<td>{_status(s.get('status'))} <span class='muted'>{_e(s.get('note', ''))}</span></td>",
+                ]
                 for s in d.get("slices", [])
             ],
         )
@@ -274,15 +348,21 @@ def render_html(decision: Mapping[str, Any], plot_png: str | None = None, contex
         _table(
             ["measure", "observed", "limit", "result"],
             [
-                [_td(b.get("name")), _td(b.get("observed"), True), _td(b.get("limit"), True),
-                 f"<td>{_status(b.get('passed'))} <span class='muted'>{_e(b.get('note', ''))}</span></td>"]
+                [
+                    _td(b.get("name")),
+                    _td(b.get("observed"), True),
+                    _td(b.get("limit"), True),
+                    f"<td>{_status(b.get('passed'))} <span class='muted'>{_e(b.get('note', ''))}</span></td>",
+                ]
                 for b in d.get("budget", [])
             ],
         )
     )
     if context:
         parts.append("<h2>Context</h2>")
-        parts.append(_table(["key", "value"], [[_td(k), _td(v)] for k, v in sorted(context.items())]))
+        parts.append(
+            _table(["key", "value"], [[_td(k), _td(v)] for k, v in sorted(context.items())])
+        )
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -314,9 +394,18 @@ def write_decision_record(
         raise ValueError("the decision has no decision_id")
     folder = decision_dir(root_uri, decision_id)
     json_uri, html_uri = join_uri(folder, "decision.json"), join_uri(folder, "report.html")
-    plot = render_plot(curves_data) if curves_data is not None and d.get("outcome") != "insufficient_data" else None
+    plot = (
+        render_plot(curves_data)
+        if curves_data is not None and d.get("outcome") != "insufficient_data"
+        else None
+    )
     page = render_html(d, plot, context)
-    record = {**d, "record_version": RECORD_VERSION, "context": dict(context or {}), "html_uri": html_uri}
+    record = {
+        **d,
+        "record_version": RECORD_VERSION,
+        "context": dict(context or {}),
+        "html_uri": html_uri,
+    }
     storage.write_text(html_uri, page)
     write_json(storage, json_uri, record)
     artifact_path = None
@@ -324,7 +413,9 @@ def write_decision_record(
         artifact_path = f"{ARTIFACT_DIR}/{decision_id}"
         with tempfile.TemporaryDirectory(prefix="mlops-loop-decision-") as tmp:
             (Path(tmp) / "report.html").write_text(page, encoding="utf-8")
-            (Path(tmp) / "decision.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+            (Path(tmp) / "decision.json").write_text(
+                json.dumps(record, indent=2, sort_keys=True, default=str)
+            )
             mlflow_client.log_artifacts(run_id, tmp, artifact_path=artifact_path)
     return {
         "decision_id": decision_id,

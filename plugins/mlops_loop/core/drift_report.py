@@ -347,9 +347,12 @@ def write_reports(
 ) -> dict[str, str]:
     """Write ``report.json`` and ``report.html`` under ``prefix_uri`` (for example
     ``<root>/reports/drift/ds=2026-03-01``), then ``manifest.json`` last, so a reader that
-    finds the manifest finds a complete report. Re-running overwrites the same keys.
-    Returns the URIs (small JSON for XCom)."""
-    from mlops_loop.core.storage import join_uri, write_json
+    finds the manifest finds a complete report. Re-running overwrites the same keys; on
+    local disk all three are written and synced before any replaces the previous report,
+    so a failed write (a full disk) leaves the previous report intact
+    (:meth:`~mlops_loop.core.storage.Storage.write_files`). Returns the URIs (small JSON
+    for XCom)."""
+    from mlops_loop.core.storage import dump_json, join_uri
 
     body = report_json(result, decay, meta=meta)
     uris = {
@@ -357,17 +360,19 @@ def write_reports(
         "html": join_uri(prefix_uri, "report.html"),
         "manifest": join_uri(prefix_uri, "manifest.json"),
     }
-    write_json(storage, uris["json"], body)
-    storage.write_text(uris["html"], render_html(result, decay, profile, meta=meta))
-    write_json(
-        storage,
-        uris["manifest"],
-        {
-            "format": REPORT_FORMAT,
-            "files": ["report.json", "report.html"],
-            "verdict": body["verdict"],
-            "decay_verdict": body["decay_verdict"],
-            "meta": body["meta"],
-        },
+    manifest = {
+        "format": REPORT_FORMAT,
+        "files": ["report.json", "report.html"],
+        "verdict": body["verdict"],
+        "decay_verdict": body["decay_verdict"],
+        "meta": body["meta"],
+    }
+    page = render_html(result, decay, profile, meta=meta)
+    storage.write_files(
+        [
+            (uris["json"], dump_json(body)),
+            (uris["html"], page.encode("utf-8")),
+            (uris["manifest"], dump_json(manifest)),
+        ]
     )
     return uris

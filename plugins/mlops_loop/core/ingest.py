@@ -22,6 +22,11 @@ them. Missing and unexpected columns are recorded the same way. Files are read i
 (``config.ingest.rows_per_chunk``) and written with a streaming Parquet writer, so a batch
 larger than memory works. The snapshot is built in a local staging folder and put in place
 by :meth:`~mlops_loop.core.storage.Storage.publish_folder`.
+
+Concurrent ingests of one date (a retry overlapping a slow attempt, a manual trigger beside
+the scheduled run) compute the same address: exactly one publishes the snapshot, every
+other one reports that snapshot (``created=False``, same sha256) and removes only its own
+staging folder. A snapshot folder with its manifest is never removed or overwritten.
 """
 
 from __future__ import annotations
@@ -460,7 +465,12 @@ def ingest_batch(
             # The stage is always a local folder, whatever the destination.
             write_json(LocalStorage(), str(stage / MANIFEST_NAME), manifest)
             if not dst.publish_folder(stage, snapshot_uri):
-                # A concurrent writer published the same address first.
+                # A concurrent ingest published the same address first: report its snapshot.
+                log.info(
+                    "snapshot %s was published by a concurrent ingest of ds=%s; using it",
+                    snapshot_uri,
+                    ds,
+                )
                 return result(read_json(dst, manifest_uri), created=False)
         finally:
             if stage.exists():

@@ -16,19 +16,35 @@ A multi-object output is built in a local folder (:meth:`Storage.staging_folder`
 in place by :meth:`Storage.publish_folder`: one rename on local disk, uploads with the
 manifest last on S3. Readers get a local file to read with :meth:`Storage.local_file`
 (the file itself on local disk, a temporary download from S3).
+
+Concurrent writers of one output (two ingests of one date compute the same address) are
+safe: exactly one publishes and the others get False and read what it published. A folder
+or prefix that has its manifest is never removed or overwritten by a publish. Local
+publishes hold an exclusive lock on the parent folder while they decide and rename; S3
+publishes write the manifest with a conditional PUT (``If-None-Match: *``).
+
+Local writes go to a temp file beside the target, are fsynced and then renamed into place,
+so a full disk or a crash leaves the previous version intact and no temp file behind
+(:meth:`Storage.write_files` does this for several files at once). S3 uploads above
+:attr:`S3Storage.multipart_threshold` are multipart uploads that are aborted (retried)
+when any part fails: no visible object and no parts are left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -50,6 +66,26 @@ STALE_STAGING_SECONDS = 3600
 NOT_FOUND_CODES = ("404", "NoSuchKey", "NotFound")
 NO_BUCKET_CODES = ("NoSuchBucket",)
 DENIED_CODES = ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+# A conditional PUT (If-None-Match: *) found the key already there / raced another one.
+PRECONDITION_FAILED_CODES = ("PreconditionFailed", "412")
+CONDITIONAL_CONFLICT_CODES = ("ConditionalRequestConflict", "409")
+# The server does not know conditional PUTs.
+NOT_IMPLEMENTED_CODES = ("NotImplemented", "501")
+MIB = 1024 * 1024
+# S3 allows at most this many parts per multipart upload.
+MAX_PARTS = 10_000
+
+
+def _pause(step: str) -> None:
+    """Test hook, a no-op: called at each step of :meth:`Storage.publish_folder` *before*
+    the check or write it names, so a delay injected here models a stall the protocol must
+    survive. Tests replace it (``monkeypatch.setattr(storage, "_pause", ...)`` or, in a
+    worker process, plain assignment). Steps: ``publish.start`` (on entry; local: before
+    taking the folder lock), ``publish.check`` (before looking for a published manifest;
+    local: holding the folder lock), ``publish.replace`` (local, a folder without manifest
+    is at the address: before it is set aside), ``publish.part`` (S3, before each part
+    upload), ``publish.stale`` (S3, before removing leftovers of an interrupted write),
+    ``publish.commit`` (before the rename on local disk or the manifest PUT)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +149,17 @@ class Storage:
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         raise NotImplementedError
+
+    def write_files(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Write several objects that belong together, in the order given (put the one
+        that marks the output complete last).
+
+        Local disk: every file is written to a temp name beside its target and fsynced
+        before any is renamed into place, so a failed write (a full disk) replaces none of
+        them. S3: one atomic PUT each, in order; a failure leaves the later ones as they were.
+        """
+        for uri, data in items:
+            self.write_bytes(uri, data)
 
     def download(self, uri: str, local_path: str | Path) -> str:
         """Copy the object to ``local_path`` (replaced atomically; its folder must exist)
@@ -196,11 +243,14 @@ class LocalStorage(Storage):
             return [ObjectInfo(str(root), root.stat().st_size)]
         if not root.is_dir():
             return []
-        out = [
-            ObjectInfo(str(p), p.stat().st_size)
-            for p in root.rglob("*")
-            if p.is_file() and not p.name.startswith(".tmp-")
-        ]
+        out = []
+        for p in root.rglob("*"):
+            # Temp files, and everything in a staging folder (a write in progress).
+            if any(part.startswith(STAGING_PREFIX) for part in p.relative_to(root).parts):
+                continue
+            with contextlib.suppress(FileNotFoundError):  # renamed away meanwhile
+                if p.is_file():
+                    out.append(ObjectInfo(str(p), p.stat().st_size))
         return sorted(out, key=lambda o: o.uri)
 
     def read_bytes(self, uri: str) -> bytes:
@@ -211,23 +261,45 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise StorageError(f"cannot read {uri}: {exc}", uri=uri) from exc
 
-    @contextlib.contextmanager
-    def _atomic_target(self, uri: str) -> Iterator[Path]:
+    @staticmethod
+    def _temp_beside(uri: str) -> tuple[Path, Path]:
+        """The target of ``uri`` (its folder created) and a new temp name beside it."""
         target = Path(uri)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create folder {target.parent}: {exc}", uri=uri) from exc
-        tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+        return target, target.with_name(f"{STAGING_PREFIX}{uuid.uuid4().hex}-{target.name}")
+
+    @contextlib.contextmanager
+    def _atomic_target(self, uri: str) -> Iterator[Path]:
+        target, tmp = self._temp_beside(uri)
         try:
             yield tmp
+            _fsync_file(tmp, uri)
             os.replace(tmp, target)
+            _fsync_folder(target.parent)
         finally:
             tmp.unlink(missing_ok=True)
 
     def write_bytes(self, uri: str, data: bytes) -> None:
-        with self._atomic_target(uri) as tmp:
-            tmp.write_bytes(data)
+        self.write_files([(uri, data)])
+
+    def write_files(self, items: Sequence[tuple[str, bytes]]) -> None:
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for uri, data in items:
+                target, tmp = self._temp_beside(uri)
+                staged.append((tmp, target))
+                _write_durably(tmp, data, uri)
+            # Every file is complete and on disk: only now does anything get replaced.
+            for tmp, target in staged:
+                os.replace(tmp, target)
+            for folder in {target.parent for _, target in staged}:
+                _fsync_folder(folder)
+        finally:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
 
     def download(self, uri: str, local_path: str | Path) -> str:
         try:
@@ -286,16 +358,95 @@ class LocalStorage(Storage):
         return folder
 
     def publish_folder(self, staged: Path, final_uri: str) -> bool:
+        # One rename, decided and done under an exclusive lock on the parent folder, so a
+        # concurrent writer of the same address waits, then finds the manifest and loses.
+        # A folder already at the address is only ever renamed aside (atomic) and removed
+        # once it is known to have no manifest; a published folder is never removed.
         _require_manifest(staged, final_uri)
         final = Path(final_uri)
-        if (final / MANIFEST_NAME).exists():
-            return False
-        if final.exists():
-            # Leftovers of a write that never got its manifest: not an output, replace them.
-            log.warning("replacing incomplete folder %s (no %s)", final, MANIFEST_NAME)
-            shutil.rmtree(final)
-        os.rename(staged, final)
-        return True
+        aside: Path | None = None
+        _pause("publish.start")
+        try:
+            with _folder_lock(final.parent):
+                _pause("publish.check")
+                if (final / MANIFEST_NAME).exists():
+                    return False
+                if final.exists():
+                    _pause("publish.replace")
+                    try:
+                        aside = _set_aside_incomplete(final)
+                    except _AlreadyPublished:
+                        return False
+                _pause("publish.commit")
+                try:
+                    os.rename(staged, final)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and (
+                        (final / MANIFEST_NAME).exists()
+                    ):
+                        return False  # published meanwhile by a writer that took no lock
+                    raise StorageError(
+                        f"cannot publish {staged} to {final_uri}: {exc.strerror or exc}",
+                        uri=final_uri,
+                    ) from exc
+                _fsync_folder(final.parent)
+            return True
+        finally:
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the folder itself (no lock file is left behind), released
+    when the block ends or the process dies. Where the filesystem cannot lock a folder (some
+    network filesystems) the block runs unlocked: :func:`_set_aside_incomplete` still never
+    removes a published folder."""
+    import fcntl
+
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise StorageError(f"cannot open folder {folder}: {exc}", uri=str(folder)) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            log.warning("cannot lock %s (%s); publishing without the lock", folder, exc)
+        yield
+    finally:
+        os.close(fd)
+
+
+class _AlreadyPublished(Exception):
+    """The folder set aside had its manifest: it was put back."""
+
+
+def _set_aside_incomplete(final: Path) -> Path | None:
+    """Rename the folder at ``final`` to a private name and return that, for the caller to
+    remove, when it has no manifest (the leftovers of an interrupted write); None when
+    nothing is there any more. When it turns out to be a published output (only a writer
+    that took no lock can have put it there since the caller looked), it is put back and
+    :class:`_AlreadyPublished` is raised."""
+    aside = final.with_name(f"{STAGING_PREFIX}{final.name}-aside-{uuid.uuid4().hex[:12]}")
+    try:
+        os.rename(final, aside)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(
+            f"cannot replace incomplete folder {final}: {exc}", uri=str(final)
+        ) from exc
+    if (aside / MANIFEST_NAME).exists():
+        try:
+            os.rename(aside, final)
+        except OSError as exc:  # another complete copy is there now: keep this one too
+            log.warning(
+                "published folder %s was moved to %s and stays there: %s", final, aside, exc
+            )
+        raise _AlreadyPublished(str(final))
+    log.warning("replacing incomplete folder %s (no %s)", final, MANIFEST_NAME)
+    return aside
 
 
 def _remove_stale_staging(parent: Path, name: str) -> None:
@@ -306,6 +457,54 @@ def _remove_stale_staging(parent: Path, name: str) -> None:
         with contextlib.suppress(OSError):
             if leftover.stat().st_mtime < cutoff:
                 shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _write_error(uri: str, exc: OSError) -> StorageError:
+    reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    return StorageError(
+        f"cannot write {uri}: {reason} (the previous version, if any, is unchanged)", uri=uri
+    )
+
+
+def _write_durably(path: Path, data: bytes, uri: str) -> None:
+    """Write ``data`` to the new file ``path`` and fsync it. StorageError naming ``uri``
+    when the write fails (a full disk says so); the caller removes ``path``."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        raise _write_error(uri, exc) from exc
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as exc:
+        raise _write_error(uri, exc) from exc
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path, uri: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise _write_error(uri, exc) from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise _write_error(uri, exc) from exc
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; a filesystem that cannot sync a folder is fine."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _write_hashing(blocks: Iterator[bytes], target: Path, uri: str) -> str:
@@ -337,8 +536,25 @@ def split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+class _PartSkipped(Exception):
+    """A part not sent because another part of the upload had failed."""
+
+
 class S3Storage(Storage):
-    """boto3 client with standard retries; errors become StorageError naming the URI."""
+    """boto3 client with standard retries; errors become StorageError naming the URI.
+
+    :meth:`upload` sends a file below ``multipart_threshold`` bytes as one PUT, a larger one
+    as a multipart upload of ``multipart_chunksize`` parts (``upload_threads`` at a time).
+    When any part or the completion fails, the upload is aborted (retried up to
+    ``abort_attempts`` times) before the error is raised, so neither an object nor stored
+    parts are left. boto3's managed ``upload_file`` also aborts, but only once and silently:
+    a failed abort left the parts stored (and billed) with nothing to say so.
+    """
+
+    multipart_threshold = 8 * MIB
+    multipart_chunksize = 8 * MIB
+    upload_threads = 4
+    abort_attempts = 4
 
     def __init__(self, credentials: S3Credentials | None = None) -> None:
         self.credentials = credentials or S3Credentials()
@@ -453,8 +669,116 @@ class S3Storage(Storage):
 
     def upload(self, local_path: str | Path, uri: str) -> None:
         bucket, key = split_s3(uri)
+        path = Path(local_path)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise StorageError(f"cannot upload {path} to {uri}: {exc}", uri=uri) from exc
         with self._errors(uri, "upload"):
-            self.client.upload_file(str(local_path), bucket, key)
+            if size < self.multipart_threshold:
+                with open(path, "rb") as body:
+                    self.client.put_object(Bucket=bucket, Key=key, Body=body)
+            else:
+                self._multipart_upload(path, size, bucket, key, uri)
+
+    def _checksum_args(self) -> dict[str, str]:
+        """What boto3's own transfers send: CRC32 part checksums where botocore computes
+        request checksums by default (the server then wants them on completion too)."""
+        when = getattr(self.client.meta.config, "request_checksum_calculation", None)
+        return {"ChecksumAlgorithm": "CRC32"} if when == "when_supported" else {}
+
+    def _multipart_upload(self, path: Path, size: int, bucket: str, key: str, uri: str) -> None:
+        chunk = max(self.multipart_chunksize, -(-size // MAX_PARTS))
+        extra = self._checksum_args()
+        upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
+        stop = threading.Event()  # set by the first failure: no further part starts
+
+        def send(number: int, offset: int, length: int) -> dict[str, Any]:
+            if stop.is_set():
+                raise _PartSkipped
+            try:
+                return self._upload_part(
+                    path, bucket, key, upload_id, number, offset, length, extra
+                )
+            except BaseException:
+                stop.set()
+                raise
+
+        try:
+            ranges = [
+                (n + 1, off, min(chunk, size - off)) for n, off in enumerate(range(0, size, chunk))
+            ]
+            threads = max(1, min(self.upload_threads, len(ranges)))
+            # Leaving the block waits for every part in flight, so none is stored after an
+            # abort below.
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3-upload") as pool:
+                futures = [pool.submit(send, *r) for r in ranges]
+                try:
+                    wait(futures)
+                except BaseException:  # interrupted (the task is being stopped)
+                    stop.set()
+                    raise
+            errors = [f.exception() for f in futures]
+            failed = [e for e in errors if e is not None and not isinstance(e, _PartSkipped)]
+            if failed:
+                raise failed[0]
+            self.client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [f.result() for f in futures]},
+            )
+        except BaseException:
+            self._abort_multipart(bucket, key, upload_id, uri)
+            raise
+
+    def _upload_part(
+        self,
+        path: Path,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        offset: int,
+        length: int,
+        extra: dict[str, str],
+    ) -> dict[str, Any]:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(length)
+        response = self.client.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data, **extra
+        )
+        part: dict[str, Any] = {"ETag": response["ETag"], "PartNumber": number}
+        if extra and "ChecksumCRC32" in response:
+            part["ChecksumCRC32"] = response["ChecksumCRC32"]
+        return part
+
+    def _abort_multipart(self, bucket: str, key: str, upload_id: str, uri: str) -> None:
+        """Abort, retried: its parts are removed and the key never appears."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        for attempt in range(1, self.abort_attempts + 1):
+            try:
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                return
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                    return  # already gone
+                problem: Exception = exc
+            except BotoCoreError as exc:
+                problem = exc
+            log.warning(
+                "aborting multipart upload %s of %s failed (attempt %d of %d): %s",
+                upload_id, uri, attempt, self.abort_attempts, problem,
+            )  # fmt: skip
+            if attempt < self.abort_attempts:
+                time.sleep(0.5 * attempt)
+        log.error(
+            "multipart upload %s of %s could not be aborted: its parts stay stored until it "
+            "is aborted (aws s3api abort-multipart-upload) or a lifecycle rule removes it",
+            upload_id, uri,
+        )  # fmt: skip
 
     def copy(self, src_uri: str, dst_uri: str) -> None:
         src_bucket, src_key = split_s3(src_uri)
@@ -482,17 +806,67 @@ class S3Storage(Storage):
     def publish_folder(self, staged: Path, final_uri: str) -> bool:
         # No rename on S3: each upload is all-or-nothing and the manifest goes last, so an
         # interrupted publish leaves an output without manifest, which readers treat as
-        # absent. Two writers of one address upload the same content, so both return True.
+        # absent. The manifest is a conditional PUT (If-None-Match: *): of two writers of
+        # one address exactly one creates it, the other gets False. Nothing is removed
+        # under a prefix that has its manifest, and a writer stops uploading as soon as it
+        # sees one (one that loses by a moment may have rewritten a part with the same
+        # bytes: same address, same content). A server that ignores If-None-Match lets
+        # both writers return True, as before conditional PUTs.
         _require_manifest(staged, final_uri)
+        manifest_uri = join_uri(final_uri, MANIFEST_NAME)
+        _pause("publish.start")
+        _pause("publish.check")
+        if self.exists(manifest_uri):
+            return False
         names = sorted(p.name for p in staged.iterdir() if p.is_file() and p.name != MANIFEST_NAME)
         for name in names:
+            _pause("publish.part")
+            if self.exists(manifest_uri):
+                return False  # another writer published meanwhile: leave its parts alone
             self.upload(staged / name, join_uri(final_uri, name))
+        _pause("publish.stale")
+        if self.exists(manifest_uri):
+            return False
         # Objects left by an interrupted earlier write that this output does not have.
         for stale in self.list(final_uri.rstrip("/") + "/"):
             if stale.name not in names and stale.name != MANIFEST_NAME:
                 self.delete(stale.uri)
-        self.write_bytes(join_uri(final_uri, MANIFEST_NAME), (staged / MANIFEST_NAME).read_bytes())
-        return True
+        _pause("publish.commit")
+        return self._put_if_absent(manifest_uri, (staged / MANIFEST_NAME).read_bytes())
+
+    def _put_if_absent(self, uri: str, data: bytes) -> bool:
+        """PUT ``data`` at ``uri`` unless an object is there: True when this call created
+        it. A server without conditional PUTs gets a plain PUT (True)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, key = split_s3(uri)
+        for attempt in range(1, 6):
+            try:
+                self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+                return True
+            except BotoCoreError:
+                with self._errors(uri, "write"):
+                    raise
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code in PRECONDITION_FAILED_CODES:
+                    return False
+                if code in NOT_IMPLEMENTED_CODES:
+                    log.warning(
+                        "%s does not support conditional PUTs; writing %s plainly",
+                        self.credentials.endpoint_url or "the S3 endpoint",
+                        uri,
+                    )
+                    self.write_bytes(uri, data)
+                    return True
+                if code not in CONDITIONAL_CONFLICT_CODES:
+                    with self._errors(uri, "write"):
+                        raise
+            # Another conditional PUT of this key was in flight: it may have won.
+            if self.exists(uri):
+                return False
+            time.sleep(0.2 * attempt)
+        raise StorageError(f"cannot write {uri}: concurrent writes kept conflicting", uri=uri)
 
 
 def open_storage(uri: str, credentials: S3Credentials | None = None) -> Storage:
@@ -515,13 +889,14 @@ def copy_between(src: Storage, src_uri: str, dst: Storage, dst_uri: str) -> None
         dst.upload(path, dst_uri)
 
 
-def write_json(storage: Storage, uri: str, payload: Any) -> None:
-    import json
+def dump_json(payload: Any) -> bytes:
+    """The bytes :func:`write_json` writes."""
+    return (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
 
-    storage.write_text(uri, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+def write_json(storage: Storage, uri: str, payload: Any) -> None:
+    storage.write_text(uri, dump_json(payload).decode("utf-8"))
 
 
 def read_json(storage: Storage, uri: str) -> Any:
-    import json
-
     return json.loads(storage.read_text(uri))

@@ -3,6 +3,8 @@ errors are reported (the real S3 path runs in tests/integration/test_ingest_s3.p
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -36,22 +38,59 @@ def test_write_read_round_trip_creates_folders(local, tmp_path):
     assert [p.name for p in (tmp_path / "a" / "b").iterdir()] == ["c.txt"]
 
 
+def disk_full_after(monkeypatch, folder: Path, budget: int) -> None:
+    """Fault injection: writes to files under ``folder`` store ``budget`` bytes in all,
+    then fail with ENOSPC, as a filling disk does (other files are written normally)."""
+    real = os.write
+    left = [budget]
+
+    def write(fd: int, data) -> int:
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            path = ""
+        if not path.startswith(str(folder.resolve())):
+            return real(fd, data)
+        if left[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = real(fd, bytes(data[: left[0]]))
+        left[0] -= n
+        return n
+
+    monkeypatch.setattr(os, "write", write)
+
+
 def test_failed_write_keeps_the_old_content_and_leaves_no_temp_file(local, tmp_path, monkeypatch):
     uri = str(tmp_path / "report.json")
     local.write_text(uri, "old")
 
-    def half_written(self: Path, data: bytes) -> int:  # fault injection: crash mid-write
-        with open(self, "wb") as fh:
-            fh.write(data[:2])
-        raise OSError("no space left on device")
-
-    monkeypatch.setattr(Path, "write_bytes", half_written)
-    with pytest.raises(OSError, match="no space left"):
+    disk_full_after(monkeypatch, tmp_path, 2)  # the disk fills mid-write
+    with pytest.raises(StorageError, match=r"cannot write .*report\.json: no space left") as info:
         local.write_text(uri, "new content")
     monkeypatch.undo()
 
+    assert info.value.uri == uri
     assert Path(uri).read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_written_files_are_fsynced_before_the_rename(local, tmp_path, monkeypatch):
+    synced: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        assert str(src) in synced, "renamed before its data was synced"
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    local.write_text(str(tmp_path / "a" / "x.json"), "{}")
+    local.upload(str(tmp_path / "a" / "x.json"), str(tmp_path / "b" / "y.json"))
+    assert str(tmp_path / "a") in synced and str(tmp_path / "b") in synced  # the renames too
 
 
 def test_upload_is_atomic_too(local, tmp_path, monkeypatch):
@@ -255,6 +294,42 @@ def test_s3_exists_is_false_only_for_not_found(stubbed):
     stub.add_client_error("head_object", service_error_code="403", http_status_code=403)
     with pytest.raises(StorageError, match="access denied to s3://b/secret"):
         s3.exists("s3://b/secret")
+
+
+@pytest.mark.parametrize(
+    ("answers", "created"),
+    [
+        pytest.param([("PreconditionFailed", 412)], False, id="already-there"),
+        pytest.param([("ConditionalRequestConflict", 409), "exists"], False, id="raced-and-lost"),
+        pytest.param(
+            [("ConditionalRequestConflict", 409), "absent", None], True, id="raced-then-created"
+        ),
+        pytest.param([("NotImplemented", 501), "plain"], True, id="server-without-conditions"),
+    ],
+)
+def test_manifest_put_is_conditional(stubbed, monkeypatch, answers, created):
+    """The manifest PUT carries If-None-Match: *; a concurrent conditional PUT (409) is
+    followed by a look and a retry; a server that does not know the header gets a plain
+    PUT."""
+    monkeypatch.setattr(storage_mod.time, "sleep", lambda s: None)
+    s3, stub = stubbed
+    conditional = {"Bucket": "b", "Key": "m.json", "Body": b"{}", "IfNoneMatch": "*"}
+    for answer in answers:
+        if isinstance(answer, tuple):
+            stub.add_client_error(
+                "put_object", service_error_code=answer[0], http_status_code=answer[1],
+                expected_params=conditional,
+            )  # fmt: skip
+        elif answer == "exists":
+            stub.add_response("head_object", {}, {"Bucket": "b", "Key": "m.json"})
+        elif answer == "absent":
+            stub.add_client_error("head_object", service_error_code="404", http_status_code=404)
+            stub.add_response("head_bucket", {}, {"Bucket": "b"})
+        elif answer == "plain":
+            stub.add_response("put_object", {}, {"Bucket": "b", "Key": "m.json", "Body": b"{}"})
+        else:
+            stub.add_response("put_object", {}, conditional)
+    assert s3._put_if_absent("s3://b/m.json", b"{}") is created
 
 
 # --------------------------------------------------------------------------- download / delete
@@ -511,6 +586,81 @@ def test_local_publish_folder_over_an_existing_folder(
     winner = b"ours" if published else b"theirs"
     assert (final / "part-00000.parquet").read_bytes() == winner
     assert stage.exists() is not published  # a losing stage is the caller's to remove
+
+
+def test_local_publish_decides_under_an_exclusive_lock_on_the_parent_folder(
+    local, tmp_path, monkeypatch
+):
+    import fcntl
+
+    final = tmp_path / "snapshots" / "abc123"
+    stage = staged(final.parent / ".tmp-abc123-1", {"p": b"p", "manifest.json": b"{}"})
+    tried: list[str] = []
+
+    def commit_step(step: str) -> None:  # a second writer tries to lock meanwhile
+        if step == "publish.start":  # before the lock
+            return
+        fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            tried.append(step)
+        finally:
+            os.close(fd)
+
+    monkeypatch.setattr(storage_mod, "_pause", commit_step)
+    assert local.publish_folder(stage, str(final)) is True
+    assert tried == ["publish.check", "publish.commit"]
+    fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released afterwards
+    finally:
+        os.close(fd)
+
+
+def test_local_publish_without_a_lock_still_never_removes_a_published_folder(
+    local, tmp_path, monkeypatch, caplog
+):
+    """A filesystem that cannot lock a folder: the folder found at the address is renamed
+    aside; when it turns out to have its manifest (published meanwhile), it is put back."""
+    import fcntl
+
+    def no_lock(fd: int, op: int) -> None:
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_lock)
+    final = tmp_path / "snapshots" / "abc123"
+    staged(final, {"part-00000.parquet": b"half"})  # looks incomplete when checked
+    stage = staged(
+        final.parent / ".tmp-abc123-1", {"part-00000.parquet": b"ours", "manifest.json": b"{}"}
+    )
+
+    def published_meanwhile(step: str) -> None:
+        if step == "publish.replace":  # another writer completes it right now
+            (final / "part-00000.parquet").write_bytes(b"theirs")
+            (final / "manifest.json").write_bytes(b"{}")
+
+    monkeypatch.setattr(storage_mod, "_pause", published_meanwhile)
+    assert local.publish_folder(stage, str(final)) is False
+    assert (final / "part-00000.parquet").read_bytes() == b"theirs"
+    assert sorted(p.name for p in final.parent.iterdir()) == [".tmp-abc123-1", "abc123"]
+    assert "publishing without the lock" in caplog.text
+
+
+def test_local_publish_failure_is_named(local, tmp_path, monkeypatch):
+    final = tmp_path / "snapshots" / "abc123"
+    stage = staged(final.parent / ".tmp-abc123-1", {"manifest.json": b"{}"})
+    staged(final, {"part-00000.parquet": b"half"})
+    real_rename = os.rename
+
+    def refill(step: str) -> None:  # something without a manifest reappears at the address
+        if step == "publish.commit":
+            staged(final, {"stray": b"x"})
+
+    monkeypatch.setattr(storage_mod, "_pause", refill)
+    with pytest.raises(StorageError, match=r"cannot publish .*abc123: Directory not empty") as info:
+        local.publish_folder(stage, str(final))
+    assert info.value.uri == str(final) and os.rename is real_rename
 
 
 def test_publish_folder_refuses_a_folder_without_manifest(local, tmp_path):
