@@ -162,27 +162,28 @@ def run_promoters(
 # --------------------------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("second_breaker_lag", [0.0, 0.6], ids=["together", "after-first-broke"])
+@pytest.mark.parametrize("second_waits", [False, True], ids=["together", "after-first-holds"])
 def test_two_breakers_of_one_expired_lock_promote_once(
-    client, model_uri, mlflow_server, second_breaker_lag
+    client, model_uri, mlflow_server, second_waits
 ):
-    """Both read the same expired lock before either breaks it. Before the retire guard,
-    the second one deleted the lock the first had just created and both moved the alias.
-    ``after-first-broke``: the second acts on its old read once the first holds a new lock."""
+    """Both read the same expired lock before either breaks it. ``together``: both try to
+    break it at once. ``after-first-holds``: the second acts on its old read only once
+    the first has broken the lock and holds a new one; before the retire guard it
+    deleted that new lock and both moved the alias."""
     name, (v1, v2, v3) = new_model(client, model_uri, 3)
     dead_lock(client, name)
     common = {"name": name, "expected": v1, "ttl": 30.0, "round": 0}
     first = {
         **common,
         "version": v2,
-        "once": {"lock.expired": [("barrier", "both")], "move.tags": [("sleep", 1.5)]},
+        "once": {
+            "lock.expired": [("barrier", "both")],
+            "move.tags": [("set", "first_holds"), ("sleep", 1.5)],
+        },
     }
-    second = {
-        **common,
-        "version": v3,
-        "once": {"lock.expired": [("barrier", "both"), ("sleep", second_breaker_lag)]},
-    }
-    results = run_promoters(mlflow_server.url, [[first], [second]])
+    wait = [("wait", "first_holds")] if second_waits else []
+    second = {**common, "version": v3, "once": {"lock.expired": [("barrier", "both"), *wait]}}
+    results = run_promoters(mlflow_server.url, [[first], [second]], events=("first_holds",))
 
     assert all("lock.expired" in r["steps"] for r in results)  # both did read the expired lock
     assert sorted(r["outcome"] for r in results) == ["promoted", "stale"], results
@@ -194,8 +195,8 @@ def test_renewed_lease_keeps_a_slow_holder_s_lock(client, model_uri, mlflow_serv
     """The holder takes longer than its ttl but renews before each write, so a waiting
     promoter never finds the lock expired (without renewal it broke it and both moved)."""
     name, (v1, v2, v3) = new_model(client, model_uri, 3)
-    ttl = 2.0
-    slow = [("sleep", 0.9)]
+    ttl = 4.0  # each step waits 1.6 s: the holder works for more than its ttl
+    slow = [("sleep", 1.6)]
     holder = {
         "name": name, "version": v2, "expected": v1, "ttl": ttl, "round": 0,
         "once": {"move.tags": [("set", "held"), *slow], "move.audit": slow, "move.alias": slow},
@@ -224,7 +225,7 @@ def test_holder_stalled_past_its_lease_loses_the_lock_and_moves_nothing(
     breaks the lock and promotes. The stalled one then finds its lease gone, raises
     PromotionLockLost and removes its own audit entry: the trail matches the alias."""
     name, (v1, v2, v3) = new_model(client, model_uri, 3)
-    ttl = 1.5
+    ttl = 3.0
     stalled = {
         "name": name, "version": v2, "expected": v1, "ttl": ttl, "round": 0,
         "once": {"move.alias": [("set", "stalled"), ("wait", "promoted")]},
@@ -252,7 +253,7 @@ def test_breaker_stalled_holding_the_retire_guard_is_taken_over(client, model_ur
     breaker wakes to a new lock and deletes nothing."""
     name, (v1, v2, v3) = new_model(client, model_uri, 3)
     dead_lock(client, name)
-    ttl = 1.5
+    ttl = 3.0
     stalled = {
         "name": name, "version": v2, "expected": v1, "ttl": ttl, "round": 0,
         "once": {"lock.retire": [("set", "guarded"), ("wait", "promoted")]},

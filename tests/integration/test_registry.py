@@ -359,6 +359,29 @@ def test_lost_lock_stops_the_move(client, model_name, model_uri, monkeypatch):
     assert client.get_registered_model(lname).tags["lock.owner"] == "thief"
 
 
+def test_release_stalled_past_its_guard_lease_still_releases(
+    client, model_name, model_uri, monkeypatch
+):
+    """The holder stalls while releasing, longer than the retire guard's lease, and no one
+    else is waiting to break the lock: it retries with a fresh guard instead of leaving
+    the lock to block the next promotion for a whole ttl."""
+    (v1,) = register(client, model_name, model_uri)
+    stalled: list[str] = []
+
+    def stall_once(step: str) -> None:
+        if step == "lock.retire" and not stalled:
+            stalled.append(step)
+            time.sleep(3.2)
+
+    monkeypatch.setattr(registry, "_pause", stall_once)
+    result = registry.promote(
+        client, model_name, v1, expected_champion=None, decision_uri="u", airflow_run="r",
+        reason="x", lock_ttl=3.0,
+    )  # fmt: skip
+    assert result.outcome == "promoted" and stalled
+    assert no_lock_left(client, model_name)
+
+
 def test_rollback_restores_previous_champion_and_walks_back(client, model_name, model_uri):
     v1, v2, v3 = register(client, model_name, model_uri, 3)
     for v in (v1, v2, v3):

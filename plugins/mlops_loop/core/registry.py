@@ -25,17 +25,23 @@ holder releases its lock through the same guard.
 
 Under the lock a promotion re-reads the alias, compares it with the champion the
 evaluation saw, and only then moves it, so racing promotions end with exactly one winner
-and the losers report "stale". What is left: writers that bypass the lock (a person
-moving the alias in the MLflow UI), and a process that stalls for longer than the rest
-of its lease (``lock_ttl``, less LEASE_MARGIN) between its last check and the write that
-follows it, or host clocks that disagree by more than LEASE_MARGIN of the ttl. Leases
-need a storage-side fencing token to close that; MLflow has none.
+and the losers report "stale". What is left, as with any lease without a fencing token
+checked by the storage (MLflow has none): writers that bypass the lock (a person moving
+the alias in the MLflow UI); a process that stalls between its last check and the write
+that follows it for longer than the lease it then had left (at least LEASE_MARGIN of
+``lock_ttl``: 75 s by default); host clocks that disagree by more than that margin. A
+holder that loses the lock leaves the tags it already wrote on the target version (a
+later holder may own them now). A lock row without ``lock.expires_at`` (made by hand)
+never expires.
 
 Audit trail: every alias move appends a registered-model tag ``audit.champion.<seq>``
 (JSON: action, from, to, reason, decision URI, Airflow run, time, holder). Tags are
 written under the lock, so sequence numbers never collide. The entry is written just
-before the alias moves; if the move fails the entry is removed again, so the trail and
-the alias agree.
+before the alias moves; if the move fails it is removed again (and the version's tags
+put back while the lock is still held), so the trail and the alias agree once a
+promotion has returned or raised (in between the two writes the newest entry is ahead).
+
+``_pause(step)`` is a no-op test hook at each step of the protocol (see its docstring).
 """
 
 from __future__ import annotations
@@ -261,12 +267,25 @@ def _retire(client: Any, lname: str, owner: str, ttl: float, *, expired_only: bo
     with ``expired_only``, its lease has run out); True when this call deleted it.
 
     Deleting by name is not conditional, so whoever deletes a lock must first win its
-    retire guard, the registered model ``_guard_name(lname, owner, k)``: of several breakers of
-    one expired lock exactly one creates it, and it re-reads the lock only after winning,
-    so a breaker that read an old owner finds a new owner and deletes nothing. A guard
-    whose holder died is taken over, after its own lease, by creating guard ``k + 1``;
-    the holder of ``k`` checks that ``k + 1`` does not exist right before deleting.
+    retire guard, the registered model ``_guard_name(lname, owner, k)``: of several
+    breakers of one expired lock exactly one creates it, and it re-reads the lock only
+    after winning, so a breaker that read an old owner finds a new owner and deletes
+    nothing. A guard whose holder died is taken over, after its own lease, by creating
+    guard ``k + 1``; the holder of ``k`` checks that ``k + 1`` does not exist right
+    before deleting. One stall past the guard's lease is retried with a fresh guard, so
+    a slow release still releases.
     """
+    for _ in range(2):
+        done = _retire_once(client, lname, owner, ttl, expired_only=expired_only)
+        if done is not None:
+            return done
+    return False
+
+
+def _retire_once(
+    client: Any, lname: str, owner: str, ttl: float, *, expired_only: bool
+) -> bool | None:
+    """One attempt of :func:`_retire`; None when it was too slow to delete safely."""
     me = uuid.uuid4().hex
     k = 1
     while True:
@@ -302,7 +321,7 @@ def _retire(client: Any, lname: str, owner: str, ttl: float, *, expired_only: bo
             taken_over = True
             return False
         if time.time() > guard_expires - ttl * LEASE_MARGIN:
-            return False  # too slow: our guard may be taken over any moment
+            return None  # too slow: our guard may be taken over any moment
         _delete(client, lname)
         gone = True
         return True
@@ -463,17 +482,22 @@ def audit_trail(client: Any, name: str) -> list[dict[str, Any]]:
     return [] if model is None else _audit_from_tags(dict(model.tags or {}))
 
 
-def _append_audit(client: Any, name: str, entry: dict[str, Any]) -> int:
-    """Write the next audit entry; call only while holding the promotion lock."""
-    trail = audit_trail(client, name)
-    seq = max((int(e.get("seq", 0)) for e in trail), default=0) + 1
+def _audit_key(seq: int) -> str:
+    return f"{AUDIT_TAG_PREFIX}{seq:06d}"
+
+
+def _next_audit_seq(client: Any, name: str) -> int:
+    """The next entry's sequence number; call only while holding the promotion lock."""
+    return max((int(e.get("seq", 0)) for e in audit_trail(client, name)), default=0) + 1
+
+
+def _write_audit(client: Any, name: str, seq: int, entry: dict[str, Any]) -> None:
     payload = {"seq": seq, **entry}
     text = json.dumps(payload, sort_keys=True)
     if len(text) > MAX_TAG_VALUE:
         payload["reason"] = str(payload.get("reason", ""))[:1000] + "..."
         text = json.dumps(payload, sort_keys=True)
-    client.set_registered_model_tag(name, f"{AUDIT_TAG_PREFIX}{seq:06d}", text)
-    return seq
+    client.set_registered_model_tag(name, _audit_key(seq), text)
 
 
 # ----------------------------------------------------------------- promotion / rollback
@@ -559,10 +583,11 @@ def _move_alias(
             client.set_model_version_tag(name, target, key, value)
         lease.renew("move.audit")
         entry = {"alias": alias, "from": current, "to": target, **audit}
-        seq = _append_audit(
-            client, name, {**entry, "airflow_run": airflow_run, "at": at, "holder": _holder()}
+        seq = _next_audit_seq(client, name)
+        audit_key = _audit_key(seq)  # set before the write: a failed request may have applied
+        _write_audit(
+            client, name, seq, {**entry, "airflow_run": airflow_run, "at": at, "holder": _holder()}
         )
-        audit_key = f"{AUDIT_TAG_PREFIX}{seq:06d}"
         lease.renew("move.alias")
         client.set_registered_model_alias(name, alias, target)
         return seq
@@ -703,9 +728,10 @@ def rollback(
     ``to_version``.
 
     Refuses (RollbackRefused) without a reason, for an unknown or deleted version, when
-    there is no previous champion, and for a version whose ``validation_status`` is not
-    ``passed`` (named versions) or is ``failed`` (previous champions), unless ``force``.
-    Records rollback tags on the target version and an audit entry.
+    there is no previous champion, and for a target (named or the previous champion)
+    whose ``validation_status`` is not ``passed`` (failed, inconclusive or never
+    validated), unless ``force``; the reason is then recorded as forced on the version
+    and in the audit entry. Records rollback tags on the target version and an audit entry.
     """
     if not reason or not reason.strip():
         raise RollbackRefused("a rollback needs a reason", model_name=name)
@@ -728,7 +754,7 @@ def rollback(
         mv = _require_version(client, name, target, RollbackRefused)
         validation = dict(mv.tags or {}).get(TAG_VALIDATION_STATUS)
         named = to_version is not None
-        refused = (validation != "passed") if named else (validation == "failed")
+        refused = validation != "passed"  # never validated counts as not passed
         if refused and not force:
             raise RollbackRefused(
                 f"version {target} of {name!r} has validation_status={validation or 'none'}"
