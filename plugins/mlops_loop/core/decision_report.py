@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from mlops_loop.core.storage import Storage, join_uri, read_json, write_json
+from mlops_loop.core.storage import Storage, dump_json, join_uri, read_json
 
 RECORD_VERSION = 1
 MAX_CURVE_POINTS = 1000
@@ -406,8 +406,9 @@ def write_decision_record(
         "context": dict(context or {}),
         "html_uri": html_uri,
     }
-    storage.write_text(html_uri, page)
-    write_json(storage, json_uri, record)
+    # One write for the pair, the record last: a failed write (a full disk) leaves the
+    # previous page and record as they were, never a new page beside an old record.
+    storage.write_files([(html_uri, page.encode("utf-8")), (json_uri, dump_json(record))])
     artifact_path = None
     if mlflow_client is not None and run_id:
         artifact_path = f"{ARTIFACT_DIR}/{decision_id}"

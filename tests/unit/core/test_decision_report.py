@@ -116,19 +116,35 @@ def test_insufficient_data_record_has_no_plot_and_says_why(tmp_path):
     assert _images(page) == []
 
 
-def test_a_failed_html_write_leaves_no_json(tmp_path, monkeypatch):
-    """Fault injection: the page cannot be written, so no decision.json may appear."""
+def test_a_full_disk_leaves_no_record_and_the_previous_one_intact(tmp_path, monkeypatch):
+    """Fault injection at the disk: writing the page fails (ENOSPC), so no decision.json
+    may appear; a record written earlier in the same folder stays byte-identical."""
+    import errno
+
+    from mlops_loop.core import storage as storage_module
+
     y, good, weak, region = _holdout()
     decision = compare.decide(y, good, weak, SETTINGS, slices={"region": region}, challenger_version="9")
     storage = LocalStorage()
+    out = write_decision_record(storage, str(tmp_path), decision)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    real = storage_module._write_durably
 
-    def broken(uri: str, text: str) -> None:
-        raise OSError("disk full")
+    def full_disk(path, data, uri):
+        if uri.endswith("report.html"):
+            raise storage_module._write_error(uri, OSError(errno.ENOSPC, "No space left on device"))
+        real(path, data, uri)
 
-    monkeypatch.setattr(storage, "write_text", broken)
-    with pytest.raises(OSError, match="disk full"):
-        write_decision_record(storage, str(tmp_path), decision)
-    assert not list(tmp_path.rglob("decision.json"))
+    monkeypatch.setattr(storage_module, "_write_durably", full_disk)
+    with pytest.raises(Exception, match="no space left on device"):
+        write_decision_record(storage, str(tmp_path), decision, context={"attempt": 2})
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert out["json_uri"].endswith("decision.json")
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(Exception, match="no space left on device"):
+        write_decision_record(storage, str(fresh), decision)
+    assert not list(fresh.rglob("decision.json"))
 
 
 def test_render_html_escapes_reasons():

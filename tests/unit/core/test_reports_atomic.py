@@ -108,14 +108,14 @@ def test_drift_report_rewritten_on_a_full_disk_stays_the_previous_one(
     [
         pytest.param("report.html", 0.0, "previous", id="at-the-first-byte"),
         pytest.param("report.html", 0.5, "previous", id="half-way-through-the-page"),
-        pytest.param("decision.json", 0.5, "new", id="half-way-through-the-record"),
+        pytest.param("decision.json", 0.5, "previous", id="half-way-through-the-record"),
     ],
 )
-def test_decision_record_rewritten_on_a_full_disk_keeps_each_previous_file(
+def test_decision_record_rewritten_on_a_full_disk_keeps_the_previous_pair(
     tmp_path, monkeypatch, fails_in, into, page_after
 ):
-    """The page, then the record (last: it marks the record complete), each replaced
-    atomically: the file being written when the disk fills keeps its previous bytes."""
+    """The page and the record (last: it marks the record complete) are written as one
+    pair: wherever the disk fills, both keep their previous bytes."""
     storage = LocalStorage()
     root = str(tmp_path / "credit_default")
     first = write_decision_record(storage, root, decision_dict(), context={"run": "first"})
