@@ -9,7 +9,13 @@ from typing import Any
 from airflow.sdk import DAG, Param, task
 
 from mlops_loop.assets import retrain_requested_asset, validated_asset
-from mlops_loop.dag_configs import choice_param, dag_arguments, dataset_entries, date_param
+from mlops_loop.dag_configs import (
+    choice_param,
+    dag_arguments,
+    dataset_entries,
+    date_param,
+    form_text,
+)
 from mlops_loop.operators import (
     AssembleTrainingSetOperator,
     DockerTrainOperator,
@@ -60,15 +66,21 @@ form's `reason`, or else what started the run: the drift report (date, drifted f
 report path) or the newly validated dates.
 
 Runs on the assets `mlops_loop.{name}.validated` and `mlops_loop.{name}.retrain_requested`,
-or from the trigger form: choose a model type, override hyperparameters (checked against
-their bounds before any container starts) and say why. Config: `{path}`.
+or from the trigger form: choose a model type, override hyperparameters of that model
+type (checked against their bounds before any container starts) and say why. The form
+stays inside this dataset: the hyperparameters object takes only the selected model
+type's hyperparameters; any other key (`registered_model_name`, `experiment_name`,
+`seed`, `device`, a section such as `mlp`, another model type's hyperparameter) fails
+the training task at once, naming the key. The registered model, experiment and every
+other training setting come from the config. The reason is kept as typed text.
+Config: `{path}`.
 
 Retries: every task retries transient faults (storage, tracking server, container
 engine) twice with growing pauses, because each may run again with the same result: the
 training set is content-addressed, training on identical input reuses the version it
 registered, evaluation on the same holdout with the same seed decides the same, and a
 promotion that already happened is a no-op (the challenger already is champion). Not
-enough validated data, bad hyperparameters and a stale champion fail at once.
+enough validated data, bad or refused hyperparameters and a stale champion fail at once.
 """
 
 for entry in dataset_entries():
@@ -91,8 +103,11 @@ for entry in dataset_entries():
                     {},
                     type="object",
                     title="Hyperparameter overrides",
-                    description='For example {"max_epochs": 20, "lr": 0.001}; each is checked '
-                    "against its bounds before a container starts.",
+                    description="Hyperparameters of the selected model type only, for "
+                    'example {"max_epochs": 20, "lr": 0.001} (mlp) or {"max_iter": 100} '
+                    "(hist_gradient_boosting); each is checked against its bounds before a "
+                    "container starts. Any other key (registered_model_name, seed, device, "
+                    "...) fails the run, naming it: those come from the dataset config.",
                 ),
                 "until_ds": date_param(
                     "Train on validated data up to", "Empty: the most recent validated date."
@@ -120,8 +135,8 @@ for entry in dataset_entries():
             train_snapshot_uri="{{ ti.xcom_pull(task_ids='assemble_training_set')['train_uri'] }}",
             valid_snapshot_uri="{{ ti.xcom_pull(task_ids='assemble_training_set')['valid_uri'] }}",
             model_type="{{ params.model_type }}",
-            hyperparameters="{{ params.hyperparameters }}",
-            reason="{{ params.reason }}",
+            form_hyperparameters="{{ params.hyperparameters }}",
+            reason=form_text("reason"),
             gpu="auto",
             mem_limit="4g",
             shm_size=256 * 1024 * 1024,
@@ -132,7 +147,7 @@ for entry in dataset_entries():
             holdout_snapshot_uri="{{ ti.xcom_pull(task_ids='assemble_training_set')['holdout_uri'] }}",
             model_name="{{ ti.xcom_pull(task_ids='train_challenger')['model_name'] }}",
             challenger_version="{{ ti.xcom_pull(task_ids='train_challenger')['model_version'] }}",
-            reason="{{ params.reason }}",
+            reason=form_text("reason"),
             mem_limit="4g",
         )
         approve = PromotionApprovalOperator(
@@ -144,7 +159,7 @@ for entry in dataset_entries():
             task_id="promote_or_reject",
             decision="{{ ti.xcom_pull(task_ids='evaluate_challenger') }}",
             approval="{{ ti.xcom_pull(task_ids='approve_promotion') }}",
-            reason="{{ params.reason }}",
+            reason=form_text("reason"),
         )
 
         # none_failed: also after a run that ended early (training skipped, nothing new).

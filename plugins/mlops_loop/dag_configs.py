@@ -226,7 +226,9 @@ def dag_arguments(
     ``name``, config ``path``, ``schedule`` and ``drift_schedule``, and task_defaults().
 
     Templates render to native objects, so an empty form field reaches the operator as
-    None (it then uses its default) and a JSON field as a dict."""
+    None (it then uses its default) and a JSON field as a dict. Native rendering reads
+    any rendered text as a Python literal ("0" becomes 0, "1e999" inf, "None" None), so
+    free text is passed with form_text(), which keeps it text (the ``as_text`` filter)."""
     return {
         "dag_id": f"mlops_{stage}__{entry.name}",
         "description": description,
@@ -241,9 +243,29 @@ def dag_arguments(
             drift_schedule=entry.drift_schedule,
         ),
         "render_template_as_native_obj": True,
+        "user_defined_filters": {"as_text": as_text},
         "params": params,
         "default_args": task_defaults(),
     }
+
+
+def as_text(value: Any) -> str:
+    """Jinja filter ``as_text`` of every mlops_loop DAG: the value as a Python string
+    literal, which native rendering reads back as exactly that text, so free text from a
+    form stays text (``"0"`` stays ``"0"``, ``"1e999"`` stays ``"1e999"``). None (an
+    empty optional field) renders None. Only for DAGs that render natively
+    (dag_arguments); elsewhere the quotes would stay."""
+    if value is None:
+        return "None"
+    return repr(str(value))
+
+
+def form_text(name: str) -> str:
+    """The template of the form's free-text field ``name`` for an operator argument:
+    rendered as that text (as_text), never as a number, a list or None."""
+    if not name.isidentifier():
+        raise ValueError(f"a form field name must be an identifier, got {name!r}")
+    return "{{ params." + name + " | as_text }}"
 
 
 def date_param(title: str, description: str) -> Param:

@@ -2,8 +2,9 @@
 trainer container, evaluates in it against the champion, promotes or rejects through the
 real MLflow registry; the rollback DAG moves the champion back.
 
-One registered model per test (``hyperparameters.registered_model_name``) keeps the
-session's MLflow server shared with other tests without interference.
+One registered model per test (a config copy of its own, tests.fixtures.dataset_configs.
+own_config: a form cannot name another model) keeps the session's MLflow server shared
+with other tests without interference.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from typing import Any
 
 import pytest
 
-from mlops_loop.core.config import load_config
 from mlops_loop.core.ingest import ingest_batch
 from mlops_loop.core.training_set import ValidatedSnapshot, record_validated
 from mlops_loop_devtools.sample_data import generate_batch, land_batch
-from tests.fixtures.dataset_configs import REGULARISED, STUMP
+from tests.fixtures.dataset_configs import REGULARISED, STUMP, own_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -31,8 +31,13 @@ REUSE_DAG = Path(__file__).with_name("reuse_dag.py")
 # tells them apart.
 
 
-def validated_days(days: list[str], rows: int) -> None:
-    config = load_config(CONFIG)
+def form(settings: dict[str, Any], **conf: Any) -> dict[str, Any]:
+    """A train form's conf: the model type in its own field, the rest as hyperparameters."""
+    hyperparameters = {k: v for k, v in settings.items() if k != "model_type"}
+    return {"model_type": settings["model_type"], "hyperparameters": hyperparameters, **conf}
+
+
+def validated_days(config: Any, days: list[str], rows: int) -> None:
     for ds in days:
         land_batch(generate_batch(ds, rows=rows), config.root, ds)
         snap = ingest_batch(config, ds)
@@ -61,13 +66,12 @@ def run(dag: Any, conf: dict[str, Any], day: int) -> tuple[dict[str, str], dict[
     return states, values
 
 
-def register_shuffled(model_name: str, root: Path, tracking_uri: str) -> str:
+def register_shuffled(config: Any, model_name: str, tracking_uri: str) -> str:
     """Train (in this process) and register a model on SHUFFLED labels: same pyfunc
     contract, no signal. Returns its version."""
     from mlops_loop.core.trainer_protocol import TrainRequest, config_payload
     from mlops_loop.training.train import run_training
 
-    config = load_config(CONFIG)
     uris = []
     for ds, seed in (("2026-05-01", 1), ("2026-05-02", 2)):
         frame = generate_batch(ds, rows=800, seed=seed)
@@ -100,11 +104,11 @@ def test_promote_reject_promote_rollback(airflow_db, tmp_path, monkeypatch, mlfl
     from mlops_loop.core.registry import audit_trail
     from mlops_loop.operators import PromoteModelOperator
 
-    monkeypatch.setenv("MLOPS_LOOP_STORAGE_ROOT", str(tmp_path))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
-    client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
     name = "cc_loop_model"
-    validated_days(["2026-06-01", "2026-06-02", "2026-06-03"], rows=3000)
+    config = own_config(tmp_path, monkeypatch, mlflow_server.url, name)
+    config_path = Path(config.config_dir) / CONFIG.name
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
+    validated_days(config, ["2026-06-01", "2026-06-02", "2026-06-03"], rows=3000)
     train_dag = get_dag(REPO / "dags", "mlops_train__credit_default")
     expected_tasks = {
         "assemble_training_set",
@@ -116,11 +120,7 @@ def test_promote_reject_promote_rollback(airflow_db, tmp_path, monkeypatch, mlfl
     }
 
     # 1. First model: promoted over the trivial baseline.
-    states, out = run(
-        train_dag,
-        {"hyperparameters": {**STUMP, "registered_model_name": name}, "reason": "first"},
-        3,
-    )
+    states, out = run(train_dag, form(STUMP, reason="first"), 3)
     assert states == dict.fromkeys(expected_tasks, "success"), states
     decision, promotion = out["evaluate_challenger"], out["promote_or_reject"]
     v1 = decision["challenger_version"]
@@ -161,11 +161,7 @@ def test_promote_reject_promote_rollback(airflow_db, tmp_path, monkeypatch, mlfl
     assert audit_trail(client, name) == trail and champion(client, name) == v1
 
     # 3. A much better challenger: promoted over v1.
-    states, out = run(
-        train_dag,
-        {"hyperparameters": {**REGULARISED, "registered_model_name": name}, "reason": "better"},
-        4,
-    )
+    states, out = run(train_dag, form(REGULARISED, reason="better"), 4)
     assert states == dict.fromkeys(expected_tasks, "success"), states
     decision = out["evaluate_challenger"]
     v2 = decision["challenger_version"]
@@ -179,11 +175,11 @@ def test_promote_reject_promote_rollback(airflow_db, tmp_path, monkeypatch, mlfl
     assert out["summary"].startswith(f"{name}: promoted v{v2} over v{v1}: "), out["summary"]
 
     # 4. A model trained on shuffled labels (already registered): rejected, champion stays.
-    v3 = register_shuffled(name, tmp_path, mlflow_server.url)
+    v3 = register_shuffled(config, name, mlflow_server.url)
     holdout = out["assemble_training_set"]["holdout_uri"]
     reuse = get_dag(REUSE_DAG, "mlops_reuse__evaluate_registered_version")
     conf = {
-        "config_path": str(CONFIG),
+        "config_path": str(config_path),
         "holdout_snapshot_uri": holdout,
         "challenger_version": v3,
         "model_name": name,
@@ -195,9 +191,10 @@ def test_promote_reject_promote_rollback(airflow_db, tmp_path, monkeypatch, mlfl
     assert champion(client, name) == v2
     assert client.get_model_version(name, v3).tags["validation_status"] == "failed"
 
-    # 5. Rollback: back to the previous champion; an unknown version is refused.
+    # 5. Rollback (of this dataset's model: the form names none): back to the previous
+    #    champion, which passed validation; an unknown version is refused.
     rollback_dag = get_dag(REPO / "dags", "mlops_rollback__credit_default")
-    states, out = run(rollback_dag, {"model_name": name, "reason": "incident 42: v2 misbehaves"}, 6)
+    states, out = run(rollback_dag, {"reason": "incident 42: v2 misbehaves"}, 6)
     assert states == {"rollback_champion": "success"}, states
     assert (
         out["rollback_champion"]["outcome"] == "rolled_back"
@@ -207,9 +204,7 @@ def test_promote_reject_promote_rollback(airflow_db, tmp_path, monkeypatch, mlfl
     assert (
         client.get_model_version(name, v1).tags["rollback_reason"] == "incident 42: v2 misbehaves"
     )
-    states, _ = run(
-        rollback_dag, {"model_name": name, "reason": "typo in version", "to_version": "999"}, 7
-    )
+    states, _ = run(rollback_dag, {"reason": "typo in version", "to_version": "999"}, 7)
     assert states == {"rollback_champion": "failed"}, states
     assert champion(client, name) == v1
     assert audit_trail(client, name)[-1]["action"] == "rollback"

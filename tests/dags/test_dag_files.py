@@ -16,7 +16,9 @@ HEAVY = ["pandas", "numpy", "pyarrow", "mlflow", "great_expectations", "sklearn"
 # Tasks that must not retry; each DAG's doc says why.
 NO_RETRY = {("mlops_rollback__credit_default", "rollback_champion")}
 # A template only looks values up; defaults and fallbacks are the operators' business.
+# The one filter allowed is ``as_text`` (dag_configs.form_text): it keeps free text text.
 JINJA_LOGIC = re.compile(r"\b(or|and|if|else|not|is)\b|dict\(|\|")
+AS_TEXT = re.compile(r"\s*\|\s*as_text\s*$")
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +99,7 @@ def test_templates_hold_lookups_not_logic(dags):
             for field in task.template_fields:
                 for text in _strings(getattr(task, field, None)):
                     for expression in re.findall(r"{{(.*?)}}", text):
+                        expression = AS_TEXT.sub(" ", expression)
                         assert not JINJA_LOGIC.search(expression), (
                             f"{dag_id}.{task.task_id}.{field} has logic in Jinja: {expression!r}"
                         )
@@ -110,12 +113,16 @@ def test_an_empty_form_field_reaches_the_operator_as_none(dags):
         for task in dag.tasks:
             for field in task.template_fields:
                 value = getattr(task, field, None)
-                lookup = re.fullmatch(r"{{ params\.(\w+) }}", value) if isinstance(value, str) else None
+                lookup = (
+                    re.fullmatch(r"{{ params\.(\w+)(?: \| as_text)? }}", value)
+                    if isinstance(value, str)
+                    else None
+                )
                 if lookup and params[lookup.group(1)] is None:
                     rendered = task.render_template(value, {"params": params}, dag.get_template_env())
                     assert rendered is None, f"{dag_id}.{task.task_id}.{field} renders {rendered!r}"
                     checked += 1
-    assert checked >= 10
+    assert checked >= 9  # each optional field of every DAG (one per dataset config)
 
 
 def test_trigger_forms_offer_no_null_option_and_defaults_fit_their_fields(dags):

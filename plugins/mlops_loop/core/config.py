@@ -590,6 +590,64 @@ class TrainingSettings(_Strict):
         return section
 
 
+# The hyperparameters of each model type: what a trigger form may override (see
+# form_hyperparameters). No name is also a TrainingSettings field (a test keeps it so).
+HYPERPARAMETERS: dict[str, type[MlpHyperparameters] | type[HistGradientBoostingHyperparameters]] = {
+    "mlp": MlpHyperparameters,
+    "hist_gradient_boosting": HistGradientBoostingHyperparameters,
+}
+
+
+def form_hyperparameters(values: Mapping[str, Any], model_type: str) -> dict[str, Any]:
+    """Hyperparameter overrides from a trigger form, limited to the hyperparameters of
+    ``model_type`` (the form's model type, else the config's).
+
+    A form user may tune the selected model, nothing else: a training setting
+    (``registered_model_name``, ``experiment_name``, ``seed``, ``device`` ...), a section
+    (``mlp``, ``window`` ...), ``model_type`` itself, another model type's hyperparameter
+    or an unknown name is refused with a ConfigError naming each key, so no form can train
+    or promote into another registered model or experiment. The values are checked
+    against their bounds by training_settings(). What the DAG author sets (the dataset
+    config, the operator's own arguments) is not limited by this."""
+    if model_type not in HYPERPARAMETERS:
+        raise ConfigError(
+            f"training.model_type: unknown model type {model_type!r} "
+            f"(expected one of {', '.join(HYPERPARAMETERS)})"
+        )
+    allowed = list(HYPERPARAMETERS[model_type].model_fields)
+    problems = []
+    for key in values:
+        name = str(key)
+        if name in allowed:
+            continue
+        if name == "model_type":
+            why = "choose the model type in the form's model_type field"
+        elif name in TrainingSettings.model_fields:
+            why = "a training setting, not a hyperparameter; only the dataset config sets it"
+        else:
+            owner = next(
+                (t for t, cls in HYPERPARAMETERS.items() if name in cls.model_fields), None
+            )
+            why = (
+                f"a hyperparameter of {owner}, not of the selected model type {model_type}"
+                if owner
+                else "not a hyperparameter"
+            )
+        problems.append(f"  {name!r}: {why}")
+    if problems:
+        raise ConfigError(
+            "\n".join(
+                [
+                    f"hyperparameters from the trigger form refused: the form overrides only "
+                    f"the hyperparameters of the selected model type {model_type} "
+                    f"({', '.join(allowed)})",
+                    *problems,
+                ]
+            )
+        )
+    return dict(values)
+
+
 def training_settings(
     config: DatasetConfig, overrides: dict[str, Any] | None = None
 ) -> TrainingSettings:

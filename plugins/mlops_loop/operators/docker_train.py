@@ -42,7 +42,13 @@ class DockerTrainOperator(TrainerContainerOperator):
     :param registered_model_name: Registry name; default from the config's training
         section, else ``<dataset>_model``. (templated)
     :param seed: Random seed; default from the config's training section. (templated)
-    :param hyperparameters: Overrides of the training settings, e.g. ``{"max_epochs": 5}``.
+    :param hyperparameters: The DAG author's overrides of the training settings: any
+        training key (``model_type``, ``device``, ...) or hyperparameter, e.g.
+        ``{"max_epochs": 5}``. Never wire a trigger form's field here. (templated)
+    :param form_hyperparameters: A trigger form's overrides: only hyperparameters of the
+        selected model type; any other key (``registered_model_name``, ``seed``, a
+        section, ...) fails the task at once, naming the key
+        (``core.config.form_hyperparameters``). Applied over ``hyperparameters``.
         (templated)
     :param retrain: Train a new version even when one exists for the identical training
         input (otherwise the trainer reuses that version, and an input identical to the
@@ -63,11 +69,12 @@ class DockerTrainOperator(TrainerContainerOperator):
         "registered_model_name",
         "seed",
         "hyperparameters",
+        "form_hyperparameters",
         "retrain",
         "reason",
         *TrainerContainerOperator.template_fields,
     )
-    template_fields_renderers = {"hyperparameters": "json"}
+    template_fields_renderers = {"hyperparameters": "json", "form_hyperparameters": "json"}
 
     def __init__(
         self,
@@ -78,6 +85,7 @@ class DockerTrainOperator(TrainerContainerOperator):
         registered_model_name: str | None = None,
         seed: int | str | None = None,
         hyperparameters: dict[str, Any] | str | None = None,
+        form_hyperparameters: dict[str, Any] | str | None = None,
         retrain: bool | str = False,
         reason: str | None = None,
         **kwargs: Any,
@@ -89,11 +97,17 @@ class DockerTrainOperator(TrainerContainerOperator):
         self.registered_model_name = registered_model_name
         self.seed = seed
         self.hyperparameters = hyperparameters
+        self.form_hyperparameters = form_hyperparameters
         self.retrain = retrain
         self.reason = reason
 
     def build_request(self, context: Context, config: DatasetConfig) -> TrainRequest:
-        from mlops_loop.core.config import given, parse_flag, training_settings
+        from mlops_loop.core.config import (
+            form_hyperparameters,
+            given,
+            parse_flag,
+            training_settings,
+        )
         from mlops_loop.core.trainer_protocol import TrainRequest, config_payload
         from mlops_loop.operators.triggers import reason_for_run
 
@@ -104,6 +118,10 @@ class DockerTrainOperator(TrainerContainerOperator):
             overrides["registered_model_name"] = str(self.registered_model_name).strip()
         if given(self.seed):
             overrides["seed"] = int(str(self.seed))
+        form = _as_overrides(self.form_hyperparameters)
+        if form:  # a form tunes the selected model only (ConfigError naming any other key)
+            selected = str(overrides.get("model_type") or config.training.model_type)
+            overrides.update(form_hyperparameters(form, selected))
         # Raises ConfigError naming the key (training.mlp.lr ...) before any container.
         settings = training_settings(config, overrides)
         reason = reason_for_run(context, self.reason)

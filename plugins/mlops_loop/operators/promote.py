@@ -190,18 +190,26 @@ class RollbackChampionOperator(BaseOperator):
     """Move ``champion`` back to the previous champion (from the audit trail) or to a named
     version, through ``core.registry.rollback``.
 
-    Refuses (RollbackRefused, the task fails) an empty reason, an unknown or deleted
-    version, a named version that did not pass validation and a previous champion that
-    failed it, unless ``force``. Returns ``{outcome: rolled_back | noop, model_name,
-    version, previous_champion, why, audit_seq}``.
+    Refuses (RollbackRefused, the task fails at once) an empty reason, an unknown or
+    deleted version and a target (named, or the previous champion) that did not pass
+    validation (``validation_status`` other than ``passed``, or none), unless ``force``;
+    a forced rollback is marked ``[forced]`` with its reason on the version and in the
+    audit trail. Returns ``{outcome: rolled_back | noop, model_name, version,
+    previous_champion, why, audit_seq}``.
+
+    With ``config_path`` the operator acts on that dataset's registered model only (the
+    rollback DAGs pass only the config: a form names no model): a ``model_name`` that is
+    not the config's ``training.registered_model_name`` is refused.
 
     :param model_name: Registered model; empty: the ``training.registered_model_name`` of
-        ``config_path``. (templated)
-    :param config_path: Dataset config YAML naming the model when ``model_name`` is
-        empty. (templated)
-    :param reason: Why (required; recorded on the version and in the audit trail). (templated)
+        ``config_path``; with ``config_path`` it must be that name. (templated)
+    :param config_path: Dataset config YAML whose training section names the model.
+        (templated)
+    :param reason: Why (required; recorded on the version and in the audit trail). Text
+        stays text: pass a string. (templated)
     :param to_version: Target version; empty means the previous champion. (templated)
-    :param force: Allow a target that did not pass validation. (templated)
+    :param force: Allow a target that did not pass validation (the reason is required
+        and recorded as forced). (templated)
     :param mlflow_conn_id: Airflow Connection of the MLflow server (mlops_loop.hooks.mlflow).
     :param mlflow_tracking_uri: Use this MLflow server instead. (templated)
     """
@@ -246,13 +254,23 @@ class RollbackChampionOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_loop.core.config import given, load_config, parse_flag, training_settings
         from mlops_loop.core.registry import rollback
+        from mlops_loop.exceptions import RollbackRefused
         from mlops_loop.hooks.mlflow import MlflowHook
 
         name = str(self.model_name).strip() if given(self.model_name) else None
+        if given(self.config_path):
+            config = load_config(str(self.config_path))
+            own = str(training_settings(config).registered_model_name)
+            if name is not None and name != own:
+                raise RollbackRefused(
+                    f"model {name!r} is not the registered model of dataset {config.name!r} "
+                    f"({own!r}): a rollback of this dataset acts on {own!r} only; the "
+                    "champion does not move",
+                    model_name=name,
+                )
+            name = own
         if not name:
-            if not self.config_path:
-                raise ValueError("model_name rendered empty and no config_path was given")
-            name = str(training_settings(load_config(self.config_path)).registered_model_name)
+            raise ValueError("model_name rendered empty and no config_path was given")
         to_version = str(self.to_version).strip() if given(self.to_version) else None
         force = parse_flag(self.force, "force")
         result = rollback(
