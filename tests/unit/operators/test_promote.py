@@ -167,3 +167,42 @@ def test_promotion_reason_comes_from_what_started_the_run(mlflow_server):
     assert client.get_model_version(name, v3).tags["promotion_reason"] == (
         "decision abc: roc_auc 0.80 vs 0.70"
     )
+
+
+@pytest.mark.integration
+def test_rollback_targets_must_have_passed_validation_unless_forced_with_a_reason(mlflow_server):
+    """A previous champion that was never validated (or was inconclusive) is no default
+    rollback target; force needs a reason and is recorded as forced."""
+    import mlflow
+
+    from mlops_loop.core.registry import audit_trail, get_champion, promote, rollback
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
+    name = "unit_rollback_unvalidated_model"
+    v1, v2 = _register(client, name, 2)  # neither carries validation_status
+    promote(
+        client, name, v1, expected_champion=None, decision_uri=None, airflow_run=None, reason="a"
+    )
+    promote(client, name, v2, expected_champion=v1, decision_uri=None, airflow_run=None, reason="b")
+
+    def op(**kw):
+        return RollbackChampionOperator(
+            task_id="r", model_name=name, mlflow_tracking_uri=mlflow_server.url, **kw
+        )
+
+    with pytest.raises(RollbackRefused, match=r"validation_status=none \(previous champion\)"):
+        op(reason="v2 misbehaves").execute({})
+    client.set_model_version_tag(name, v1, "validation_status", "inconclusive")
+    with pytest.raises(RollbackRefused, match="validation_status=inconclusive"):
+        op(reason="v2 misbehaves").execute({})
+    with pytest.raises(RollbackRefused, match="needs a reason"):
+        rollback(client, name, reason=" ", force=True)
+    assert get_champion(client, name) == v2
+
+    back = op(reason="incident 3: v2 down", force="True").execute({})
+    assert back["outcome"] == "rolled_back" and back["version"] == v1
+    assert (
+        client.get_model_version(name, v1).tags["rollback_reason"] == "[forced] incident 3: v2 down"
+    )
+    entry = audit_trail(client, name)[-1]
+    assert (entry["reason"], entry["forced"]) == ("incident 3: v2 down", True)
