@@ -65,7 +65,7 @@ for entry in dataset_entries():
                     "inconclusive or never validated); recorded as forced with the reason.",
                 ),
             },
-        )
+        ),
     ):
         # The model is the dataset's (from config_path), never the form's.
         RollbackChampionOperator(

@@ -122,7 +122,7 @@ for entry in dataset_entries():
                     "date, the drift report and its drifted features).",
                 ),
             },
-        )
+        ),
     ):
         assemble = AssembleTrainingSetOperator(
             task_id="assemble_training_set",
