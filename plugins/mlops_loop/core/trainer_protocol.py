@@ -13,6 +13,7 @@ error: the worker trusts nothing in a result.json without this task's token.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from enum import IntEnum
@@ -49,6 +50,43 @@ MLFLOW_CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
 }
+
+# --- credentials in URIs ---------------------------------------------------------------
+
+# userinfo (``user:password@``) right after a URI's scheme: never printed or rendered.
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#@\s]+)@")
+REDACTED = "***"
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the userinfo of every URI in it (``https://user:pass@host``)
+    replaced by ``***`` (``https://***@host``). The one redaction applied wherever a
+    tracking URI, or a message that may quote one, is printed or rendered."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+
+
+def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
+    """(the URI without its userinfo, the MLflow credential variables it held):
+    ``https://alice:pw@host`` -> ``https://host`` and MLFLOW_TRACKING_USERNAME=alice,
+    MLFLOW_TRACKING_PASSWORD=pw (percent-decoded). A URI without userinfo, or text that is
+    not a URI, comes back unchanged with no credentials."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri, {}
+    if not parts.scheme or "@" not in parts.netloc:
+        return uri, {}
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, sep, password = userinfo.partition(":")
+    found: dict[str, str] = {}
+    if user:
+        found[TRACKING_USERNAME_ENV] = unquote(user)
+    if sep and password:
+        found[TRACKING_PASSWORD_ENV] = unquote(password)
+    return urlunsplit(parts._replace(netloc=hostport)), found
+
 
 # Read by the worker when the matching operator argument is left out (at run time, never
 # at parse time).
@@ -323,11 +361,16 @@ def s3_environment(credentials: S3Credentials | None) -> tuple[dict[str, str], d
 
 def trainer_tracking_uri(explicit: str | None = None) -> str:
     """The MLflow server the trainer logs to (``explicit`` or ``$MLFLOW_TRACKING_URI``),
-    with the client timeouts set unless the environment sets its own."""
+    with the client timeouts set unless the environment sets its own. Credentials written
+    into the URI become MLflow's credential variables (where those are unset) and the URI
+    without them is returned, so it never shows them."""
     uri = explicit or os.environ.get(TRACKING_URI_ENV)
     if not uri:
         raise TrainingError(f"no MLflow tracking server: set {TRACKING_URI_ENV}", stage="tracking")
     for key, value in MLFLOW_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    uri, found = split_credentials(uri)
+    for key, value in found.items():
         os.environ.setdefault(key, value)
     return uri
 

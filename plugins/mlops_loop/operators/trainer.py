@@ -16,7 +16,6 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 # DockerOperator is the base class, so the docker provider (and docker-py) load with this
@@ -31,6 +30,7 @@ from mlops_loop.core.containers import (
     check_pids_limit,
     parse_user,
 )
+from mlops_loop.hooks.mlflow import MlflowServerArguments
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from mlops_loop.core.registry import ChampionStatus
     from mlops_loop.core.storage import S3Credentials
     from mlops_loop.core.trainer_protocol import TrainerRequest
-    from mlops_loop.hooks.mlflow import MlflowHook, TrackingServer
+    from mlops_loop.hooks.mlflow import TrackingServer
 
 _DOCKER_FIELDS = tuple(f for f in DockerOperator.template_fields if f != "command")
 
@@ -65,7 +65,7 @@ class _HardenedHostConfig:
         return getattr(self._client, name)
 
 
-class TrainerContainerOperator(DockerOperator):
+class TrainerContainerOperator(MlflowServerArguments, DockerOperator):
     """Run ``python -m mlops_loop.training <trainer_command>`` for one dataset.
 
     The operator loads the dataset config, builds the command's typed request (checking
@@ -84,7 +84,10 @@ class TrainerContainerOperator(DockerOperator):
         mlops_loop.hooks.mlflow); default ``$MLOPS_LOOP_MLFLOW_CONN_ID`` or
         ``mlflow_default``, else ``$MLFLOW_TRACKING_URI``.
     :param mlflow_tracking_uri: Use this MLflow server instead. The container needs an
-        http(s) server. (templated)
+        http(s) server. Credentials written into it (``https://user:pass@host``) are split
+        off: the rendered field, the log and the trainer's URI are without them, and they
+        reach the trainer as private environment (the connection's login/password/token
+        win). (templated)
     :param read_only_paths: More host paths bind-mounted read-only at the same path. (templated)
     :param aws_conn_id: Airflow Connection with S3 keys for the trainer; default the
         dataset config's ``storage.s3.aws_conn_id``. Its extra ``endpoint_url`` /
@@ -246,12 +249,6 @@ class TrainerContainerOperator(DockerOperator):
         """Say what came out, in the task log."""
 
     # --- shared pieces -----------------------------------------------------------------
-
-    @cached_property
-    def mlflow_hook(self) -> MlflowHook:
-        from mlops_loop.hooks.mlflow import MlflowHook
-
-        return MlflowHook(self.mlflow_conn_id, tracking_uri=self.mlflow_tracking_uri or None)
 
     def resolve_model_name(self, config: DatasetConfig, explicit: Any = None) -> str:
         """``explicit`` unless empty, else the config's training.registered_model_name."""
@@ -560,7 +557,7 @@ class TrainerContainerOperator(DockerOperator):
             read_result_file,
             result_answers,
         )
-        from mlops_loop.core.trainer_protocol import RESULT_FILE
+        from mlops_loop.core.trainer_protocol import RESULT_FILE, redact_credentials
         from mlops_loop.exceptions import TrainerContainerFailed, TrainerResultError
 
         explanation = explain_exit_code(exit_code, oom_killed=oom_killed, mem_limit=self.mem_limit)
@@ -583,6 +580,8 @@ class TrainerContainerOperator(DockerOperator):
             )
         if tail:
             message += f"\nlast lines of its log:\n{tail}"
+        message, tail = redact_credentials(message), redact_credentials(tail)
+        error = redact_credentials(error) if error else error
         return TrainerContainerFailed(
             message,
             exit_code=exit_code,
