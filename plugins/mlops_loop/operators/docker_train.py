@@ -34,6 +34,12 @@ class DockerTrainOperator(TrainerContainerOperator):
     ``up_to_date``), which skips an evaluation and promotion downstream of it. A run
     with other hyperparameters or another model type is a different input and trains.
 
+    MLflow down: the champion comparison fails the task with TrackingServerUnavailable,
+    naming the server, before any container starts, within
+    ``hooks.mlflow.probe_bound_s()`` (27 s with the defaults). With ``retrain`` there is
+    no comparison: the trainer itself gives up after the same client retries and exits
+    with code 4 (ExitCode.TRACKING).
+
     :param config_path: Dataset config YAML. (templated)
     :param train_snapshot_uri: Training snapshot URI. (templated)
     :param valid_snapshot_uri: Validation snapshot URI. (templated)
@@ -158,7 +164,9 @@ class DockerTrainOperator(TrainerContainerOperator):
             ti.xcom_push(key="up_to_date", value=comparison.to_xcom())
         raise AirflowSkipException(comparison.reason)
 
-    def compare_with_champion(self, config: DatasetConfig, request: TrainRequest) -> ChampionComparison:
+    def compare_with_champion(
+        self, config: DatasetConfig, request: TrainRequest
+    ) -> ChampionComparison:
         """This request's training input against the current champion's, before anything
         starts: the snapshot manifests are read, the champion's version tags fetched and
         the code that would run named (the trainer image's labels, or the local process)."""
@@ -170,8 +178,12 @@ class DockerTrainOperator(TrainerContainerOperator):
         )
 
         credentials = self.s3_credentials(config)
-        train_sha = str(load_manifest(request.train_snapshot_uri, credentials=credentials).get("sha256", ""))
-        valid_sha = str(load_manifest(request.valid_snapshot_uri, credentials=credentials).get("sha256", ""))
+        train_sha = str(
+            load_manifest(request.train_snapshot_uri, credentials=credentials).get("sha256", "")
+        )
+        valid_sha = str(
+            load_manifest(request.valid_snapshot_uri, credentials=credentials).get("sha256", "")
+        )
         trainer_config, settings = resolve_train_settings(request)
         code = self.code_tags()
         name = str(settings.registered_model_name)
@@ -211,7 +223,10 @@ class DockerTrainOperator(TrainerContainerOperator):
             tags = local_tags(os.environ.get(TRAINER_PYTHON_ENV) or sys.executable)
         else:
             tags = image_tags(self.image, self._inspect_image())
-        return {"code_version": tags.get("code_version", ""), "trainer_image": tags.get("trainer_image", "")}
+        return {
+            "code_version": tags.get("code_version", ""),
+            "trainer_image": tags.get("trainer_image", ""),
+        }
 
     def input_paths(self, config: DatasetConfig, request: TrainerRequest) -> list[str | None]:
         return [config.root, self.train_snapshot_uri, self.valid_snapshot_uri]

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from mlops_loop.core.config import DatasetConfig
     from mlops_loop.core.trainer_protocol import MonitorRequest, TrainerRequest
 
+
 class DriftMonitorOperator(TrainerContainerOperator):
     """Measure drift and decay of the dataset's champion on its recent validated data.
 
@@ -32,6 +33,10 @@ class DriftMonitorOperator(TrainerContainerOperator):
     trainer (``monitor`` command) builds the champion's reference profile on first use,
     writes ``report.json`` / ``report.html`` under ``<root>/reports/drift/ds=<ds>/`` and
     logs them to the MLflow experiment ``<dataset>_monitoring``.
+
+    MLflow down: the champion lookup fails the task with TrackingServerUnavailable,
+    naming the server, before the trainer starts, within ``hooks.mlflow.probe_bound_s()``
+    (27 s with the defaults); no report is written (docs/security.md, "MLflow down").
 
     :param config_path: Dataset config YAML. (templated)
     :param ds: Report date ``YYYY-MM-DD``; empty: the run's logical date, else the day it
@@ -105,9 +110,7 @@ class DriftMonitorOperator(TrainerContainerOperator):
         snapshots = validated_snapshots(
             config, credentials=self.s3_credentials(config), since_ds=since, until_ds=until
         )
-        self.log.info(
-            "Window %s..%s: %d validated snapshots", since, until, len(snapshots)
-        )
+        self.log.info("Window %s..%s: %d validated snapshots", since, until, len(snapshots))
         return MonitorRequest(
             config=config_payload(config),
             model_name=name,
@@ -181,7 +184,9 @@ class RequestRetrainingOperator(BaseOperator):
         if not decision.fire or decision.entry is None:
             self.log.info("No retraining: %s", decision.reason)
             raise AirflowSkipException(decision.reason)
-        self.log.info("Retraining requested: %s (recorded in %s)", decision.reason, decision.record_uri)
+        self.log.info(
+            "Retraining requested: %s (recorded in %s)", decision.reason, decision.record_uri
+        )
         self._annotate_outlets(context, decision.asset_extra)
         return decision.entry
 

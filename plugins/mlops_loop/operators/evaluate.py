@@ -38,6 +38,12 @@ class EvaluateChallengerOperator(TrainerContainerOperator):
     ``measurements`` (latency per 1k rows, model size). A holdout without the target
     column fails the task with the trainer's error.
 
+    MLflow down: the champion lookup (the worker's MlflowHook client, with the trainer's
+    timeouts and retries) fails the task with TrackingServerUnavailable, naming the
+    server, before the trainer starts: within ``hooks.mlflow.probe_bound_s()`` (27 s with
+    the defaults; about 7 s when the connection is refused). Nothing is written: no
+    decision record, no validation tag, no container (docs/security.md, "MLflow down").
+
     :param config_path: Dataset config YAML. (templated)
     :param holdout_snapshot_uri: Holdout snapshot (the training set's ``holdout``). (templated)
     :param challenger_version: Registered version to evaluate. (templated)
