@@ -490,3 +490,17 @@ def test_a_call_the_server_stops_answering_names_the_server_and_the_call():
     # An answer from the server (here: not found) is the client's own error, unchanged.
     with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):
         client.get_model_version("m", "1")
+
+
+def test_the_trainer_splits_a_uri_it_is_given_too(env):
+    import os
+
+    from mlops_loop.core.trainer_protocol import trainer_tracking_uri
+
+    env.setenv(TRACKING_URI_ENV, WITH_USERINFO)
+    assert trainer_tracking_uri() == "https://mlflow.example:5443"
+    assert {name: os.environ.get(name) for name in URI_SECRETS} == URI_SECRETS
+    # Credentials the worker passed as variables win over the URI's.
+    env.setenv(TRACKING_PASSWORD_ENV, PASSWORD)
+    assert trainer_tracking_uri(WITH_USERINFO) == "https://mlflow.example:5443"
+    assert os.environ[TRACKING_PASSWORD_ENV] == PASSWORD
