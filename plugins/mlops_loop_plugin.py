@@ -115,7 +115,9 @@ def mlflow_ui_url() -> str:
     if explicit:
         return explicit.rstrip("/")
     uri = _connection_tracking_uri() or os.environ.get("MLFLOW_TRACKING_URI") or ""
-    return uri.rstrip("/")
+    from mlops_loop.core.trainer_protocol import split_credentials
+
+    return split_credentials(uri)[0].rstrip("/")  # a link never carries credentials
 
 
 def _connection_tracking_uri() -> str:

@@ -103,6 +103,8 @@ def test_mlflow_ui_url_prefers_the_ui_setting_then_the_connection_then_the_env(p
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000/")
     monkeypatch.delenv("MLOPS_LOOP_MLFLOW_UI_URL", raising=False)
     assert plugin.mlflow_ui_url() == "http://tracking:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://alice:s3cret@tracking:5000/")
+    assert plugin.mlflow_ui_url() == "https://tracking:5000"  # a link never carries credentials
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_MLFLOW_DEFAULT",

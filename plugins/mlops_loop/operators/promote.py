@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from mlops_loop.hooks.mlflow import MlflowServerArguments
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -28,7 +30,7 @@ def _airflow_run(context: Context | None) -> str | None:
 DECISION_REPORT_KEYS = ("html_uri", "artifact_run_id", "artifact_experiment_id", "html_artifact_path")
 
 
-class PromoteModelOperator(BaseOperator):
+class PromoteModelOperator(MlflowServerArguments, BaseOperator):
     """Promote the evaluated challenger to ``champion`` when the decision says so.
 
     The decision is the EvaluateChallengerOperator's XCom (``decision``, templated) or a
@@ -144,7 +146,6 @@ class PromoteModelOperator(BaseOperator):
             return result
 
         from mlops_loop.core.registry import promote
-        from mlops_loop.hooks.mlflow import MlflowHook
         from mlops_loop.operators.triggers import reason_for_run
 
         reason = reason_for_run(context, self.reason) or (
@@ -152,7 +153,7 @@ class PromoteModelOperator(BaseOperator):
             + "; ".join(map(str, decision.get("reasons") or []))
         )
         promotion = promote(
-            MlflowHook(self.mlflow_conn_id, tracking_uri=self.mlflow_tracking_uri).client,
+            self.mlflow_hook.client,
             str(name),
             str(decision["challenger_version"]),
             expected_champion=decision.get("expected_champion_version"),
@@ -186,7 +187,7 @@ class PromoteModelOperator(BaseOperator):
         return result
 
 
-class RollbackChampionOperator(BaseOperator):
+class RollbackChampionOperator(MlflowServerArguments, BaseOperator):
     """Move ``champion`` back to the previous champion (from the audit trail) or to a named
     version, through ``core.registry.rollback``.
 
@@ -255,7 +256,6 @@ class RollbackChampionOperator(BaseOperator):
         from mlops_loop.core.config import given, load_config, parse_flag, training_settings
         from mlops_loop.core.registry import rollback
         from mlops_loop.exceptions import RollbackRefused
-        from mlops_loop.hooks.mlflow import MlflowHook
 
         name = str(self.model_name).strip() if given(self.model_name) else None
         if given(self.config_path):
@@ -274,7 +274,7 @@ class RollbackChampionOperator(BaseOperator):
         to_version = str(self.to_version).strip() if given(self.to_version) else None
         force = parse_flag(self.force, "force")
         result = rollback(
-            MlflowHook(self.mlflow_conn_id, tracking_uri=self.mlflow_tracking_uri).client,
+            self.mlflow_hook.client,
             str(name),
             to_version=to_version,
             reason=str(self.reason),

@@ -206,3 +206,18 @@ def test_rollback_targets_must_have_passed_validation_unless_forced_with_a_reaso
     )
     entry = audit_trail(client, name)[-1]
     assert (entry["reason"], entry["forced"]) == ("incident 3: v2 down", True)
+
+
+def test_promote_and_rollback_never_show_credentials_of_a_tracking_uri():
+    uri = "https://alice:s3cret@mlflow.example.com"
+    promote = PromoteModelOperator(
+        task_id="p", decision={"outcome": "reject"}, mlflow_tracking_uri=uri
+    )
+    rollback = RollbackChampionOperator(
+        task_id="r", config_path="x.yaml", reason="r", mlflow_tracking_uri=uri
+    )
+    for op in (promote, rollback):
+        assert op.mlflow_tracking_uri == "https://mlflow.example.com"  # the rendered field
+        server = op.mlflow_hook.server  # signs in with them, shows none
+        assert server.uri == "https://mlflow.example.com"
+        assert server.secrets["MLFLOW_TRACKING_PASSWORD"] == "s3cret"
