@@ -39,8 +39,13 @@ SHIPPED_SUITE = REPO / "include" / "expectations" / "credit_default.json"
 ROWS = 800
 
 
-def credit_config(root: Path | str, *, shipped_suite: bool = True) -> DatasetConfig:
-    config = load_config(CREDIT, overrides={"storage": {"root": str(root)}})
+def credit_config(
+    root: Path | str, *, shipped_suite: bool = True, s3: dict[str, str] | None = None
+) -> DatasetConfig:
+    storage: dict[str, object] = {"root": str(root)}
+    if s3 is not None:
+        storage["s3"] = s3
+    config = load_config(CREDIT, overrides={"storage": storage})
     if not shipped_suite:
         quality = config.quality.model_copy(update={"suite": None})
         config = config.model_copy(update={"quality": quality})
@@ -323,7 +328,8 @@ def test_suggest_command_writes_a_valid_starter_suite(tmp_path):
 
 
 def s3_config(bucket: str, s3_credentials: S3Credentials) -> DatasetConfig:
-    return credit_config(f"{bucket}/credit_default", shipped_suite=False)
+    s3 = {"endpoint_url": str(s3_credentials.endpoint_url), "region_name": "us-east-1"}
+    return credit_config(f"{bucket}/credit_default", shipped_suite=False, s3=s3)
 
 
 def land_on_s3(storage: S3Storage, bucket: str, tmp_path: Path, ds: str, **batch) -> list[str]:
