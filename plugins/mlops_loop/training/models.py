@@ -446,6 +446,34 @@ class TabularModel:
         self.target_std = target_std
         self._module: Any = None
 
+    @classmethod
+    def from_mlp_fit(
+        cls,
+        fit: MlpFit,
+        *,
+        hp: MlpHyperparameters,
+        n_inputs: int,
+        task: Task,
+        preprocessor: Any,
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
+    ) -> TabularModel:
+        """The saved model of a fitted MLP: its best weights (on the CPU) and layer sizes."""
+        network = {
+            "n_inputs": int(n_inputs),
+            "hidden_sizes": list(hp.hidden_sizes),
+            "dropout": hp.dropout,
+            "weights": fit.weights,
+        }
+        return cls(
+            kind="mlp",
+            task=task,
+            preprocessor=preprocessor,
+            network=network,
+            target_mean=target_mean,
+            target_std=target_std,
+        )
+
     @property
     def feature_columns(self) -> list[str]:
         return list(self.preprocessor.named_steps["features"].kinds)

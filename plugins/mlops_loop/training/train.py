@@ -404,17 +404,12 @@ def _fit(
             + (" (early stop)" if fit.stopped_early else "")
             + f"; {fit.rows_per_second:,.0f} rows/s on {device}"
         )
-        network = {
-            "n_inputs": int(x_train.shape[1]),
-            "hidden_sizes": list(hp.hidden_sizes),
-            "dropout": hp.dropout,
-            "weights": fit.weights,
-        }
-        model = models.TabularModel(
-            kind="mlp",
+        model = models.TabularModel.from_mlp_fit(
+            fit,
+            hp=hp,
+            n_inputs=x_train.shape[1],
             task=task,
             preprocessor=preprocessor,
-            network=network,
             target_mean=mean,
             target_std=std,
         )

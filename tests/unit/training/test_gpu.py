@@ -83,17 +83,12 @@ def _fit(
         seed=7,
         device=device,
     )
-    network = {
-        "n_inputs": x_train.shape[1],
-        "hidden_sizes": settings.hidden_sizes,
-        "dropout": settings.dropout,
-        "weights": fit.weights,
-    }
-    model = models.TabularModel(
-        kind="mlp",
+    model = models.TabularModel.from_mlp_fit(
+        fit,
+        hp=settings,
+        n_inputs=x_train.shape[1],
         task=task,
         preprocessor=preprocessor,
-        network=network,
         target_mean=mean,
         target_std=std,
     )
