@@ -178,7 +178,7 @@ def test_two_breakers_of_one_expired_lock_promote_once(
         "version": v2,
         "once": {
             "lock.expired": [("barrier", "both")],
-            "move.tags": [("set", "first_holds"), ("sleep", 1.5)],
+            "move.audit": [("set", "first_holds"), ("sleep", 1.5)],
         },
     }
     wait = [("wait", "first_holds")] if second_waits else []
@@ -199,7 +199,7 @@ def test_renewed_lease_keeps_a_slow_holder_s_lock(client, model_uri, mlflow_serv
     slow = [("sleep", 1.6)]
     holder = {
         "name": name, "version": v2, "expected": v1, "ttl": ttl, "round": 0,
-        "once": {"move.tags": [("set", "held"), *slow], "move.audit": slow, "move.alias": slow},
+        "once": {"move.audit": [("set", "held"), *slow], "move.alias": slow, "move.tags": slow},
     }  # fmt: skip
     waiter = {
         "name": name,

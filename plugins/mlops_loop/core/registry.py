@@ -37,9 +37,14 @@ never expires.
 Audit trail: every alias move appends a registered-model tag ``audit.champion.<seq>``
 (JSON: action, from, to, reason, decision URI, Airflow run, time, holder). Tags are
 written under the lock, so sequence numbers never collide. The entry is written just
-before the alias moves; if the move fails it is removed again (and the version's tags
-put back while the lock is still held), so the trail and the alias agree once a
-promotion has returned or raised (in between the two writes the newest entry is ahead).
+before the alias moves and the version's tags (promoted_at, ...) only after it, so a
+promoter that dies between two writes leaves either nothing, or an entry whose alias
+never moved, or a move whose version tags are missing. The entry is removed again when
+the alias write fails and the server still answers. When it does not, the entry stays
+behind: :func:`audit_trail` reports the newest entry as not applied while the alias
+still points where the entry started (readers never see a move that did not happen),
+and the next lock holder marks it ``applied: false`` in the tag before writing its own
+entry (or, for a move whose version tags are missing, writes them from the entry).
 
 ``_pause(step)`` is a no-op test hook at each step of the protocol (see its docstring).
 """
@@ -182,7 +187,7 @@ def champion_status(client: Any, name: str, alias: str = CHAMPION_ALIAS) -> Cham
         )  # fmt: skip
     # The SQL registry drops an alias together with its version; the audit trail still
     # says which version was champion, so a deletion is reported instead of silence.
-    trail = _audit_from_tags(getattr(model, "tags", {}) or {})
+    trail = _applied_only(client, model)
     last = next((e for e in reversed(trail) if e.get("alias", CHAMPION_ALIAS) == alias), None)
     if last and last.get("to") and live_version(client, name, str(last["to"])) is None:
         gone = str(last["to"])
@@ -223,8 +228,9 @@ def _pause(step: str) -> None:
     ...)`` or, in a worker process, plain assignment). Steps: ``lock.create`` (before each
     attempt to create the lock), ``lock.expired`` (an expired lock was read; before
     breaking it), ``lock.retire`` (retire guard won; before re-reading the lock and
-    deleting it), ``move.tags``, ``move.audit``, ``move.alias`` (under the lock, before
-    the lease is renewed for that write), ``lock.release``."""
+    deleting it), ``move.audit``, ``move.alias`` (under the lock, before the lease is
+    renewed for that write), ``move.tags`` (after the alias moved, before the version's
+    tags are written), ``lock.release``."""
 
 
 def _tags(model: Any) -> dict[str, str]:
@@ -476,10 +482,50 @@ def _audit_from_tags(tags: Mapping[str, str]) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda e: int(e.get("seq", 0)))
 
 
-def audit_trail(client: Any, name: str) -> list[dict[str, Any]]:
-    """Every recorded move of the champion alias of ``name``, oldest first."""
+def _last_move_applied(entry: Mapping[str, Any], alias_now: str | None, is_live: Any) -> bool:
+    """Whether the newest entry of an alias describes a move that happened. Not applied:
+    the alias still points where the entry started (its promoter died between the two
+    writes). Without an alias the move happened only if its target was deleted since (the
+    SQL registry drops an alias together with its version)."""
+    if entry.get("applied") is False:
+        return False
+    if alias_now is None:
+        return entry.get("to") is not None and not is_live(str(entry["to"]))
+    frm = entry.get("from")
+    return frm is None or str(frm) != str(alias_now)
+
+
+def _flag_applied(client: Any, name: str, model: Any) -> list[dict[str, Any]]:
+    """Every entry with ``applied`` set. Only the newest entry of each alias can be an
+    unmarked leftover: the next lock holder marks it before appending (_reconcile)."""
+    entries = _audit_from_tags(_tags(model))
+    aliases = {k: str(v) for k, v in dict(getattr(model, "aliases", {}) or {}).items()}
+    last: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        entry["applied"] = entry.get("applied", True) is not False
+        if "unreadable" not in entry:
+            last[str(entry.get("alias", CHAMPION_ALIAS))] = entry
+    for alias, entry in last.items():
+        entry["applied"] = _last_move_applied(
+            entry, aliases.get(alias), lambda v: live_version(client, name, v) is not None
+        )
+    return entries
+
+
+def _applied_only(client: Any, model: Any) -> list[dict[str, Any]]:
+    return [e for e in _flag_applied(client, model.name, model) if e["applied"]]
+
+
+def audit_trail(client: Any, name: str, *, include_unapplied: bool = False) -> list[dict[str, Any]]:
+    """Every recorded move of the champion alias of ``name``, oldest first, each with
+    ``applied: True``. ``include_unapplied``: also the entries of moves that never
+    happened (a promoter lost the server between its audit entry and the alias write),
+    with ``applied: False``."""
     model = _registered_model(client, name)
-    return [] if model is None else _audit_from_tags(dict(model.tags or {}))
+    if model is None:
+        return []
+    entries = _flag_applied(client, name, model)
+    return entries if include_unapplied else [e for e in entries if e["applied"]]
 
 
 def _audit_key(seq: int) -> str:
@@ -488,11 +534,14 @@ def _audit_key(seq: int) -> str:
 
 def _next_audit_seq(client: Any, name: str) -> int:
     """The next entry's sequence number; call only while holding the promotion lock."""
-    return max((int(e.get("seq", 0)) for e in audit_trail(client, name)), default=0) + 1
+    trail = audit_trail(client, name, include_unapplied=True)
+    return max((int(e.get("seq", 0)) for e in trail), default=0) + 1
 
 
-def _write_audit(client: Any, name: str, seq: int, entry: dict[str, Any]) -> None:
-    payload = {"seq": seq, **entry}
+def _write_audit(client: Any, name: str, seq: int, entry: Mapping[str, Any]) -> None:
+    payload = {"seq": seq, **{k: v for k, v in entry.items() if k != "applied"}}
+    if entry.get("applied") is False:
+        payload["applied"] = False
     text = json.dumps(payload, sort_keys=True)
     if len(text) > MAX_TAG_VALUE:
         payload["reason"] = str(payload.get("reason", ""))[:1000] + "..."
@@ -550,79 +599,137 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_TAG_VALUE else text[: MAX_TAG_VALUE - 3] + "..."
 
 
+def _version_tags(entry: Mapping[str, Any]) -> dict[str, str]:
+    """The tags a move writes on its target version, all derived from its audit entry
+    (so the next lock holder can write them if the mover died before it could)."""
+    tags = {
+        TAG_PREVIOUS_CHAMPION: str(entry.get("from") or "none"),
+        TAG_AIRFLOW_RUN: str(entry.get("airflow_run") or ""),
+    }
+    reason = str(entry.get("reason") or "")
+    if entry.get("action") == "rollback":
+        tags[TAG_ROLLED_BACK_AT] = str(entry.get("at") or "")
+        tags[TAG_ROLLBACK_REASON] = _clip(("[forced] " if entry.get("forced") else "") + reason)
+        return tags
+    tags[TAG_DECISION_URI] = str(entry.get("decision_uri") or "")
+    tags[TAG_PROMOTED_AT] = str(entry.get("at") or "")
+    tags[TAG_PROMOTION_REASON] = _clip(reason)
+    approval = entry.get("approval") or {}
+    if approval.get("approval") == "approved":
+        tags[TAG_APPROVED_BY] = str(approval.get("by") or "")
+        tags[TAG_APPROVED_AT] = str(approval.get("at") or "")
+    return tags
+
+
+def _moved_at_tag(entry: Mapping[str, Any]) -> str:
+    return TAG_ROLLED_BACK_AT if entry.get("action") == "rollback" else TAG_PROMOTED_AT
+
+
+def _reconcile(lease: Lease, alias: str) -> None:
+    """Under the lock, before anything else is written: settle what a mover that lost the
+    server midway left behind. An entry whose alias never moved is marked ``applied:
+    false`` in its tag; a move whose version tags are missing gets them from its entry."""
+    client, name = lease.client, lease.model_name
+    model = _registered_model(client, name)
+    if model is None:
+        return
+    entries = [
+        e for e in _flag_applied(client, name, model)
+        if "unreadable" not in e and e.get("alias", CHAMPION_ALIAS) == alias
+    ]  # fmt: skip
+    if not entries:
+        return
+    last = entries[-1]
+    stored = json.loads(_tags(model)[_audit_key(int(last["seq"]))])
+    if not last["applied"] and stored.get("applied") is not False:
+        lease.renew("reconcile")
+        log.warning(
+            "audit entry %s of %s (%s -> %s) describes a move that never happened; marking it",
+            last["seq"], name, last.get("from"), last.get("to"),
+        )  # fmt: skip
+        _write_audit(
+            client, name, int(last["seq"]),
+            {**stored, "applied": False, "reconciled_at": _now(), "reconciled_by": _holder()},
+        )  # fmt: skip
+        return
+    target = str(last.get("to"))
+    mv = live_version(client, name, target) if last["applied"] else None
+    if mv is not None and _tags(mv).get(_moved_at_tag(last)) != str(last.get("at") or ""):
+        lease.renew("reconcile")
+        log.warning(
+            "version %s of %s lacks the tags of audit entry %s; writing them",
+            target,
+            name,
+            last["seq"],
+        )
+        for key, value in _version_tags(last).items():
+            client.set_model_version_tag(name, target, key, value)
+
+
 def _move_alias(
     lease: Lease,
     alias: str,
     current: str | None,
     target: str,
-    tags: Mapping[str, str],
     audit: Mapping[str, Any],
     airflow_run: str | None,
     at: str,
 ) -> int:
-    """Tag ``target`` (its own ``tags`` plus previous champion and Airflow run), append
-    the audit entry, then move the alias; returns the entry's sequence number. Each write
-    is preceded by ``lease.renew``, so nothing is written once the lock is lost.
+    """Append the audit entry, move the alias, then tag ``target`` (tags derived from the
+    entry); returns the entry's sequence number. The entry and the alias write are each
+    preceded by ``lease.renew``, so neither is written once the lock is lost.
 
-    The entry goes before the alias so that a failure leaves no move without an entry;
-    on any failure the entry is removed again unless the alias did move, and the
-    version's tags are restored while the lock is still owned."""
+    The entry goes before the alias so that no move is ever without an entry; if the
+    alias write fails the entry is removed again (best effort; a leftover is reported as
+    not applied, see the module docstring). The version's tags follow the move: a
+    failure there raises, with the move done and audited."""
     client, name = lease.client, lease.model_name
-    before = _tags(client.get_model_version(name, target))
-    all_tags = {
-        TAG_PREVIOUS_CHAMPION: current or "none",
-        TAG_AIRFLOW_RUN: airflow_run or "",
-        **tags,
-    }
-    written: list[str] = []
     audit_key: str | None = None
+    entry = {
+        "alias": alias, "from": current, "to": target, **audit,
+        "airflow_run": airflow_run, "at": at, "holder": _holder(),
+    }  # fmt: skip
     try:
-        lease.renew("move.tags")
-        for key, value in all_tags.items():
-            written.append(key)
-            client.set_model_version_tag(name, target, key, value)
         lease.renew("move.audit")
-        entry = {"alias": alias, "from": current, "to": target, **audit}
         seq = _next_audit_seq(client, name)
         audit_key = _audit_key(seq)  # set before the write: a failed request may have applied
-        _write_audit(
-            client, name, seq, {**entry, "airflow_run": airflow_run, "at": at, "holder": _holder()}
-        )
+        _write_audit(client, name, seq, entry)
         lease.renew("move.alias")
         client.set_registered_model_alias(name, alias, target)
-        return seq
     except BaseException:
-        _undo_move(lease, alias, target, before, written, audit_key)
+        _undo_move(lease, alias, target, audit_key)
         raise
+    _pause("move.tags")
+    try:
+        for key, value in _version_tags(entry).items():
+            client.set_model_version_tag(name, target, key, value)
+    except Exception:
+        log.error(
+            "%s of %s moved from %s to %s (audit entry %s), but writing the version's tags "
+            "failed; the next promotion or rollback writes them from the audit entry",
+            alias, name, current or "none", target, seq,
+        )  # fmt: skip
+        raise
+    return seq
 
 
-def _undo_move(
-    lease: Lease,
-    alias: str,
-    target: str,
-    before: Mapping[str, str],
-    written: list[str],
-    audit_key: str | None,
-) -> None:
-    """Best effort after a failed move: if the alias did not reach ``target``, drop this
-    move's audit entry (its key is this move's own: a later holder numbers after it) and,
-    while the lock is still ours, put back the version's tags (a later holder may be
-    writing them now)."""
+def _undo_move(lease: Lease, alias: str, target: str, audit_key: str | None) -> None:
+    """Best effort after a failed alias write: unless the alias did reach ``target``,
+    drop this move's audit entry (its key is this move's own: a later holder numbers
+    after it)."""
     client, name = lease.client, lease.model_name
+    if audit_key is None:
+        return
     try:
         model = _registered_model(client, name)
         if str(dict(getattr(model, "aliases", {}) or {}).get(alias)) == target:
             return  # the move went through (a request that failed after the server applied it)
-        if audit_key is not None:
-            client.delete_registered_model_tag(name, audit_key)
-        if lease.owned():
-            for key in written:
-                if key in before:
-                    client.set_model_version_tag(name, target, key, before[key])
-                else:
-                    client.delete_model_version_tag(name, target, key)
+        client.delete_registered_model_tag(name, audit_key)
     except Exception as exc:
-        log.error("could not undo the failed move of %s %s to %s: %s", name, alias, target, exc)
+        log.error(
+            "could not remove audit entry %s of %s after the failed move to %s: %s "
+            "(it is reported as not applied)", audit_key, name, target, exc,
+        )  # fmt: skip
 
 
 def promote(
@@ -647,9 +754,10 @@ def promote(
     ``expected_champion`` is the champion the evaluation compared against (None: there was
     none). Under the promotion lock the alias is re-read; if it differs, nothing changes
     and the result is ``stale``. Promoting the current champion is a ``noop``. Otherwise
-    the version gets tags (previous_champion, decision_uri, airflow_run, promoted_at,
-    promotion_reason) and an audit entry is appended before the alias moves; every write
-    first checks that the lock is still held (PromotionLockLost otherwise, nothing moved).
+    an audit entry is appended, the alias moves and the version gets tags
+    (previous_champion, decision_uri, airflow_run, promoted_at, promotion_reason); the
+    entry and the alias write each first check that the lock is still held
+    (PromotionLockLost otherwise, nothing moved).
     An MLflow error under the lock releases it and leaves the champion unchanged.
     Raises RegistryError for an unknown or deleted version.
     """
@@ -659,6 +767,7 @@ def promote(
     with promotion_lock(
         client, name, timeout=lock_timeout, ttl=lock_ttl, purpose=f"promote {version}"
     ) as lease:
+        _reconcile(lease, alias)
         status = champion_status(client, name, alias)
         current = status.version
         if current == version:
@@ -675,21 +784,14 @@ def promote(
                 "not overwriting it: re-evaluate against the current champion",
             )  # fmt: skip
         at = _now()
-        tags = {
-            TAG_DECISION_URI: decision_uri or "",
-            TAG_PROMOTED_AT: at,
-            TAG_PROMOTION_REASON: _clip(reason),
-        }
         audit: dict[str, Any] = {
             "action": "promote",
             "reason": reason,
             "decision_uri": decision_uri,
         }
         if approval and approval.get("approval") == "approved":
-            tags[TAG_APPROVED_BY] = str(approval.get("by") or "")
-            tags[TAG_APPROVED_AT] = str(approval.get("at") or "")
             audit["approval"] = {k: approval.get(k) for k in ("approval", "by", "at")}
-        seq = _move_alias(lease, alias, current, version, tags, audit, airflow_run, at)
+        seq = _move_alias(lease, alias, current, version, audit, airflow_run, at)
     log.info("promoted %s version %s to %s (was %s)", name, version, alias, current)
     return PromotionResult(
         "promoted", name, version, current, version, expected,
@@ -738,6 +840,7 @@ def rollback(
     with promotion_lock(
         client, name, timeout=lock_timeout, ttl=lock_ttl, purpose="rollback"
     ) as lease:
+        _reconcile(lease, alias)
         status = champion_status(client, name, alias)
         current = status.version
         if to_version is None:
@@ -769,12 +872,8 @@ def rollback(
                 f"version {target} already is {alias}; nothing changed",
             )  # fmt: skip
         at = _now()
-        tags = {
-            TAG_ROLLED_BACK_AT: at,
-            TAG_ROLLBACK_REASON: _clip(("[forced] " if force and refused else "") + reason),
-        }
         audit = {"action": "rollback", "reason": reason, "forced": bool(force and refused)}
-        seq = _move_alias(lease, alias, current, target, tags, audit, airflow_run, at)
+        seq = _move_alias(lease, alias, current, target, audit, airflow_run, at)
     log.info("rolled back %s %s from %s to %s", name, alias, current, target)
     return PromotionResult(
         "rolled_back", name, target, current, target, current,

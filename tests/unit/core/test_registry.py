@@ -45,3 +45,21 @@ def test_a_lease_that_ran_out_is_never_renewed():
     with pytest.raises(PromotionLockLost, match=r"lease ran out before move\.alias") as caught:
         lease.renew("move.alias")  # 1 s left is inside the margin (a quarter of the ttl)
     assert caught.value.lock_name == "m.__promotion_lock__" and caught.value.model_name == "m"
+
+
+@pytest.mark.parametrize(
+    ("entry", "alias_now", "live", "applied"),
+    [
+        ({"from": "1", "to": "2"}, "2", True, True),  # the move happened
+        ({"from": "1", "to": "2"}, "1", True, False),  # the promoter died before the alias write
+        ({"from": None, "to": "1"}, None, True, False),  # the same, for a first promotion
+        ({"from": "1", "to": "2"}, None, False, True),  # champion deleted since (alias dropped)
+        ({"from": "1", "to": "2"}, "5", True, True),  # moved by hand afterwards: still happened
+        ({"from": "1", "to": "2", "applied": False}, "2", True, False),  # marked by a later holder
+    ],
+    ids=["moved", "alias-never-moved", "first-never-moved", "target-deleted", "moved-by-hand", "marked"],
+)  # fmt: skip
+def test_newest_audit_entry_counts_only_when_its_alias_moved(entry, alias_now, live, applied):
+    from mlops_loop.core.registry import _last_move_applied
+
+    assert _last_move_applied(entry, alias_now, lambda version: live) is applied
