@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .local/venv with the package and its dev + trainer extras, pinned by
+# Creates .local/venv with the package and its dev + trainer + celery extras, pinned by
 # constraints.txt. Idempotent: a re-run with unchanged inputs only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ wheel=$(ls /opt/wheels/torch-"${torch_pin}"+cpu-*.whl 2>/dev/null | head -n1 || 
 if [ -n "$wheel" ]; then
     $UV -c constraints.txt "$wheel"
 fi
-$UV -c constraints.txt -e ".[dev,trainer]"
+$UV -c constraints.txt -e ".[dev,trainer,celery]"
 # The development helpers in devtools/ (local servers, sample data) are importable in
 # this venv only; the installed package does not contain them.
 purelib=$($VENV/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
