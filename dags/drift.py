@@ -61,6 +61,7 @@ for entry in dataset_entries():
         monitor = DriftMonitorOperator(
             task_id="drift_monitor",
             config_path=entry.path,
+            **entry.compute_queue_args(),
             ds="{{ params.ds }}",
             window_end="{{ params.end }}",
             since_ds="{{ params.start }}",

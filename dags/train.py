@@ -132,6 +132,7 @@ for entry in dataset_entries():
         train = DockerTrainOperator(
             task_id="train_challenger",
             config_path=entry.path,
+            **entry.compute_queue_args(),
             train_snapshot_uri="{{ ti.xcom_pull(task_ids='assemble_training_set')['train_uri'] }}",
             valid_snapshot_uri="{{ ti.xcom_pull(task_ids='assemble_training_set')['valid_uri'] }}",
             model_type="{{ params.model_type }}",
@@ -144,6 +145,7 @@ for entry in dataset_entries():
         evaluate = EvaluateChallengerOperator(
             task_id="evaluate_challenger",
             config_path=entry.path,
+            **entry.compute_queue_args(),
             holdout_snapshot_uri="{{ ti.xcom_pull(task_ids='assemble_training_set')['holdout_uri'] }}",
             model_name="{{ ti.xcom_pull(task_ids='train_challenger')['model_name'] }}",
             challenger_version="{{ ti.xcom_pull(task_ids='train_challenger')['model_version'] }}",

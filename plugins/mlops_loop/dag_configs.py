@@ -2,7 +2,7 @@
 the task defaults (retries), so that each DAG file only lists its operators.
 
 DAG files run on every scheduler parse, so this reads only each YAML file's ``name``,
-``schedule`` and ``drift.schedule`` with PyYAML; the full typed validation
+``schedule``, ``drift.schedule`` and ``compute_queue`` with PyYAML; the full typed validation
 (core.config.load_config) happens when a task runs, where a bad config fails that task
 with a message naming the key.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR_ENV = "MLOPS_LOOP_CONFIG_DIR"
 DEFAULT_DRIFT_SCHEDULE = "0 2 * * *"  # core.config.DriftSettings.schedule's default
+# core.config.QUEUE_PATTERN, copied: importing it would load pydantic at parse time.
+QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 # Transient faults (a storage or tracking server that times out, a container engine that
@@ -87,6 +90,12 @@ class DatasetEntry:
     path: str
     schedule: str | None
     drift_schedule: str | None = DEFAULT_DRIFT_SCHEDULE
+    compute_queue: str | None = None
+
+    def compute_queue_args(self) -> dict[str, str]:
+        """``queue=`` for the tasks that load models (training, evaluation, drift scoring):
+        the config's ``compute_queue``, or nothing, which leaves Airflow's default queue."""
+        return {"queue": self.compute_queue} if self.compute_queue else {}
 
 
 def _dags_folder() -> Path | None:
@@ -149,11 +158,16 @@ def _entry(path: Path) -> DatasetEntry:
         if isinstance(drift, dict)
         else DEFAULT_DRIFT_SCHEDULE
     )
+    # A bad queue name routes nothing: the tasks stay on the default queue, where the
+    # first one fails loading the config, naming compute_queue.
+    queue = raw.get("compute_queue")
+    valid_queue = isinstance(queue, str) and re.fullmatch(QUEUE_PATTERN, queue) is not None
     return DatasetEntry(
         name=str(raw.get("name") or path.stem),
         path=str(path.resolve()),
         schedule=raw.get("schedule", "@daily"),
         drift_schedule=drift_schedule,
+        compute_queue=queue if valid_queue else None,
     )
 
 

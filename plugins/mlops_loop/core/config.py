@@ -23,6 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mlops_loop.exceptions import ConfigError
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+# A Celery queue name: what `airflow celery worker --queues` takes. dag_configs keeps a
+# copy (it may not import pydantic at parse time); a test keeps the two equal.
+QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 # Replaces every config's storage.root with $MLOPS_LOOP_STORAGE_ROOT/<dataset name>, so one
 # environment (demo, tests, a staging deployment) can redirect all outputs at once.
 STORAGE_ROOT_ENV = "MLOPS_LOOP_STORAGE_ROOT"
@@ -240,9 +243,28 @@ class DatasetConfig(_Strict):
     training: TrainingSettings = Field(default_factory=lambda: TrainingSettings())
     evaluation: EvaluationSettings = Field(default_factory=lambda: EvaluationSettings())
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
+    compute_queue: str | None = Field(
+        default=None,
+        # Routing, not part of what is trained: left out of config_hash, so moving the
+        # work to another queue does not count as a new config.
+        exclude=True,
+        description="Celery queue of the tasks that load models: training, evaluation and "
+        "drift scoring (a GPU worker started with `--queues <name>` takes them). Every "
+        "other task, and all of them when left out, goes to Airflow's default queue.",
+    )
 
     # Set by load_config: where the file lives, to resolve relative paths.
     config_dir: str = Field(default=".", exclude=True)
+
+    @field_validator("compute_queue")
+    @classmethod
+    def _queue_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(QUEUE_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is not a Celery queue name: letters, digits, '_', '.' and '-' "
+                "(at most 100, no spaces or commas), e.g. gpu; left out: the default queue"
+            )
+        return value
 
     @model_validator(mode="before")
     @classmethod
