@@ -160,6 +160,10 @@ for entry in dataset_entries():
         promote = PromoteModelOperator(
             task_id="promote_or_reject",
             decision="{{ ti.xcom_pull(task_ids='evaluate_challenger') }}",
+            # The decision is trainer output: it must be about this dataset's model and
+            # the version this run trained.
+            config_path=entry.path,
+            challenger_version="{{ ti.xcom_pull(task_ids='train_challenger')['model_version'] }}",
             approval="{{ ti.xcom_pull(task_ids='approve_promotion') }}",
             reason=form_text("reason"),
         )

@@ -9,7 +9,7 @@ changed, so nobody mistakes the run for a promotion; re-run the evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -27,7 +27,12 @@ def _airflow_run(context: Context | None) -> str | None:
 
 # Keys of an evaluation result that locate its decision report (html_uri in storage, the
 # MLflow copy); a promotion result repeats them.
-DECISION_REPORT_KEYS = ("html_uri", "artifact_run_id", "artifact_experiment_id", "html_artifact_path")
+DECISION_REPORT_KEYS = (
+    "html_uri",
+    "artifact_run_id",
+    "artifact_experiment_id",
+    "html_artifact_path",
+)
 
 
 class PromoteModelOperator(MlflowServerArguments, BaseOperator):
@@ -55,6 +60,11 @@ class PromoteModelOperator(MlflowServerArguments, BaseOperator):
         features, the validated dates, else the run type), else the decision's reasons.
         (templated)
     :param model_name: Registered model; default the decision's ``model_name``. (templated)
+    :param config_path: Dataset config YAML: a decision about any model but this dataset's
+        ``training.registered_model_name`` is refused (the decision is the trainer's
+        output, and the trainer runs code from model artifacts). (templated)
+    :param challenger_version: The version this run trained (the train task's XCom): a
+        decision about another version is refused. (templated)
     :param mlflow_conn_id: Airflow Connection of the MLflow server (mlops_loop.hooks.mlflow);
         default ``$MLOPS_LOOP_MLFLOW_CONN_ID`` or ``mlflow_default``, else
         ``$MLFLOW_TRACKING_URI``.
@@ -69,6 +79,8 @@ class PromoteModelOperator(MlflowServerArguments, BaseOperator):
         "reason",
         "approval",
         "model_name",
+        "config_path",
+        "challenger_version",
         "mlflow_tracking_uri",
     )
     template_fields_renderers = {"decision": "json", "approval": "json"}
@@ -82,6 +94,8 @@ class PromoteModelOperator(MlflowServerArguments, BaseOperator):
         reason: str = "",
         approval: dict[str, Any] | str | None = None,
         model_name: str | None = None,
+        config_path: str | None = None,
+        challenger_version: str | int | None = None,
         mlflow_conn_id: str | None = None,
         mlflow_tracking_uri: str | None = None,
         fail_on_stale: bool = True,
@@ -95,9 +109,37 @@ class PromoteModelOperator(MlflowServerArguments, BaseOperator):
         self.reason = reason
         self.approval = approval
         self.model_name = model_name
+        self.config_path = config_path
+        self.challenger_version = challenger_version
         self.mlflow_conn_id = mlflow_conn_id
         self.mlflow_tracking_uri = mlflow_tracking_uri
         self.fail_on_stale = fail_on_stale
+
+    def _check_subject(self, name: str, decision: Mapping[str, Any]) -> None:
+        """Refuse a decision about another dataset's model or another version than this
+        run trained: the decision comes from the trainer, which loads model artifacts."""
+        from mlops_loop.core.config import given, load_config, training_settings
+        from mlops_loop.exceptions import RegistryError
+
+        if given(self.config_path):
+            config = load_config(str(self.config_path))
+            own = str(training_settings(config).registered_model_name)
+            if name != own:
+                raise RegistryError(
+                    f"the decision is about model {name!r}, not {own!r}, the registered model "
+                    f"of dataset {config.name!r}: refused, the champion does not move",
+                    model_name=name,
+                )
+        if given(self.challenger_version):
+            trained = str(self.challenger_version).strip()
+            decided = str(decision.get("challenger_version") or "").strip()
+            if decided != trained:
+                raise RegistryError(
+                    f"the decision is about version {decided or 'none'} of {name!r}, but this "
+                    f"run trained version {trained}: refused, the champion does not move",
+                    model_name=name,
+                    version=decided or None,
+                )
 
     def _load_decision(self) -> dict[str, Any]:
         from mlops_loop.core.decision_report import as_decision
@@ -121,10 +163,15 @@ class PromoteModelOperator(MlflowServerArguments, BaseOperator):
         name = self.model_name or decision.get("model_name")
         if not name:
             raise ValueError("no model_name: pass it or use a decision that names the model")
+        self._check_subject(str(name), decision)
         outcome = decision.get("outcome")
         # The approval task's record (operators/approval.py), when the DAG has one.
         approval = as_decision(self.approval) if given(self.approval) else None
-        if outcome == "promote" and approval and approval.get("approval") in ("rejected", "timed_out"):
+        if (
+            outcome == "promote"
+            and approval
+            and approval.get("approval") in ("rejected", "timed_out")
+        ):
             decision = {**decision, "outcome": f"promote {approval['approval']} by a person"}
             outcome = decision["outcome"]
         base = {

@@ -5,6 +5,7 @@ MLflow server (marked integration)."""
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from mlops_loop.operators.promote import PromoteModelOperator, RollbackChampionO
 from tests.fixtures.decisions import decision_dict
 
 DEAD_SERVER = "http://127.0.0.1:9"  # nothing listens: a registry call would fail loudly
+CONFIG = Path(__file__).resolve().parents[3] / "include" / "config" / "credit_default.yaml"
 
 
 @pytest.mark.parametrize("cls", [PromoteModelOperator, RollbackChampionOperator])
@@ -221,3 +223,29 @@ def test_promote_and_rollback_never_show_credentials_of_a_tracking_uri():
         server = op.mlflow_hook.server  # signs in with them, shows none
         assert server.uri == "https://mlflow.example.com"
         assert server.secrets["MLFLOW_TRACKING_PASSWORD"] == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("decided", "match"),
+    [
+        pytest.param({"model_name": "another_datasets_model"}, "not 'credit_default_model'", id="other-model"),
+        pytest.param({"challenger_version": "1"}, "this run trained version 7", id="other-version"),
+    ],
+)  # fmt: skip
+def test_promote_refuses_a_decision_about_another_model_or_version(decided, match):
+    """The decision is the trainer's output: a tampered one naming another dataset's
+    model, or a version this run did not train, moves nothing (no server is asked)."""
+    from mlops_loop.exceptions import RegistryError
+
+    decision = decision_dict(
+        **{"model_name": "credit_default_model", "challenger_version": "7", **decided}
+    )
+    op = PromoteModelOperator(
+        task_id="p",
+        decision=decision,
+        config_path=str(CONFIG),
+        challenger_version="7",
+        mlflow_tracking_uri=DEAD_SERVER,
+    )
+    with pytest.raises(RegistryError, match=match):
+        op.execute({})
