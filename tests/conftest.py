@@ -25,3 +25,16 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("MLOPS_LOOP_TRAINER_NETWORK", "host")
 
 pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.airflow_db", "tests.fixtures.airflow_stack"]
+
+
+def pytest_configure(config):
+    # tests/test_compose.py: the docker-compose stack built locally and started for real.
+    config.addinivalue_line(
+        "markers",
+        "compose: starts the docker-compose stack (docker-compose.local.yml) and runs an ingest",
+    )
+    # tests/stack/test_web_ui.py: the web UI in Debian's chromium (Playwright).
+    config.addinivalue_line(
+        "markers",
+        "browser: drives the Airflow web UI in a headless chromium (tests/stack/test_web_ui.py)",
+    )
