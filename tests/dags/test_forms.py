@@ -115,10 +115,17 @@ def test_rollback_form_acts_on_its_dataset_only_and_on_validated_targets(
     trail = audit_trail(client, name)
     rollback = dags()["mlops_rollback__credit_default"]
 
-    # 1. The form names another model: refused, nobody's champion moves.
-    tis = _run(rollback, {"reason": "incident 5: roll back", "model_name": other}, 1)
+    # 1. The form names another model, forced: refused, nobody's champion moves (were
+    #    the name ignored, force would move this model's; were it honoured, the other's).
+    tis = _run(
+        rollback, {"reason": "incident 5: roll back", "model_name": other, "force": True}, 1
+    )
     assert str(tis["rollback_champion"].state) == "failed"
     assert get_champion(client, other) == o2 and get_champion(client, name) == v2
+
+    # dag.test() leaves a run's conf in the DAG object's params: a fresh parse for the
+    # next runs (a deployment parses every run's params afresh).
+    rollback = dags()["mlops_rollback__credit_default"]
 
     # 2. The previous champion (v1) never passed validation: refused without force.
     tis = _run(rollback, {"reason": "1e999"}, 2)
