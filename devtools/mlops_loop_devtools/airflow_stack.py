@@ -15,6 +15,14 @@ file, and ports that do not collide with a default deployment on the machine (87
 processes; ``AirflowStack.stop`` stops them (process groups: SIGTERM, then SIGKILL) and
 drops the database. Startup is bounded: a component that exits or a deployment that is
 not healthy in time raises with the tail of the relevant log.
+
+With ``celery_workers`` the deployment runs the CeleryExecutor instead: the broker is a
+Redis database of its own on ``redis://127.0.0.1:6379`` (one of 1..15, claimed with a key
+in database 0 so parallel stacks do not share one; flushed and released at the end), the
+result backend is the stack's PostgreSQL database, and each worker is an ``airflow celery
+worker --queues ...`` process with its own HOME, TMPDIR, task log folder, log-server
+port and host name (a loopback address of its own, 127.0.0.2, 127.0.0.3, ..., which the
+task instances record as their ``hostname``).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +49,10 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 # Health keys of GET /api/v2/monitor/health for the components started here.
 HEALTH_KEYS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+DEFAULT_REDIS = "redis://127.0.0.1:6379"
+# Set per Celery worker; read by stack_hostname (AIRFLOW__CORE__HOSTNAME_CALLABLE).
+HOSTNAME_ENV = "MLOPS_LOOP_STACK_HOSTNAME"
+REDIS_CLAIM_KEY = "mlops_loop:airflow_stack:redis_db:{db}"
 
 
 class AirflowStackError(RuntimeError):
@@ -89,6 +101,116 @@ def drop_database(server_url: str, name: str) -> None:
         conn.close()
 
 
+# ------------------------------------------------------------------------------ redis
+
+
+def claim_redis_db(server_url: str, owner: str, ttl_s: int = 6 * 3600) -> int:
+    """Claim a Redis database number (1..15) for one stack: ``SET NX`` of a key in
+    database 0 (expiring after ``ttl_s``, so a killed test frees it eventually), then
+    flush it. Raises when none is free."""
+    import redis
+
+    try:
+        admin = redis.Redis.from_url(f"{server_url.rstrip('/')}/0", socket_timeout=10)
+        admin.ping()
+    except Exception as exc:
+        raise AirflowStackError(
+            f"Redis at {server_url} is not reachable ({exc}); start it, for example "
+            "`redis-server --daemonize yes`"
+        ) from exc
+    try:
+        for db in range(1, 16):
+            if admin.set(REDIS_CLAIM_KEY.format(db=db), owner, nx=True, ex=ttl_s):
+                redis.Redis.from_url(f"{server_url.rstrip('/')}/{db}").flushdb()
+                return db
+    finally:
+        admin.close()
+    raise AirflowStackError(f"no free Redis database on {server_url} (1..15 all claimed)")
+
+
+def release_redis_db(server_url: str, db: int, owner: str) -> None:
+    """Flush the database and drop its claim (only if ``owner`` still holds it)."""
+    import redis
+
+    with contextlib.suppress(Exception):
+        redis.Redis.from_url(f"{server_url.rstrip('/')}/{db}").flushdb()
+        admin = redis.Redis.from_url(f"{server_url.rstrip('/')}/0")
+        key = REDIS_CLAIM_KEY.format(db=db)
+        if admin.get(key) == owner.encode():
+            admin.delete(key)
+        admin.close()
+
+
+def stack_hostname() -> str:
+    """``[core] hostname_callable`` of the stack's Celery workers: the worker's own
+    loopback address (``$MLOPS_LOOP_STACK_HOSTNAME``), so task instances tell which worker
+    ran them although all run on this machine."""
+    from airflow.utils.net import getfqdn
+
+    return os.environ.get(HOSTNAME_ENV) or getfqdn()
+
+
+# ------------------------------------------------------------------------ celery worker
+
+
+@dataclass(frozen=True)
+class CeleryWorkerSpec:
+    """One ``airflow celery worker``: its name (unique in the stack), the queues it takes
+    and how many tasks it runs at once."""
+
+    name: str
+    queues: tuple[str, ...]
+    concurrency: int = 2
+
+
+@dataclass
+class CeleryWorker:
+    """A started worker and its own local folders and ports."""
+
+    spec: CeleryWorkerSpec
+    hostname: str
+    root: Path
+    log_folder: Path
+    log_server_port: int
+    env: dict[str, str]
+
+    @property
+    def component(self) -> str:
+        return f"celery-worker-{self.spec.name}"
+
+    def task_log_files(self, dag_id: str | None = None) -> list[Path]:
+        """Task log files this worker wrote (``dag_id=.../run_id=.../task_id=...``)."""
+        pattern = f"dag_id={dag_id}/**/*.log" if dag_id else "dag_id=*/**/*.log"
+        return sorted(self.log_folder.glob(pattern))
+
+    def task_ids_logged(self, dag_id: str | None = None) -> set[str]:
+        """``task_id``s whose logs are in this worker's log folder."""
+        found = set()
+        for path in self.task_log_files(dag_id):
+            for part in path.parts:
+                if part.startswith("task_id="):
+                    found.add(part.split("=", 1)[1])
+        return found
+
+
+def celery_worker_environment(
+    base: Mapping[str, str], root: Path, hostname: str, log_server_port: int
+) -> dict[str, str]:
+    """A worker's environment: the stack's, with its own HOME, TMPDIR, task log folder,
+    log-server port and host name."""
+    for sub in ("home", "tmp", "logs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        **base,
+        "HOME": str(root / "home"),
+        "TMPDIR": str(root / "tmp"),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(root / "logs"),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_server_port),
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "mlops_loop_devtools.airflow_stack.stack_hostname",
+        HOSTNAME_ENV: hostname,
+    }
+
+
 # ------------------------------------------------------------------------------ stack
 
 
@@ -103,6 +225,9 @@ class AirflowStack:
     env: dict[str, str]
     processes: dict[str, LocalServer] = field(default_factory=dict)
     request_timeout: float = 30.0
+    workers: dict[str, CeleryWorker] = field(default_factory=dict)
+    redis_server: str | None = None
+    redis_db: int | None = None
     _token: str | None = None
 
     # --- lifecycle ------------------------------------------------------------------
@@ -112,6 +237,9 @@ class AirflowStack:
             server.stop()
         self.processes.clear()
         drop_database(self.database_server, self.database)
+        if self.redis_server is not None and self.redis_db is not None:
+            release_redis_db(self.redis_server, self.redis_db, self.database)
+            self.redis_db = None
 
     def __enter__(self) -> AirflowStack:
         return self
@@ -464,11 +592,18 @@ def start_airflow_stack(
     extra_env: Mapping[str, str] | None = None,
     database_server: str = os.environ.get("MLOPS_LOOP_STACK_POSTGRES", DEFAULT_POSTGRES),
     timeout: float = float(os.environ.get("MLOPS_LOOP_STACK_START_TIMEOUT", 300)),
+    celery_workers: Sequence[CeleryWorkerSpec] = (),
+    redis_server: str = os.environ.get("MLOPS_LOOP_STACK_REDIS", DEFAULT_REDIS),
 ) -> AirflowStack:
     """Create a fresh database, migrate it and start the four components; returns when
     the api-server answers and reports every component healthy. ``extra_env`` is added
     to every component's environment (MLOPS_LOOP_CONFIG_DIR, MLOPS_LOOP_STORAGE_ROOT,
-    MLFLOW_TRACKING_URI, ...)."""
+    MLFLOW_TRACKING_URI, ...).
+
+    With ``celery_workers`` the executor is the CeleryExecutor (broker: a Redis database
+    of its own on ``redis_server``; results: the stack's database) and each worker is
+    started too; it returns once every worker has reported ready. The api-server reads
+    served task logs from the first worker's log-server port."""
     home = Path(home).resolve()
     (home / "logs").mkdir(parents=True, exist_ok=True)
     database = f"airflow_stack_{os.getpid()}_{secrets.token_hex(3)}"
@@ -481,6 +616,9 @@ def start_airflow_stack(
         plugins_folder=Path(plugins_folder),
         extra_env=extra_env,
     )
+    names = [spec.name for spec in celery_workers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Celery worker names must be unique: {names}")
     create_database(database_server, database)
     stack = AirflowStack(
         url=f"http://127.0.0.1:{api_port}",
@@ -490,6 +628,22 @@ def start_airflow_stack(
         env=env,
     )
     try:
+        if celery_workers:
+            stack.redis_server = redis_server
+            stack.redis_db = claim_redis_db(redis_server, owner=database)
+            # The driver named: a bare postgresql:// picks psycopg (3), not installed.
+            results_db = f"{database_server.rstrip('/')}/{database}".replace(
+                "postgresql://", "postgresql+psycopg2://", 1
+            )
+            env.update(
+                {
+                    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                    "AIRFLOW__CELERY__BROKER_URL": f"{redis_server.rstrip('/')}/{stack.redis_db}",
+                    "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{results_db}",
+                    "AIRFLOW__OPERATORS__DEFAULT_QUEUE": "default",
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+                }
+            )
         airflow = _bin("airflow")
         deadline = time.monotonic() + timeout
         migrate_log = stack.log_path("db-migrate")
@@ -507,10 +661,63 @@ def start_airflow_stack(
                 component, [airflow, component], stack.log_path(component), env
             )
         _wait_healthy(stack, deadline)
+        for index, spec in enumerate(celery_workers):
+            _start_celery_worker(stack, spec, index, airflow)
+        _wait_workers_ready(stack, deadline)
     except BaseException:
         stack.stop()
         raise
     return stack
+
+
+def _start_celery_worker(
+    stack: AirflowStack, spec: CeleryWorkerSpec, index: int, airflow: str
+) -> CeleryWorker:
+    port = (
+        int(stack.env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"]) if index == 0 else free_port()
+    )
+    hostname = f"127.0.0.{index + 2}"
+    root = stack.home / "workers" / spec.name
+    worker = CeleryWorker(
+        spec=spec,
+        hostname=hostname,
+        root=root,
+        log_folder=root / "logs",
+        log_server_port=port,
+        env=celery_worker_environment(stack.env, root, hostname, port),
+    )
+    cmd = [
+        airflow, "celery", "worker",
+        "--queues", ",".join(spec.queues),
+        "--concurrency", str(spec.concurrency),
+        "--celery-hostname", f"{spec.name}@{hostname}",
+    ]  # fmt: skip
+    stack.workers[spec.name] = worker
+    stack.processes[worker.component] = _spawn(
+        worker.component, cmd, stack.log_path(worker.component), worker.env
+    )
+    return worker
+
+
+def _wait_workers_ready(stack: AirflowStack, deadline: float) -> None:
+    """Celery logs ``<name>@<host> ready.`` once a worker consumes its queues."""
+    waiting = dict(stack.workers)
+    while waiting:
+        stack.check_alive()
+        for name, worker in list(waiting.items()):
+            if f"{name}@{worker.hostname} ready." in log_tail(
+                stack.log_path(worker.component), 200_000
+            ):
+                del waiting[name]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            tails = "\n".join(
+                f"--- {w.component} log tail:\n{stack.log_tail(w.component, 2000)}"
+                for w in waiting.values()
+            )
+            raise AirflowStackError(f"Celery workers {sorted(waiting)} not ready in time\n{tails}")
+        time.sleep(1)
 
 
 def _spawn(name: str, cmd: list[str], log_path: Path, env: dict[str, str]) -> LocalServer:
