@@ -11,6 +11,9 @@ export AIRFLOW_HOME="$REPO/.local/airflow-test"
 if [ "$(id -u)" -eq 0 ]; then
     ./scripts/install_docker.sh
     command -v docker-compose >/dev/null 2>&1 || apt-get install -y -qq docker-compose >/dev/null
+    # Debian's chromium for the browser test (tests/stack/test_web_ui.py, marker browser).
+    [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || apt-get install -y -qq chromium chromium-driver >/dev/null \
+        || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
 else
     docker info >/dev/null 2>&1 || { echo "test: no Docker engine and not root to start one; run scripts/install_docker.sh as root" >&2; exit 1; }
 fi
