@@ -8,8 +8,11 @@ $MLOPS_LOOP_TRAINER_NETWORK; the default is ``bridge``).
 
 The trainer boundary on the real engine: the HostConfig of a created container (all
 capabilities dropped, no-new-privileges, pids and CPU limits, read-only root with a /tmp
-tmpfs, a non-root user, the network, the GPU request), and the private request/result
-folder (the container's uid can use it, another uid cannot even list it).
+tmpfs, a non-root user, the network, the GPU request). The request and result travel
+through the Docker API alone (the request in the container's environment, the result as
+a signed stdout line read from its log): with storage on S3 the container has no mount
+at all, as on a Docker host that sees none of the worker's folders, and a result line not
+signed with the task's token is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import functools
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,16 +29,14 @@ from typing import Any
 import pytest
 
 from mlops_loop.core.config import STORAGE_ROOT_ENV, load_config
-from mlops_loop.core.containers import (
-    CONTAINER_TMP,
-    TMPFS_OPTIONS,
-    Owner,
-    hardened_host_config,
-    make_io_dir,
-    write_request,
+from mlops_loop.core.containers import CONTAINER_TMP, TMPFS_OPTIONS
+from mlops_loop.core.trainer_protocol import REQUEST_ENV, TrainRequest
+from mlops_loop.exceptions import (
+    GpuUnavailableError,
+    TrainerContainerFailed,
+    TrainerImageNotFound,
+    TrainerResultError,
 )
-from mlops_loop.core.trainer_protocol import CONTAINER_IO_DIR, RESULT_FILE, TrainRequest
-from mlops_loop.exceptions import GpuUnavailableError, TrainerContainerFailed, TrainerImageNotFound
 from mlops_loop.operators.docker_train import DockerTrainOperator
 from mlops_loop_devtools.devstack import LocalServer
 from tests.fixtures.background import Background
@@ -182,9 +184,9 @@ def test_train_in_container_registers_a_model(
     task_log = capsys.readouterr().out
     assert "epoch 1/3" in task_log and "epoch 3/3" in task_log
     assert "no NVIDIA GPU runtime" in task_log and "warning" in task_log
-    # Nothing left behind: no container, no request/result folder.
+    # Nothing left behind: no container, no request/result folder (none was made).
     assert _test_containers(docker_client) == []
-    assert list((tmp_path / "io").iterdir()) == []
+    assert not (tmp_path / "io").exists()
 
     from mlflow import MlflowClient
 
@@ -230,7 +232,7 @@ def test_trainer_error_is_explained_with_its_exit_code(
     assert "snapshot data problem" in str(err.value)
     assert err.value.error and "0" * 64 in err.value.error  # from the trainer's result.json
     assert _test_containers(docker_client) == []
-    assert list((tmp_path / "io").iterdir()) == []
+    assert not (tmp_path / "io").exists()  # no request/result folder
 
 
 def test_memory_limit_kill_is_explained(
@@ -306,7 +308,7 @@ def test_on_kill_stops_and_removes_the_container(
     assert not task.alive
     assert task.error is not None  # a killed task never returns a result
     assert _test_containers(docker_client) == []
-    assert list((tmp_path / "io").iterdir()) == []
+    assert not (tmp_path / "io").exists()  # no request/result folder
 
 
 # --- the trainer boundary on the real engine --------------------------------------------
@@ -381,82 +383,173 @@ def test_created_container_host_config_has_every_default_and_the_gpu_request(
         assert user == "10001:10001"  # the image's user; the folders were handed to it
     else:
         assert user == f"{os.geteuid()}:{os.getegid()}"
-    io_mount = next(m for m in api.inspected["Mounts"] if m["Destination"] == CONTAINER_IO_DIR)
-    assert io_mount["RW"] is True
-    assert "HOME=/tmp" in api.inspected["Config"]["Env"]
-    # Created, never started, and removed with its folder.
+    # The one bind mount is the local storage root, read-only: no request/result folder.
+    mounts = [(m["Type"], m["Destination"], m["RW"]) for m in api.inspected["Mounts"]]
+    assert mounts == [("bind", data.root, False)]
+    env = dict(e.split("=", 1) for e in api.inspected["Config"]["Env"])
+    assert env["HOME"] == "/tmp"
+    assert TrainRequest.model_validate_json(env[REQUEST_ENV]).train_snapshot_uri == data.train_uri
+    # Created, never started, and removed; no folder was made.
     assert _test_containers(docker_client) == []
-    assert list((tmp_path / "io").iterdir()) == []
+    assert not (tmp_path / "io").exists()  # no request/result folder
 
 
-def _run_probe(docker_client: Any, image: str, user: Owner, io_dir: Path, code: str) -> str:
-    """``code`` in the trainer image as ``user`` with the trainer's defaults, the io
-    folder at /mlops/io. Returns its output (stdout and stderr)."""
-    settings = hardened_host_config(cpus=None, pids_limit=256)
-    container = docker_client.containers.create(
-        image,
-        entrypoint=["python", "-c"],
-        command=[code],
-        user=str(user),
-        network_mode="none",
-        environment={"HOME": CONTAINER_TMP},
-        cap_drop=settings["cap_drop"],
-        security_opt=settings["security_opt"],
-        pids_limit=settings["pids_limit"],
-        read_only=settings["read_only"],
-        tmpfs=settings["tmpfs"],
-        volumes={str(io_dir): {"bind": CONTAINER_IO_DIR, "mode": "rw"}},
-        labels={LABEL: "1"},
+class Inspecting:
+    """The real engine's API client, recording each container as created, right before
+    it starts (its HostConfig, Mounts and Env are what is under test)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.inspected: dict[str, Any] | None = None
+        self.logs_read_s = 0.0
+
+    def start(self, container: str) -> None:
+        self.inspected = self._client.inspect_container(container)
+        self._client.start(container)
+
+    def logs(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        chunks = list(self._client.logs(*args, **kwargs))
+        self.logs_read_s += time.perf_counter() - started
+        return iter(chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.fixture
+def s3_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server, s3_credentials, s3_bucket
+):
+    """credit_default with its storage on the S3 server (keys through the Connection
+    ``docker_train_s3``) and two ingested snapshots there: nothing for a bind mount."""
+    import yaml
+
+    from mlops_loop.core.ingest import ingest_batch
+    from mlops_loop.core.storage import S3Storage
+    from mlops_loop_devtools.sample_data import generate_batch, land_batch
+
+    monkeypatch.delenv(STORAGE_ROOT_ENV, raising=False)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DOCKER_TRAIN_S3",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": s3_credentials.aws_access_key_id,
+                "password": s3_credentials.aws_secret_access_key,
+                "extra": {"endpoint_url": s3_server.url, "region_name": "us-east-1"},
+            }
+        ),
     )
-    try:
-        container.start()
-        container.wait(timeout=120)
-        return container.logs().decode()
-    finally:
-        container.remove(force=True)
+    raw = yaml.safe_load(Path(CONFIG).read_text())
+    raw["storage"] = {
+        "root": f"{s3_bucket}/credit_default",
+        "s3": {"aws_conn_id": "docker_train_s3"},
+    }
+    raw["quality"].pop("suite")
+    path = tmp_path / "credit_default.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    storage = S3Storage(s3_credentials)
+    uris = []
+    for ds, rows in (("2026-03-01", 1_500), ("2026-03-02", 400)):
+        for landed in land_batch(generate_batch(ds, rows, seed=3), tmp_path / "landing", ds):
+            storage.upload(landed, f"{config.root}/raw/ds={ds}/{landed.name}")
+        uris.append(ingest_batch(config, ds, credentials=s3_credentials).snapshot_uri)
+    return SimpleNamespace(config_path=str(path), train_uri=uris[0], valid_uri=uris[1])
 
 
-PROBE = f"""
-import json, os
-try:
-    request = json.load(open("{CONTAINER_IO_DIR}/request.json"))
-    open("{CONTAINER_IO_DIR}/{RESULT_FILE}", "w").write(json.dumps({{"status": "ok", "token": request["token"]}}))
-    print("wrote", os.getuid())
-except OSError as exc:
-    print("refused", type(exc).__name__, exc.errno)
+def test_request_and_result_travel_through_the_docker_api_with_no_host_folder(
+    docker_client: Any,
+    trainer_image: str,
+    mlflow_server: LocalServer,
+    s3_dataset: Any,
+    tmp_path: Path,
+):
+    op = DockerTrainOperator(
+        task_id="train",
+        config_path=s3_dataset.config_path,
+        train_snapshot_uri=s3_dataset.train_uri,
+        valid_snapshot_uri=s3_dataset.valid_uri,
+        hyperparameters=dict(FAST),
+        registered_model_name="docker_no_mount_test",
+        image=trainer_image,
+        mlflow_tracking_uri=mlflow_server.url,
+        io_dir_root=str(tmp_path / "io"),
+        labels={LABEL: "1"},
+        retrain=True,
+    )
+    api = Inspecting(docker_client.api)
+    op.__dict__["hook"] = SimpleNamespace(api_client=api, client_created=True)
+
+    result = op.execute(_context())
+
+    assert result["status"] == "ok" and result["model_name"] == "docker_no_mount_test"
+    assert result["model_version"] and "token" not in result
+    assert api.inspected is not None
+    # Not one folder of this machine in the container: what a remote Docker host needs.
+    assert api.inspected["Mounts"] == []
+    assert not api.inspected["HostConfig"].get("Binds")
+    assert not api.inspected["HostConfig"].get("Mounts")
+    # The request went in through the environment; the S3 keys have their own variables
+    # and never appear in it.
+    env = dict(e.split("=", 1) for e in api.inspected["Config"]["Env"])
+    request = TrainRequest.model_validate_json(env[REQUEST_ENV])
+    assert request.train_snapshot_uri == s3_dataset.train_uri
+    assert env["AWS_SECRET_ACCESS_KEY"] not in env[REQUEST_ENV]
+    assert env["AWS_ACCESS_KEY_ID"] not in env[REQUEST_ENV]
+    # The hardening stays.
+    host = api.inspected["HostConfig"]
+    assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
+    assert api.inspected["Config"]["User"].split(":")[0] != "0"
+    assert _test_containers(docker_client) == []
+    assert not (tmp_path / "io").exists()
+    print(f"reading the result from the container's log took {api.logs_read_s * 1000:.1f} ms")
+
+
+# Stands in for the trainer (the operator's own command is passed to it and ignored): it
+# reads the request from its environment, as the trainer does, and prints a result line
+# signed with the request's token, or with another one.
+PROBE = """
+import json, os, sys
+from mlops_loop.core.trainer_protocol import REQUEST_ENV, result_line
+request = json.loads(os.environ[REQUEST_ENV])
+result = {{"status": "ok", "run_id": "r", "model_uri": "models:/m/1", "model_name": "m",
+          "model_version": "1", "metrics": {{}}, "device": "cpu", "seen": request["train_snapshot_uri"]}}
+print(result_line(result, {token}))
 """
 
 
 @pytest.mark.parametrize(
-    "owner",
+    ("token", "accepted"),
     [
-        pytest.param(Owner(10001, 10001), id="root-worker-hands-the-folder-to-the-image-user"),
-        pytest.param(Owner(4321, 4321), id="worker-uid-4321-runs-the-container-as-itself"),
+        pytest.param('request["token"]', True, id="signed-with-the-request-token"),
+        pytest.param('"another-tasks-token-0123456789abcdef"', False, id="another-token"),
+        pytest.param("None", False, id="unsigned"),
     ],
 )
-def test_private_io_folder_is_the_containers_and_nobody_elses(
-    docker_client: Any, trainer_image: str, tmp_path: Path, owner: Owner
+def test_only_a_result_line_signed_with_the_request_token_counts(
+    docker_client: Any,
+    trainer_image: str,
+    mlflow_server: LocalServer,
+    data: Any,
+    storage_env: None,
+    tmp_path: Path,
+    token: str,
+    accepted: bool,
 ):
-    """The folder as the operator leaves it for a container running as ``owner`` (a
-    worker that is not root owns it itself: simulated here by handing it to that uid):
-    that container reads the request and writes the result; a container of another,
-    unrelated uid (another local user) can neither read the request nor plant a result."""
-    if os.geteuid() != 0:
-        pytest.skip("simulating other uids needs root")
-    root = tmp_path / "io"
-    root.mkdir(mode=0o1777)
-    root.chmod(0o1777)
-    tmp_path.chmod(0o755)
-    io_dir = make_io_dir(str(root), owner=owner)
-    request = TrainRequest(config={}, train_snapshot_uri="/a", valid_snapshot_uri="/b")
-    write_request(io_dir, request)
-
-    intruder = _run_probe(docker_client, trainer_image, Owner(5555, 5555), io_dir, PROBE)
-    assert "refused PermissionError 13" in intruder, intruder
-    assert not (io_dir / RESULT_FILE).exists()
-
-    own = _run_probe(docker_client, trainer_image, owner, io_dir, PROBE)
-    assert f"wrote {owner.uid}" in own, own
-    written = json.loads((io_dir / RESULT_FILE).read_text())
-    assert written["token"] == request.token
-    assert (io_dir / RESULT_FILE).stat().st_uid == owner.uid
+    op = _op(
+        data,
+        trainer_image,
+        mlflow_server.url,
+        tmp_path / "io",
+        entrypoint=["python", "-c", PROBE.format(token=token)],
+        retrain=True,
+    )
+    if accepted:
+        result = op.execute(_context())
+        assert result["seen"] == data.train_uri  # the request reached the container
+    else:
+        with pytest.raises(TrainerResultError, match="not signed with this task's request token"):
+            op.execute(_context())
+    assert _test_containers(docker_client) == []

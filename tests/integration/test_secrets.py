@@ -7,8 +7,8 @@ test servers ignore the MLflow credentials; the S3 server takes any key.
 Then every place a secret could end up is searched for each of them: the task logs
 (what dag.test prints, Python logging, log files under $AIRFLOW_HOME/logs), the rendered
 templates (rendered_task_instance_fields) and the XCom values, the whole Airflow metadata
-database file, the trainer's request.json of every trainer run (copied as it is
-written), MLflow (params and tags of every run, the registered model's and its
+database file, the trainer's request of every trainer run (the JSON that goes into the
+container's environment, copied as it is built), MLflow (params and tags of every run, the registered model's and its
 versions' tags, and every file of the server: its database, artifacts and log), and
 every object in the bucket (the snapshots, the decision report and the drift report
 among them). None may be found, nor the base64 form of a basic-auth header.
@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import time
 import uuid
 from datetime import datetime, timezone
@@ -143,18 +142,28 @@ def secret_setup(airflow_db, tmp_path, monkeypatch, s3_server, s3_bucket, mlflow
 
 @pytest.fixture
 def request_files(tmp_path, monkeypatch) -> Path:
-    """Every request.json the operators write, copied before the folder is removed."""
+    """Every request the operators give a trainer container (the JSON of its
+    $MLOPS_LOOP_TRAINER_REQUEST), or write for a local trainer process, copied to a file."""
     import mlops_loop.core.containers as containers
 
     kept = tmp_path / "requests"
     kept.mkdir()
-    write = containers.write_request
+    build, write = containers.request_environment, containers.write_request
+
+    def keep(text: str) -> None:
+        (kept / f"{len(list(kept.iterdir())):02d}-request.json").write_text(text)
+
+    def build_and_keep(request: Any) -> dict[str, str]:
+        env = build(request)
+        keep(next(iter(env.values())))
+        return env
 
     def write_and_keep(io_dir: Any, request: Any) -> Path:
         target = write(io_dir, request)
-        shutil.copy(target, kept / f"{len(list(kept.iterdir())):02d}-{target.name}")
+        keep(target.read_text())
         return target
 
+    monkeypatch.setattr(containers, "request_environment", build_and_keep)
     monkeypatch.setattr(containers, "write_request", write_and_keep)
     return kept
 

@@ -1,20 +1,26 @@
 """Running trainer commands in containers: the Airflow-free decisions and file handling.
 
 The Airflow side (operators/trainer.py) starts the trainer image as
-``python -m mlops_loop.training <command> --request /mlops/io/request.json
---result /mlops/io/result.json``. This module decides whether the container gets the GPU,
-builds and writes the request, reads the result back, explains exit codes and names the
-host paths the container must see. Everything here takes plain data (``docker info`` as a
-dict, exit codes as ints), so it is tested without a Docker engine.
+``python -m mlops_loop.training <command> --request-env --result-stdout``, through the
+Docker API alone: the request goes in the container's environment (request_environment)
+and the result comes back as the signed last line of its stdout, read from the
+container's log (read_result_output). Nothing is shared through a folder, so the Docker
+host may be another machine; only a local storage root still needs bind mounts, and
+check_storage_reachable refuses those on a remote Docker host before anything starts.
+This module also decides whether the container gets the GPU, explains exit codes and
+names the host paths the container must see. Everything here takes plain data
+(``docker info`` as a dict, exit codes as ints, log chunks as bytes), so it is tested
+without a Docker engine.
 
 Without a Docker engine the same entrypoint runs as a local process of the worker
-(runner ``local``, or ``auto`` when no engine answers): same request and result files,
-same exit codes; LocalTrainerProcess streams its output and stops it on kill.
+(runner ``local``, or ``auto`` when no engine answers), with request.json/result.json in
+a private folder (make_io_dir, read_result) and the same exit codes;
+LocalTrainerProcess streams its output and stops it on kill.
 
-The trainer boundary (docs/security.md): the request/result folder is private to the task
-(make_io_dir) and a result counts only with the request's token (read_result); every
-container gets hardened_host_config and a non-root user (decide_container_user); the
-local process gets an allow-list of the worker's environment (local_environment).
+The trainer boundary (docs/security.md): a result counts only with the request's token
+(read_result, read_result_output); every container gets hardened_host_config and a
+non-root user (decide_container_user); the local process gets an allow-list of the
+worker's environment (local_environment).
 """
 
 from __future__ import annotations
@@ -39,14 +45,18 @@ from pydantic import BaseModel, ValidationError
 from mlops_loop.core.config import validation_problems
 from mlops_loop.core.storage import is_s3
 from mlops_loop.core.trainer_protocol import (
-    CONTAINER_IO_DIR,
     EXIT_CODE_MEANINGS,
+    MAX_REQUEST_BYTES,
     NETWORK_ENV,
+    REQUEST_ENV,
     REQUEST_FILE,
     RESULT_FILE,
+    RESULT_MARKER,
     RUNNER_ENV,
+    UNSIGNED,
     TrainerRequest,
     check_command,
+    result_signature,
 )
 from mlops_loop.exceptions import GpuUnavailableError, TrainerResultError
 
@@ -181,15 +191,26 @@ def log_tail(lines: Sequence[str], max_lines: int = 30) -> str:
 
 
 def container_command(command: str) -> list[str]:
-    """Arguments after the image's entrypoint (``python -m mlops_loop.training``)."""
+    """Arguments after the image's entrypoint (``python -m mlops_loop.training``): the
+    request from the environment, the result on stdout (no folder shared with the host)."""
     check_command(command)
-    return [
-        command,
-        "--request",
-        f"{CONTAINER_IO_DIR}/{REQUEST_FILE}",
-        "--result",
-        f"{CONTAINER_IO_DIR}/{RESULT_FILE}",
-    ]
+    return [command, "--request-env", "--result-stdout"]
+
+
+def request_environment(request: TrainerRequest) -> dict[str, str]:
+    """The container environment that carries ``request`` ($MLOPS_LOOP_TRAINER_REQUEST).
+    It goes with the private environment (never rendered or logged: it holds the token);
+    nothing secret is in a request, credentials have their own variables.
+    ValueError when it is too large for one environment variable."""
+    text = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    size = len(text.encode())
+    if size > MAX_REQUEST_BYTES:
+        raise ValueError(
+            f"the {type(request).__name__} is {size} bytes, over the {MAX_REQUEST_BYTES} a "
+            f"container environment variable (${REQUEST_ENV}) may carry: pass fewer or shorter "
+            "snapshot URIs or hyperparameters"
+        )
+    return {REQUEST_ENV: text}
 
 
 def image_tags(image: str, image_info: Mapping[str, Any]) -> dict[str, str]:
@@ -208,15 +229,15 @@ def image_tags(image: str, image_info: Mapping[str, Any]) -> dict[str, str]:
     return tags
 
 
-# --- the request/result folder ---------------------------------------------------------
+# --- the local runner's request/result folder --------------------------------------------
 #
-# Private to the task: mode 0700, owned by the worker's user, or (a worker running as
-# root) by the uid the container runs as; nobody else can list, read or replace what is in
-# it. On top of that, a result counts only when it carries the token of this task's
-# request (trainer_protocol.TrainerRequest.token), so a result.json from another task or
-# written by anyone else is refused before anything in it is used.
+# Private to the task: mode 0700, owned by the worker's user; nobody else can list, read
+# or replace what is in it. On top of that, a result counts only when it carries the
+# token of this task's request (trainer_protocol.TrainerRequest.token), so a result.json
+# from another task or written by anyone else is refused before anything in it is used.
+# (Containers use no folder: see read_result_output.)
 
-# A result.json larger than this is not the trainer's (results are a few KiB).
+# A result larger than this is not the trainer's (results are a few KiB).
 MAX_RESULT_BYTES = 16 * 1024 * 1024
 
 
@@ -232,12 +253,10 @@ class Owner:
 
 
 def make_io_dir(root: str | None = None, owner: Owner | None = None) -> Path:
-    """A fresh folder for request.json/result.json, private to this task: mode 0700, owned
-    by this process's user, or handed to ``owner`` (the container's uid:gid; only a
-    worker running as root can do that). ``root`` must be a path the Docker engine sees at
-    the same place (when Airflow itself runs in a container, a folder shared with the
-    host); it may be world-writable (/tmp): the folder's name is random and created
-    exclusively."""
+    """A fresh folder for the local runner's request.json/result.json, private to this
+    task: mode 0700, owned by this process's user, or handed to ``owner`` (only a process
+    running as root can do that). ``root`` may be world-writable (/tmp): the folder's name
+    is random and created exclusively."""
     if root:
         Path(root).mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix="mlops-loop-io-", dir=root))  # created 0700
@@ -333,27 +352,163 @@ def read_result(
     payload = read_result_file(io_dir)
     if payload is None:
         raise TrainerResultError(
-            f"the trainer exited 0 but wrote no {RESULT_FILE} (expected at {CONTAINER_IO_DIR}/{RESULT_FILE})",
+            f"the trainer exited 0 but wrote no {RESULT_FILE} (expected at {path})",
             path=str(path),
         )
     if not result_answers(payload, token):
         raise not_this_tasks_result(path)
     payload.pop("token")
+    return checked_result(payload, model, what=f"the trainer's {RESULT_FILE}", where=str(path))
+
+
+def checked_result(
+    payload: dict[str, Any], model: type[BaseModel] | None, *, what: str, where: str
+) -> dict[str, Any]:
+    """A result already known to answer this request: ``status`` ok and, with ``model``,
+    of the command's shape; TrainerResultError otherwise."""
     if payload.get("status") != "ok":
         raise TrainerResultError(
-            f"the trainer exited 0 but {RESULT_FILE} says status={payload.get('status')!r}: "
+            f"the trainer exited 0 but {what} says status={payload.get('status')!r}: "
             f"{payload.get('error', 'no error message')}",
-            path=str(path),
+            path=where,
         )
     if model is not None:
         try:
             model.model_validate(payload)
         except ValidationError as exc:
             problems = "; ".join(validation_problems(exc))
-            raise TrainerResultError(
-                f"the trainer's {RESULT_FILE} is incomplete: {problems}", path=str(path)
-            ) from exc
+            raise TrainerResultError(f"{what} is incomplete: {problems}", path=where) from exc
     return payload
+
+
+# --- the container's result line --------------------------------------------------------
+#
+# The trainer in a container prints its result as the last stdout line,
+# ``MLOPS_LOOP_RESULT/1 <hmac> <json>`` (trainer_protocol.result_line); the worker reads the
+# container's stdout through the Docker API after it exited. Anything can print such a
+# line (the trainer's libraries, a forged log), so a line counts only when its HMAC under
+# this task's token matches: only the holder of the token, this task's trainer, can sign.
+
+RESULT_LINE = "the trainer's result line"
+_MARKER = RESULT_MARKER.encode()
+
+
+def last_result_line(chunks: Iterable[bytes], limit: int = MAX_RESULT_BYTES) -> bytes | None:
+    """The last line of ``chunks`` (a container's stdout as the Docker API streams it)
+    that holds the result marker, from the marker on; None when there is none. Memory
+    stays bounded: text that cannot be part of a result is dropped as it streams, and a
+    marked line over ``limit`` bytes is a TrainerResultError."""
+    last: bytes | None = None
+    buffer = b""
+
+    def too_large() -> TrainerResultError:
+        return TrainerResultError(
+            f"{RESULT_LINE} is over {limit} bytes: not a trainer result", path="stdout"
+        )
+
+    for chunk in chunks:
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        for line in lines:
+            at = line.find(_MARKER)
+            if at >= 0:
+                if len(line) - at > limit:
+                    raise too_large()
+                last = line[at:].rstrip(b"\r")
+        at = buffer.find(_MARKER)
+        if at > 0 or (at < 0 and len(buffer) > len(_MARKER)):
+            # A marker may straddle two chunks: keep just enough of unmarked text.
+            buffer = buffer[at:] if at > 0 else buffer[-len(_MARKER) :]
+        if at >= 0 and len(buffer) > limit:
+            raise too_large()
+    at = buffer.find(_MARKER)
+    return buffer[at:].rstrip(b"\r") if at >= 0 else last
+
+
+def parse_result_line(line: bytes) -> tuple[str, str]:
+    """(signature, JSON text) of a marked line; TrainerResultError when it is malformed."""
+    parts = line.split(b" ", 2)
+    if len(parts) != 3 or parts[0] != _MARKER:
+        raise TrainerResultError(f"{RESULT_LINE} is malformed", path="stdout")
+    try:
+        return parts[1].decode("ascii"), parts[2].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TrainerResultError(f"{RESULT_LINE} is not text: {exc}", path="stdout") from exc
+
+
+def line_answers(signature: str, text: str, token: str) -> bool:
+    """Whether a result line was signed with ``token`` (constant-time)."""
+    if signature == UNSIGNED:
+        return False
+    return hmac.compare_digest(signature.encode(), result_signature(text, token).encode())
+
+
+def answer_in_output(chunks: Iterable[bytes], token: str) -> tuple[dict[str, Any] | None, bool]:
+    """(the result document, refused) from a container's stdout: the document when the
+    last marked line answers this request (signed with ``token``), else None, with
+    ``refused`` True when there was a marked line that does not (its text is not used).
+    TrainerResultError for a line over the size limit or one that is not a JSON object."""
+    line = last_result_line(chunks)
+    if line is None:
+        return None, False
+    signature, text = parse_result_line(line)
+    if not line_answers(signature, text, token):
+        return None, True
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TrainerResultError(f"{RESULT_LINE} is not valid JSON: {exc}", path="stdout") from exc
+    if not isinstance(payload, dict):
+        raise TrainerResultError(f"{RESULT_LINE} must hold a JSON object", path="stdout")
+    return payload, False
+
+
+def read_result_output(
+    chunks: Iterable[bytes], model: type[BaseModel] | None = None, *, token: str
+) -> dict[str, Any]:
+    """The result of a container that exited 0, from its stdout: the last marked line,
+    signed with this request's ``token`` (checked before anything in it is looked at),
+    ``status`` ok and of the command's shape (``model``)."""
+    payload, refused = answer_in_output(chunks, token)
+    if refused:
+        raise TrainerResultError(
+            f"refusing {RESULT_LINE}: it is not signed with this task's request token, so "
+            "this task's trainer did not write it (another process in the container, or a "
+            "forged line). Nothing in it was used.",
+            path="stdout",
+        )
+    if payload is None:
+        raise TrainerResultError(
+            f"the trainer exited 0 but printed no result line ({RESULT_MARKER} ...) on stdout",
+            path="stdout",
+        )
+    return checked_result(payload, model, what=RESULT_LINE, where="stdout")
+
+
+# --- where the Docker host is -------------------------------------------------------------
+
+
+def docker_host_is_local(docker_url: str | Sequence[str] | None) -> bool:
+    """True when every Docker URL is a unix socket (the engine is on this machine and
+    resolves bind mounts in this machine's filesystem); tcp://, ssh:// or anything else
+    may be another machine."""
+    urls = [docker_url] if isinstance(docker_url, str) or docker_url is None else docker_url
+    return all(str(url or "unix://").startswith("unix://") for url in urls)
+
+
+def check_storage_reachable(
+    local_paths: Sequence[str], docker_url: str | Sequence[str] | None
+) -> None:
+    """A local storage root reaches the container through bind mounts, which only the
+    Docker engine on this machine can resolve: ValueError naming the fix otherwise."""
+    if not local_paths or docker_host_is_local(docker_url):
+        return
+    raise ValueError(
+        f"the storage root is a local folder ({', '.join(local_paths)}) but the Docker host "
+        f"{docker_url} is not this machine's (not a unix:// socket): the trainer container "
+        "there cannot see this machine's folders. The storage root must be S3 "
+        "(storage.root: s3://...) for a remote Docker host; or use a local engine "
+        "(docker_url unix://...) or runner='local'"
+    )
 
 
 # --- how the container runs ---------------------------------------------------------
@@ -488,9 +643,8 @@ def image_user(image_info: Mapping[str, Any]) -> Owner | None:
 
 @dataclass(frozen=True)
 class ContainerUser:
-    """Who the container runs as, and whether the worker hands the request/result folder
-    and the writable output folders to that uid (only a root worker can, and must: the
-    folders are private)."""
+    """Who the container runs as, and whether the worker hands the writable local output
+    folders to that uid (only a root worker can)."""
 
     owner: Owner
     hand_over: bool
@@ -502,7 +656,7 @@ def decide_container_user(
 ) -> ContainerUser:
     """The container's uid:gid, never 0.
 
-    - worker not root: the worker's own uid:gid (its private 0700 folders are then the
+    - worker not root: the worker's own uid:gid (its output folders are then the
       container's, and the files the container writes belong to the worker); an explicit
       ``user`` must be that uid, since a worker cannot give its folders to another one;
     - worker root: ``user`` when given, else the image's numeric user, else the trainer
@@ -512,7 +666,7 @@ def decide_container_user(
         if explicit is not None and explicit.uid != worker.uid:
             raise ValueError(
                 f"user {explicit} is not the worker's uid {worker.uid}: a worker that is not "
-                "root cannot hand its private request/result folder to another uid; leave "
+                "root cannot hand its writable output folders to another uid; leave "
                 "user unset (the container then runs as the worker's uid:gid)"
             )
         owner = explicit or worker

@@ -1,13 +1,22 @@
 """The contract between the Airflow worker and the trainer process, in one place.
 
-The worker (operators/trainer.py) writes a typed request to ``request.json`` in a folder
-it hands the trainer, starts ``python -m mlops_loop.training <command> --request ...
---result ...`` (in the trainer image, or as a local process) and reads ``result.json``
-back. Both sides import this module: the request and result models of each command,
-the exit codes, and the names of the environment variables the trainer reads.
+The worker (operators/trainer.py) builds a typed request and starts ``python -m
+mlops_loop.training <command>``, in one of two ways:
 
-Every request carries a random ``token`` that the trainer echoes in its result, ok or
-error: the worker trusts nothing in a result.json without this task's token.
+- in the trainer image, through the Docker API only (the Docker host may be another
+  machine that sees none of the worker's folders): the request travels in the
+  container's environment (``$MLOPS_LOOP_TRAINER_REQUEST``, ``--request-env``) and the
+  result comes back as one marked line on the container's stdout (``--result-stdout``,
+  result_line), which the worker reads from the container's log;
+- as a local process of the worker: ``request.json`` / ``result.json`` in a private
+  folder (``--request PATH --result PATH``).
+
+Both sides import this module: the request and result models of each command, the exit
+codes, the result line's format and the names of the environment variables.
+
+Every request carries a random ``token``: the trainer echoes it in result.json, and signs
+the stdout result line with it (HMAC-SHA256, so the token itself is never printed). The
+worker trusts nothing in a result that does not carry this task's token.
 """
 
 from __future__ import annotations
@@ -25,12 +34,19 @@ from mlops_loop.core.config import DatasetConfig, validation_problems
 from mlops_loop.core.storage import S3Credentials
 from mlops_loop.exceptions import ConfigError, TrainingError
 
-# --- files -----------------------------------------------------------------------------
+# --- transport -------------------------------------------------------------------------
 
-# Where the request/result folder is mounted inside the container, and the file names.
-CONTAINER_IO_DIR = "/mlops/io"
+# The local runner's request/result files, in its private per-task folder.
 REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
+# The container's request: its JSON in this variable (the trainer removes it from its own
+# environment once read, so nothing it starts inherits the token).
+REQUEST_ENV = "MLOPS_LOOP_TRAINER_REQUEST"
+# One variable must fit in a single execve() string (Linux: 128 KiB); requests are a few KiB.
+MAX_REQUEST_BYTES = 96 * 1024
+# The container's result: ``<marker> <signature> <json>`` on one stdout line.
+RESULT_MARKER = "MLOPS_LOOP_RESULT/1"
+UNSIGNED = "-"  # the signature of a result whose request could not be read (no token)
 
 # --- environment -----------------------------------------------------------------------
 
@@ -144,9 +160,10 @@ class TrainerRequest(BaseModel):
         default_factory=new_request_token,
         min_length=16,
         repr=False,
-        description="Random per request; the trainer echoes it in result.json and the worker "
-        "accepts only a result that carries it (a result from another task, or written by "
-        "anyone else, is refused). Never logged, never a tag.",
+        description="Random per request; the trainer signs its stdout result line with it "
+        "(or echoes it in result.json) and the worker accepts only a result that answers it "
+        "(a result from another task, or written by anyone else, is refused). Never logged, "
+        "never a tag.",
     )
 
     def dataset_config(self) -> DatasetConfig:
@@ -202,9 +219,28 @@ class MonitorRequest(TrainerRequest):
 # --- results ---------------------------------------------------------------------------
 
 
+def result_signature(text: str, token: str) -> str:
+    """HMAC-SHA256 of a result line's JSON under the request's token: proves the line was
+    written by the holder of the token (this task's trainer) without printing the token."""
+    import hashlib
+    import hmac
+
+    return hmac.new(token.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def result_line(payload: Mapping[str, Any], token: str | None) -> str:
+    """The result as the container prints it: ``RESULT_MARKER signature json`` on one
+    line (compact, ASCII-only JSON: no newline can split it). ``payload`` holds no token."""
+    import json
+
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return f"{RESULT_MARKER} {result_signature(text, token) if token else UNSIGNED} {text}"
+
+
 class TrainerResult(BaseModel):
     """What every successful command writes; the rest of the document is the command's.
-    ``token`` echoes the request's; the worker checks it (containers.read_result) and
+    ``token`` echoes the request's in result.json (the stdout line is signed with it
+    instead); the worker checks it (containers.read_result, read_result_output) and
     leaves it out of the result it returns."""
 
     model_config = ConfigDict(extra="allow")
@@ -277,8 +313,8 @@ def no_champion_result(
 
 class ErrorResult(BaseModel):
     """What the trainer writes when a command fails (besides its exit code). ``token``
-    echoes the request's as in TrainerResult (None only when the request file could not
-    be read at all); the worker shows ``error`` only when the token is this task's."""
+    answers the request's as in TrainerResult (None only when the request could not be
+    read at all); the worker shows ``error`` only when it answers this task's request."""
 
     model_config = ConfigDict(extra="allow")
 

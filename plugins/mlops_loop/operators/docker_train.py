@@ -21,8 +21,8 @@ class DockerTrainOperator(TrainerContainerOperator):
     Validates the dataset config and the training settings with the overrides before
     any container starts, builds the train request (config, snapshot URIs, registered
     model name, seed, overrides, Airflow and image tags), mounts a local storage root
-    read-only at the same path and returns result.json: run_id, model_uri, model_name,
-    model_version, metrics, device.
+    read-only at the same path and returns the trainer's result: run_id, model_uri,
+    model_name, model_version, metrics, device.
 
     Nothing new, nothing trained: unless ``retrain``, the operator first compares this
     run's training input (the snapshots' hashes, config hash, training settings with

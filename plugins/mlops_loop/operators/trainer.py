@@ -2,8 +2,8 @@
 
 ``TrainerContainerOperator`` owns what the three have in common: the dataset config, the
 template fields, the MLflow server (MlflowHook), S3 credentials, tags, the runner choice
-(the trainer image on a Docker engine, or the same entrypoint as a local process), the
-request/result files, mounts, GPU decision, exit-code explanations and cleanup. A
+(the trainer image on a Docker engine, or the same entrypoint as a local process), how
+the request and result travel, mounts, GPU decision, exit-code explanations and cleanup. A
 subclass names its command (``trainer_command``) and builds its typed request
 (``build_request``); the contract itself is ``mlops_loop.core.trainer_protocol`` and the
 Airflow-free decisions are ``mlops_loop.core.containers``.
@@ -15,7 +15,7 @@ import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 # DockerOperator is the base class, so the docker provider (and docker-py) load with this
@@ -69,11 +69,17 @@ class TrainerContainerOperator(MlflowServerArguments, DockerOperator):
     """Run ``python -m mlops_loop.training <trainer_command>`` for one dataset.
 
     The operator loads the dataset config, builds the command's typed request (checking
-    everything it can before anything starts), writes it to ``request.json`` in a fresh
-    host folder, runs the trainer (its output streams into the task log), reads
-    ``result.json`` back and returns it as the XCom value. A container is removed in
-    every outcome; ``on_kill`` stops it (or the local process). A non-zero exit raises
-    TrainerContainerFailed with the exit code explained and the tail of the log.
+    everything it can before anything starts), runs the trainer (its output streams into
+    the task log) and returns its result as the XCom value. A container gets the request
+    in its private environment and prints the result as the signed last line of its
+    stdout, which the operator reads through the Docker API: no folder is shared with the
+    Docker host, which may be another machine (a local storage root is the exception: it
+    is bind-mounted, so it needs the engine on this machine, and is refused before
+    anything starts otherwise). The local runner uses request.json/result.json in a
+    private folder instead. A result counts only when it answers this task's request
+    token. A container is removed in every outcome; ``on_kill`` stops it (or the local
+    process). A non-zero exit raises TrainerContainerFailed with the exit code explained
+    and the tail of the log.
 
     :param config_path: Dataset config YAML. (templated)
     :param gpu: ``auto`` (GPU when the Docker host has the NVIDIA runtime, else CPU with a
@@ -88,17 +94,16 @@ class TrainerContainerOperator(MlflowServerArguments, DockerOperator):
         off: the rendered field, the log and the trainer's URI are without them, and they
         reach the trainer as private environment (the connection's login/password/token
         win). (templated)
-    :param read_only_paths: More host paths bind-mounted read-only at the same path. (templated)
+    :param read_only_paths: More paths on the Docker host bind-mounted read-only at the
+        same path. (templated)
     :param aws_conn_id: Airflow Connection with S3 keys for the trainer; default the
         dataset config's ``storage.s3.aws_conn_id``. Its extra ``endpoint_url`` /
         ``region_name`` win over the two arguments below.
     :param s3_endpoint_url: S3-compatible endpoint for the trainer. (templated)
     :param s3_region: AWS region for the trainer. (templated)
-    :param io_dir_root: Host folder for the per-task request/result folder; it must be
-        the same path for the worker and the Docker engine. Default
-        ``$MLOPS_LOOP_TRAINER_IO_ROOT`` or the system temp folder. The per-task folder
-        in it is private (0700, the worker's or, with a root worker, the container's uid)
-        and a result.json counts only when it carries this task's request token.
+    :param io_dir_root: The local runner's folder for its private (0700) per-task
+        request/result folder; default ``$MLOPS_LOOP_TRAINER_IO_ROOT`` or the system temp
+        folder. Containers use no folder.
     :param network_mode: Container network; default ``$MLOPS_LOOP_TRAINER_NETWORK`` or
         ``bridge``. A Docker network's name (a compose project's network, so that
         ``http://mlflow:5000`` resolves) must exist on the engine; ``host`` shares the
@@ -112,8 +117,8 @@ class TrainerContainerOperator(MlflowServerArguments, DockerOperator):
         read-only root ("read-only file system" when the container starts).
     :param user: Numeric ``uid`` or ``uid:gid`` for the container, never 0. Default: the
         worker's uid:gid; when the worker runs as root, the image's user (10001:10001 in
-        the trainer image), to which the request/result folder and the writable output
-        folders are handed (chown) before it starts.
+        the trainer image), to which the writable local output folders are handed
+        (chown) before it starts.
     :param runner: ``docker`` (the trainer image; fails at once when no Docker engine
         answers), ``local`` (the same entrypoint and files as a child process of the
         worker, in ``$MLOPS_LOOP_TRAINER_PYTHON`` or the worker's Python, which then needs
@@ -360,24 +365,35 @@ class TrainerContainerOperator(MlflowServerArguments, DockerOperator):
     ) -> dict[str, Any]:
         from pathlib import Path
 
+        from docker.errors import APIError
         from docker.types import DeviceRequest, Mount
 
         from mlops_loop.core.containers import (
             CONTAINER_HOME,
             Owner,
+            check_storage_reachable,
             decide_container_user,
             hand_over,
             hardened_host_config,
             image_tags,
             image_user,
             local_read_only_paths,
-            make_io_dir,
-            read_result,
+            read_result_output,
+            request_environment,
             resolve_network,
-            write_request,
         )
-        from mlops_loop.core.trainer_protocol import CONTAINER_IO_DIR
+        from mlops_loop.exceptions import ConfigError, TrainerResultError
 
+        # Local storage is bind-mounted: refused before anything starts when the Docker
+        # host is not this machine (the request and result themselves need no folder).
+        writable = local_read_only_paths(self.output_paths(config))
+        try:
+            check_storage_reachable(
+                local_read_only_paths([*self.input_paths(config, request), *writable]),
+                self.docker_url,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         decision = self._decide_gpu()
         image_info = self._inspect_image()
         tags = {"trainer_runner": "docker", **image_tags(self.image, image_info)}
@@ -395,23 +411,25 @@ class TrainerContainerOperator(MlflowServerArguments, DockerOperator):
         env, secrets = self._trainer_environment(config, server)
         # The image's home is on the read-only root filesystem: HOME is the /tmp tmpfs.
         self.environment = {"HOME": CONTAINER_HOME, **self.environment, **env}
-        self._private_environment = {**self._private_environment, **secrets}  # never logged
-        writable = local_read_only_paths(self.output_paths(config))
+        # The request travels in the container's environment, never rendered or logged
+        # (it holds the token); the credentials are in their own variables.
+        self._private_environment = {
+            **self._private_environment,
+            **secrets,
+            **request_environment(request),
+        }
         for path in writable:
             Path(path).mkdir(parents=True, exist_ok=True)
         if who.hand_over:
             hand_over(writable, who.owner)
-        self._io_dir = make_io_dir(self._io_root(), owner=who.owner if who.hand_over else None)
         try:
-            write_request(self._io_dir, request)
             paths = local_read_only_paths(
                 [*self.read_only_paths, *self.input_paths(config, request)]
             )
             # The user's own mounts stay; ours replace any left from an earlier execute().
-            ours = {CONTAINER_IO_DIR, *paths, *writable}
+            ours = {*paths, *writable}
             self.mounts = [
                 *(m for m in self.mounts if (m.get("Target") or m.get("target")) not in ours),
-                Mount(target=CONTAINER_IO_DIR, source=str(self._io_dir), type="bind"),
                 *(Mount(target=p, source=p, type="bind", read_only=True) for p in paths),
                 *(Mount(target=p, source=p, type="bind", read_only=False) for p in writable),
             ]
@@ -432,14 +450,34 @@ class TrainerContainerOperator(MlflowServerArguments, DockerOperator):
                 writable or "none",
             )
             self._run_container(context)
-            result = read_result(self._io_dir, self._result_model(), token=self._expected_token())
+            try:
+                result = read_result_output(
+                    self._container_stdout(), self._result_model(), token=self._expected_token()
+                )
+            except APIError as exc:
+                raise TrainerResultError(
+                    "could not read the trainer container's stdout, which carries its result, "
+                    f"through the Docker API ({exc.explanation or exc}); the engine's log "
+                    "driver must keep logs readable (json-file, local, or dual logging)",
+                    path="stdout",
+                ) from exc
             self._check_device(result, decision)
             return result
         finally:
             self._host_config_extra = None
             self._remove_container()
-            shutil.rmtree(self._io_dir, ignore_errors=True)
-            self._io_dir = None
+
+    def _container_stdout(self) -> Iterator[bytes]:
+        """The exited container's stdout (not stderr), streamed from the Docker API: where
+        the trainer prints its result line."""
+        if not self.container:
+            return iter(())
+        return cast(
+            "Iterator[bytes]",
+            self.cli.logs(
+                self.container["Id"], stdout=True, stderr=False, stream=True, follow=False
+            ),
+        )
 
     def _expected_token(self) -> str:
         if not self._token:  # set by execute() before any trainer starts
@@ -525,7 +563,11 @@ class TrainerContainerOperator(MlflowServerArguments, DockerOperator):
             exit_code = self._process.stream(lambda line: self.log.info("%s", line))
             if exit_code != 0:
                 raise self._failure(
-                    exit_code, self._process.tail, where="as a local process", command=argv
+                    exit_code,
+                    self._process.tail,
+                    where="as a local process",
+                    command=argv,
+                    answer=self._answer_in_file(),
                 )
             result = read_result(self._io_dir, self._result_model(), token=self._expected_token())
             self._check_device(result, decision)
@@ -540,6 +582,36 @@ class TrainerContainerOperator(MlflowServerArguments, DockerOperator):
 
         return self.io_dir_root or os.environ.get(IO_ROOT_ENV)
 
+    def _answer_in_file(self) -> tuple[dict[str, Any] | None, bool]:
+        """(the local trainer's result.json when it answers this request, refused)."""
+        from mlops_loop.core.containers import read_result_file, result_answers
+        from mlops_loop.exceptions import TrainerResultError
+
+        with contextlib.suppress(TrainerResultError):
+            written = read_result_file(self._io_dir) if self._io_dir else None
+            if written is None:
+                return None, False
+            if self._token and result_answers(written, self._token):
+                return written, False
+        return None, True
+
+    def _answer_in_output(self) -> tuple[dict[str, Any] | None, bool]:
+        """(the container's result line when it answers this request, refused)."""
+        from docker.errors import APIError
+
+        from mlops_loop.core.containers import answer_in_output
+        from mlops_loop.exceptions import TrainerResultError
+
+        if not self._token:
+            return None, False
+        try:
+            return answer_in_output(self._container_stdout(), self._token)
+        except TrainerResultError:
+            return None, True
+        except APIError as exc:
+            self.log.warning("Could not read the container's output: %s", exc)
+            return None, False
+
     def _failure(
         self,
         exit_code: int,
@@ -548,34 +620,28 @@ class TrainerContainerOperator(MlflowServerArguments, DockerOperator):
         where: str,
         command: Sequence[str],
         oom_killed: bool = False,
+        answer: tuple[dict[str, Any] | None, bool] = (None, False),
     ) -> Exception:
         """TrainerContainerFailed for a non-zero exit: the code explained, the trainer's
-        own error from result.json when it wrote one, and the tail of its log."""
-        from mlops_loop.core.containers import (
-            explain_exit_code,
-            log_tail,
-            read_result_file,
-            result_answers,
-        )
-        from mlops_loop.core.trainer_protocol import RESULT_FILE, redact_credentials
-        from mlops_loop.exceptions import TrainerContainerFailed, TrainerResultError
+        own error from its result when it wrote one (``answer``: the result when it
+        answers this request, and whether one that does not was refused), and the tail of
+        its log."""
+        from mlops_loop.core.containers import explain_exit_code, log_tail
+        from mlops_loop.core.trainer_protocol import RESULT_MARKER, redact_credentials
+        from mlops_loop.exceptions import TrainerContainerFailed
 
         explanation = explain_exit_code(exit_code, oom_killed=oom_killed, mem_limit=self.mem_limit)
-        error = None
-        refused = False
-        with contextlib.suppress(TrainerResultError):
-            written = read_result_file(self._io_dir) if self._io_dir else None
-            if written is not None and self._token and result_answers(written, self._token):
-                error = written.get("error")
-            elif written is not None:
-                refused = True  # not this request's answer: its text is not shown
-        tail = log_tail([str(line) for line in log_lines])
+        written, refused = answer
+        error = written.get("error") if written else None
+        # A result line is shown through ``error`` only, and only when it is this task's.
+        tail = log_tail([str(line) for line in log_lines if RESULT_MARKER not in str(line)])
         message = f"trainer {self.trainer_command} failed {where}: {explanation}"
         if error:
             message += f"\ntrainer error: {error}"
         if refused:
+            # Not this request's answer: its text is not shown.
             message += (
-                f"\nignored a {RESULT_FILE} that does not answer this task's request "
+                "\nignored a result that does not answer this task's request "
                 "(missing or wrong token)"
             )
         if tail:
@@ -622,6 +688,7 @@ class TrainerContainerOperator(MlflowServerArguments, DockerOperator):
                 where=f"in {self.image}",
                 command=self.command or [],
                 oom_killed=bool(state.get("OOMKilled")),
+                answer=self._answer_in_output(),
             ) from exc
 
     # --- Docker host --------------------------------------------------------------------

@@ -1,19 +1,24 @@
 """Command line of the trainer image (and of the local-process fallback):
 
+    python -m mlops_loop.training train --request-env --result-stdout      (container)
     python -m mlops_loop.training train --request request.json --result result.json
 
-``request.json`` holds the command's request and ``result.json`` gets its result, both
-typed in ``mlops_loop.core.trainer_protocol``. The result file is written atomically in
-every outcome the process survives:
+The request (typed in ``mlops_loop.core.trainer_protocol``) comes from
+``$MLOPS_LOOP_TRAINER_REQUEST`` (``--request-env``: how a container gets it through the
+Docker API, with no folder shared with the worker) or from a file; the result goes to
+stdout as the last line, ``MLOPS_LOOP_RESULT/1 <signature> <json>``
+(``--result-stdout``: the worker reads it from the container's log), or to a file written
+atomically. Either way it is written in every outcome the process survives:
 
-- success: ``{"status": "ok", "token", "run_id", "model_uri", "model_name",
-  "model_version", "metrics", "device", "params", "tags", "timing"}``, exit code 0;
-- failure: ``{"status": "error", "token", "error", "error_type", "stage", "run_id",
+- success: ``{"status": "ok", "run_id", "model_uri", "model_name", "model_version",
+  "metrics", "device", "params", "tags", "timing"}``, exit code 0;
+- failure: ``{"status": "error", "error", "error_type", "stage", "run_id",
   "exit_code"}``, and a non-zero exit code saying what kind of failure it was
   (trainer_protocol.ExitCode).
 
-``token`` is the request's, echoed so the worker can tell this answer from any other
-file (it refuses a result without its token).
+The request's ``token`` proves the answer is this request's: a result file carries it as
+``token``; the stdout line carries an HMAC of its JSON under it (the token itself is
+never printed). The worker refuses a result without it.
 
 Progress (per-epoch lines) goes to stdout, line by line, so a container log streams it.
 Environment: the variables named in trainer_protocol (MLflow server and credentials, S3
@@ -36,9 +41,11 @@ from typing import Any
 from mlops_loop.core.metrics import json_safe
 from mlops_loop.core.trainer_protocol import (
     EXIT_CODE_MEANINGS,
+    REQUEST_ENV,
     ErrorResult,
     ExitCode,
     parse_request,
+    result_line,
 )
 from mlops_loop.exceptions import (
     ConfigError,
@@ -89,11 +96,49 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in RUNNERS:
         cmd = sub.add_parser(name)
-        cmd.add_argument("--request", required=True, type=Path, help="request JSON file")
-        cmd.add_argument(
-            "--result", required=True, type=Path, help="where to write the result JSON"
+        request = cmd.add_mutually_exclusive_group(required=True)
+        request.add_argument("--request", type=Path, help="request JSON file")
+        request.add_argument(
+            "--request-env", action="store_true", help=f"request JSON in ${REQUEST_ENV}"
+        )
+        result = cmd.add_mutually_exclusive_group(required=True)
+        result.add_argument("--result", type=Path, help="where to write the result JSON")
+        result.add_argument(
+            "--result-stdout",
+            action="store_true",
+            help="print the result as the last stdout line, signed with the request's token",
         )
     return parser
+
+
+def read_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The request document from its file or from $MLOPS_LOOP_TRAINER_REQUEST (removed
+    from the environment once read: processes the run starts do not inherit the token)."""
+    where = f"${REQUEST_ENV}" if args.request_env else str(args.request)
+    try:
+        if args.request_env:
+            text = os.environ.pop(REQUEST_ENV, None)
+            if text is None:
+                raise ConfigError(f"no request: ${REQUEST_ENV} is not set")
+        else:
+            text = args.request.read_text(encoding="utf-8")
+        doc = json.loads(text)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read request {where}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"request {where} must hold a JSON object")
+    return doc
+
+
+def emit_result(args: argparse.Namespace, payload: dict[str, Any], token: str | None) -> None:
+    """The result to its file (with the token) or as the signed last line on stdout."""
+    if args.result_stdout:
+        clean = {key: value for key, value in payload.items() if key != "token"}
+        # One write call: no other thread's output can land inside the line.
+        sys.stdout.write(result_line(json_safe(clean), token) + "\n")
+        sys.stdout.flush()
+    else:
+        write_result(args.result, {**payload, "token": token})
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:
@@ -157,18 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     token: str | None = None  # the request's, echoed in every result written below
     try:
-        try:
-            request_doc = json.loads(args.request.read_text(encoding="utf-8"))
-            if not isinstance(request_doc, dict):
-                raise ConfigError(f"request {args.request} must hold a JSON object")
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read request {args.request}: {exc}") from exc
+        request_doc = read_request(args)
         if isinstance(request_doc.get("token"), str):
             token = request_doc["token"]  # so an invalid request's error is still answered
         request = parse_request(args.command, request_doc)
         token = request.token
         result = RUNNERS[args.command](request)
-        write_result(args.result, {**result, "token": token})
+        emit_result(args, result, token)
         return ExitCode.OK
     except BaseException as exc:
         if isinstance(exc, (SystemExit, KeyboardInterrupt)) and not isinstance(exc, MlopsLoopError):
@@ -190,11 +230,10 @@ def main(argv: list[str] | None = None) -> int:
                 stage=getattr(exc, "stage", None),
                 run_id=getattr(exc, "run_id", None),
                 exit_code=int(code),
-                token=token,
             )
-            write_result(args.result, error.model_dump())
+            emit_result(args, error.model_dump(exclude={"token"}), token)
         except Exception as write_exc:  # best effort: the exit code still tells
-            print(f"could not write {args.result}: {write_exc}", file=sys.stderr, flush=True)
+            print(f"could not write the result: {write_exc}", file=sys.stderr, flush=True)
         if code == ExitCode.UNEXPECTED:
             import traceback
 

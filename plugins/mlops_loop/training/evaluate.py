@@ -18,7 +18,7 @@ One call, :func:`run_evaluation`, takes an ``EvaluateRequest`` (core.trainer_pro
    ``{storage root}/reports/decisions/<decision_id>/`` and as artifacts of the
    challenger's MLflow run) and tags the challenger version (``core.registry.mark_validation``).
 
-The result (result.json) is the decision dict plus ``decision_uri``, ``html_uri``,
+The result (the operator's XCom) is the decision dict plus ``decision_uri``, ``html_uri``,
 ``model_name``, ``challenger_version``, ``expected_champion_version`` (the champion that
 was actually compared against: what the promotion's compare-and-set expects) and
 ``measurements``, and where the MLflow copy of the record is (``artifact_run_id``,

@@ -20,7 +20,7 @@ One call, :func:`run_monitor`, takes a ``MonitorRequest`` (core.trainer_protocol
    ``<reports_root>/ds=<ds>/`` and logs metrics and both files to the MLflow experiment
    ``<dataset>_monitoring``.
 
-The result (result.json, the operator's XCom) is small JSON: ``DriftResult.summary_dict()``
+The result (the operator's XCom) is small JSON: ``DriftResult.summary_dict()``
 plus ``decay_verdict``, ``decay_reason``, ``reasons``, report URIs, profile URI, the
 champion version, and the monitoring run (``monitoring_run_id``,
 ``monitoring_experiment_id``, ``html_artifact_path``: the "Drift report" link of the

@@ -1,5 +1,6 @@
-"""core/containers.py: GPU decisions, exit-code explanations, request/result files, and
-the local-process runner (real child processes)."""
+"""core/containers.py: GPU decisions, exit-code explanations, the container's request
+(environment) and result line (stdout), the local runner's request/result files, where
+the Docker host is, and the local-process runner (real child processes)."""
 
 from __future__ import annotations
 
@@ -15,24 +16,29 @@ import pytest
 
 from mlops_loop.core.containers import (
     LOCAL_ENV_ALLOWED,
+    MAX_RESULT_BYTES,
     TRAINER_IMAGE_USER,
     LocalTrainerProcess,
     Owner,
     allowed_worker_environment,
+    answer_in_output,
     check_cpus,
     check_pids_limit,
     check_runner,
+    check_storage_reachable,
     check_tracking_uri,
     container_command,
     decide_container_user,
     decide_gpu,
     decide_local_gpu,
+    docker_host_is_local,
     exit_code_of,
     explain_exit_code,
     hand_over,
     hardened_host_config,
     image_user,
     is_named_network,
+    last_result_line,
     local_command,
     local_environment,
     local_read_only_paths,
@@ -44,16 +50,21 @@ from mlops_loop.core.containers import (
     read_only_root_hint,
     read_result,
     read_result_file,
+    read_result_output,
+    request_environment,
     resolve_network,
     result_answers,
     write_request,
 )
 from mlops_loop.core.trainer_protocol import (
-    CONTAINER_IO_DIR,
+    MAX_REQUEST_BYTES,
+    REQUEST_ENV,
     RESULT_FILE,
+    RESULT_MARKER,
     ExitCode,
     TrainRequest,
     TrainResult,
+    result_line,
 )
 from mlops_loop.exceptions import GpuUnavailableError, TrainerResultError
 
@@ -183,13 +194,8 @@ def test_log_tail_keeps_last_non_empty_lines():
 
 
 def test_container_command():
-    assert container_command("train") == [
-        "train",
-        "--request",
-        f"{CONTAINER_IO_DIR}/request.json",
-        "--result",
-        f"{CONTAINER_IO_DIR}/result.json",
-    ]
+    # No path: the request comes from the environment, the result goes to stdout.
+    assert container_command("train") == ["train", "--request-env", "--result-stdout"]
     with pytest.raises(ValueError, match="must be one of train, evaluate, monitor"):
         container_command("predict")
 
@@ -211,6 +217,20 @@ def test_write_request_is_private_json_with_its_token(tmp_path):
     assert request.token not in repr(request)  # never in a log line by accident
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["request.json"]  # no temp file left
+
+
+def test_request_environment_carries_the_whole_request():
+    request = _request()
+    env = request_environment(request)
+    assert list(env) == [REQUEST_ENV]
+    assert "\n" not in env[REQUEST_ENV]
+    assert TrainRequest.model_validate(json.loads(env[REQUEST_ENV])) == request
+
+
+def test_a_request_too_large_for_one_environment_variable_is_refused():
+    request = _request().model_copy(update={"hyperparameters": {"x": "y" * MAX_REQUEST_BYTES}})
+    with pytest.raises(ValueError, match=r"over the 98304 a container environment variable"):
+        request_environment(request)
 
 
 def test_every_request_gets_its_own_token():
@@ -332,6 +352,109 @@ def test_a_result_that_is_not_a_regular_file_is_refused(tmp_path):
 
 def test_read_result_file_absent_is_none(tmp_path):
     assert read_result_file(tmp_path) is None
+
+
+# --- the container's result line -------------------------------------------------------
+
+CLEAN_RESULT = {k: v for k, v in GOOD_RESULT.items() if k != "token"}
+
+
+def _chunks(lines: list[str], size: int = 7) -> list[bytes]:
+    """stdout as the engine streams it: chunks that do not follow line ends."""
+    data = "".join(f"{line}\n" for line in lines).encode()
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def test_a_signed_result_line_is_read_from_chunked_output():
+    line = result_line({**CLEAN_RESULT, "params": {"lr": 0.1}}, TOKEN)
+    assert TOKEN not in line  # signed, not echoed: the line is in the task log
+    output = _chunks(["epoch 1/3", "epoch 2/3", line, "mlflow: run ended"])
+    result = read_result_output(iter(output), TrainResult, token=TOKEN)
+    assert result == {**CLEAN_RESULT, "params": {"lr": 0.1}}
+
+
+def test_a_result_line_after_an_unterminated_progress_line_is_found():
+    line = result_line(CLEAN_RESULT, TOKEN)
+    output = _chunks([f"\r 93% |#########  {line}"])
+    assert read_result_output(iter(output), TrainResult, token=TOKEN)["model_version"] == "1"
+
+
+def _tampered() -> str:
+    marker, signature, _ = result_line(CLEAN_RESULT, TOKEN).split(" ", 2)
+    return f"{marker} {signature} " + json.dumps({**CLEAN_RESULT, "model_version": "9"})
+
+
+@pytest.mark.parametrize(
+    ("lines", "match"),
+    [
+        pytest.param(["epoch 1/3"], "printed no result line", id="missing"),
+        pytest.param([result_line(CLEAN_RESULT, None)], "not signed with this task's", id="unsigned"),
+        pytest.param([result_line(CLEAN_RESULT, "another-request-token-0123456789")], "not signed with this task's", id="other-token"),
+        pytest.param([_tampered()], "not signed with this task's", id="changed-after-signing"),
+        pytest.param([result_line(CLEAN_RESULT, TOKEN), result_line(CLEAN_RESULT, None)], "not signed with this task's", id="forged-after-the-real-one"),
+        pytest.param([f"{RESULT_MARKER} abc"], "malformed", id="malformed"),
+        pytest.param([result_line({"status": "error", "error": "boom"}, TOKEN)], "status='error': boom", id="status-error"),
+        pytest.param([result_line({k: v for k, v in CLEAN_RESULT.items() if k != "model_version"}, TOKEN)], "result line is incomplete: model_version", id="incomplete"),
+    ],
+)  # fmt: skip
+def test_read_result_output_rejects(lines, match):
+    with pytest.raises(TrainerResultError, match=match):
+        read_result_output(iter(_chunks(lines)), TrainResult, token=TOKEN)
+
+
+def test_a_signed_line_that_is_not_a_json_object_is_refused():
+    from mlops_loop.core.trainer_protocol import result_signature
+
+    for text in ("[1, 2]", "{not json"):
+        line = f"{RESULT_MARKER} {result_signature(text, TOKEN)} {text}"
+        with pytest.raises(TrainerResultError, match="JSON"):
+            read_result_output(iter(_chunks([line])), token=TOKEN)
+
+
+def test_answer_in_output_for_a_failed_run():
+    error = {"status": "error", "error": "no snapshot", "exit_code": 3}
+    assert answer_in_output(iter(_chunks([result_line(error, TOKEN)])), TOKEN) == (error, False)
+    assert answer_in_output(iter(_chunks([result_line(error, "x" * 40)])), TOKEN) == (None, True)
+    assert answer_in_output(iter(_chunks(["Traceback ..."])), TOKEN) == (None, False)
+
+
+def test_the_result_line_size_limit_holds_and_memory_stays_bounded():
+    # Megabytes of progress without a line end hold no marker: dropped as they stream.
+    assert last_result_line(iter([b"#" * 65536] * 64), limit=1024) is None
+    # A marked line over the limit is refused, with or without its line end.
+    big = result_line({**CLEAN_RESULT, "note": "n" * 2048}, TOKEN).encode()
+    for data in (big, big + b"\n"):
+        chunks = [data[i : i + 100] for i in range(0, len(data), 100)]
+        with pytest.raises(TrainerResultError, match="over 1024 bytes"):
+            last_result_line(iter(chunks), limit=1024)
+    # The real limit is the one for result files.
+    assert last_result_line(iter([big])) == big and len(big) < MAX_RESULT_BYTES
+
+
+# --- where the Docker host is -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("docker_url", "local"),
+    [
+        pytest.param("unix://var/run/docker.sock", True, id="unix-socket"),
+        pytest.param(None, True, id="default"),
+        pytest.param(["unix://var/run/docker.sock", "unix:///run/docker.sock"], True, id="unix-list"),
+        pytest.param("tcp://gpu-host:2376", False, id="tcp"),
+        pytest.param("ssh://trainer@gpu-host", False, id="ssh"),
+        pytest.param("tcp://127.0.0.1:2375", False, id="tcp-loopback"),
+        pytest.param(["unix://var/run/docker.sock", "tcp://gpu-host:2376"], False, id="list-with-a-remote"),
+    ],
+)  # fmt: skip
+def test_docker_host_is_local(docker_url, local):
+    assert docker_host_is_local(docker_url) is local
+
+
+def test_local_storage_needs_the_docker_host_of_this_machine():
+    check_storage_reachable([], "tcp://gpu-host:2376")  # S3 storage: nothing to mount
+    check_storage_reachable(["/data/credit_default"], "unix://var/run/docker.sock")
+    with pytest.raises(ValueError, match=r"storage root must be S3 .* for a remote Docker host"):
+        check_storage_reachable(["/data/credit_default"], "tcp://gpu-host:2376")
 
 
 # --- mounts and tracking URI ---------------------------------------------------------
@@ -495,7 +618,7 @@ def test_decide_container_user_never_root(worker, explicit, from_image, owner, h
 
 
 def test_a_worker_that_is_not_root_cannot_run_the_trainer_as_another_uid():
-    with pytest.raises(ValueError, match="cannot hand its private request/result folder"):
+    with pytest.raises(ValueError, match="cannot hand its writable output folders"):
         decide_container_user(Owner(1000, 1000), Owner(2000, 2000), None)
 
 

