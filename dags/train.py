@@ -112,9 +112,11 @@ for entry in dataset_entries():
                 "until_ds": date_param(
                     "Train on validated data up to", "Empty: the most recent validated date."
                 ),
+                # Optional: with type "string" alone the UI holds the Trigger button until
+                # something is typed.
                 "reason": Param(
-                    "",
-                    type="string",
+                    None,
+                    type=["null", "string"],
                     maxLength=500,
                     title="Reason",
                     description="Why this run; recorded with the model version, the decision "
