@@ -6,8 +6,8 @@
 #                        scheduler, dag-processor, triggerer, workers, init, MLflow server)
 #   mlops-loop/postgres  Debian bookworm's PostgreSQL 15   (postgres.Dockerfile)
 #   mlops-loop/redis     Debian bookworm's redis-server    (redis.Dockerfile)
-#   mlops-loop/s3        moto_server, an S3-compatible server (s3.Dockerfile; the local
-#                        stand-in for MinIO, whose image needs a registry)
+#   mlops-loop/s3        moto_server, an S3-compatible server (s3.Dockerfile, on top of the
+#                        airflow image; the local stand-in for MinIO)
 #
 # When an image with its hash tag exists its build is skipped, so a re-run with unchanged
 # inputs costs seconds; a change to the package's code rebuilds only the airflow image's
@@ -23,7 +23,7 @@
 #   and pip from the index (docker-compose.yml alone then also needs this airflow image).
 #
 # Usage: include/docker/build_stack_images.sh [--online] [--force] [IMAGE...]
-#   IMAGE: any of airflow postgres redis s3 (default: all)
+#   IMAGE: any of postgres redis airflow s3 (default: all; s3 needs airflow)
 # Env:   BASE_IMAGE, PYTHON (host python with pip), WHEELHOUSE_PORT (default 38518)
 set -euo pipefail
 
@@ -41,7 +41,7 @@ for arg in "$@"; do
         *) echo "build_stack_images.sh: unknown argument ${arg}" >&2; exit 2 ;;
     esac
 done
-[ "${#images[@]}" -gt 0 ] || images=(postgres redis s3 airflow)
+[ "${#images[@]}" -gt 0 ] || images=(postgres redis airflow s3)
 
 python="${PYTHON:-${repo}/.local/venv/bin/python}"
 [ -x "${python}" ] || python=python3
@@ -74,7 +74,7 @@ docker_build() {  # docker_build NAME TAG DOCKERFILE CONTEXT [ARGS...]
     local started
     started=$(date +%s)
     echo "build_stack_images.sh: docker build ${name}:${tag}" >&2
-    DOCKER_BUILDKIT=0 docker build --quiet --network host --build-arg "BASE_IMAGE=${base}" "$@" \
+    DOCKER_BUILDKIT=0 docker build --quiet --network host --build-arg "BASE_IMAGE=${from:-${base}}" "$@" \
         --label "org.opencontainers.image.revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
         -f "${dockerfile}" -t "${name}:${tag}" -t "${name}:latest" "${context}" \
         2> >(grep -v -E "(legacy builder is deprecated|Install the buildx|docs.docker.com/go/buildx|BuildKit is currently disabled|environment-variable\.)" >&2) \
@@ -144,27 +144,24 @@ serve_wheelhouse() {
 }
 wheel_args=(--build-arg OFFLINE=0)
 
+# The apt-based images (postgres, redis) build in the background while the wheelhouse and
+# the Python images are made: their time goes to the Debian mirror, the others' to pip.
+background=()
 for image in "${images[@]}"; do
     case "${image}" in
     postgres)
         tag=$(hash_files include/docker/postgres.Dockerfile include/docker/postgres-entrypoint.sh)
         up_to_date mlops-loop/postgres "${tag}" && continue
         ctx="${work}/postgres" && mkdir -p "${ctx}" && cp include/docker/postgres-entrypoint.sh "${ctx}/"
-        docker_build mlops-loop/postgres "${tag}" include/docker/postgres.Dockerfile "${ctx}"
+        docker_build mlops-loop/postgres "${tag}" include/docker/postgres.Dockerfile "${ctx}" &
+        background+=($!)
         ;;
     redis)
         tag=$(hash_files include/docker/redis.Dockerfile)
         up_to_date mlops-loop/redis "${tag}" && continue
         ctx="${work}/redis" && mkdir -p "${ctx}"
-        docker_build mlops-loop/redis "${tag}" include/docker/redis.Dockerfile "${ctx}"
-        ;;
-    s3)
-        tag=$(hash_files include/docker/s3.Dockerfile constraints.txt)
-        up_to_date mlops-loop/s3 "${tag}" && continue
-        serve_wheelhouse
-        ctx="${work}/s3" && mkdir -p "${ctx}"
-        grep -v -E '^(torch|nvidia-|triton)' constraints.txt >"${ctx}/constraints.txt"
-        docker_build mlops-loop/s3 "${tag}" include/docker/s3.Dockerfile "${ctx}" "${wheel_args[@]}"
+        docker_build mlops-loop/redis "${tag}" include/docker/redis.Dockerfile "${ctx}" &
+        background+=($!)
         ;;
     airflow)
         tag=$(hash_files pyproject.toml constraints.txt include/docker/airflow.Dockerfile \
@@ -186,5 +183,23 @@ for image in "${images[@]}"; do
         find "${ctx}" -name '__pycache__' -type d -prune -exec rm -rf {} +
         docker_build mlops-loop/airflow "${tag}" include/docker/airflow.Dockerfile "${ctx}" "${wheel_args[@]}"
         ;;
+    s3)
+        # FROM the airflow image: moto adds its few own packages to that venv (the rest,
+        # boto3, flask, werkzeug..., is there already), so this build takes seconds.
+        airflow_id=$(docker image inspect --format '{{.Id}}' mlops-loop/airflow:latest 2>/dev/null) || {
+            echo "build_stack_images.sh: the s3 image needs mlops-loop/airflow:latest; build airflow first" >&2
+            exit 1; }
+        tag=$( { hash_files include/docker/s3.Dockerfile constraints.txt; echo "${airflow_id}"; } \
+              | sha256sum | cut -c1-12)
+        up_to_date mlops-loop/s3 "${tag}" && continue
+        serve_wheelhouse
+        ctx="${work}/s3" && mkdir -p "${ctx}"
+        grep -v -E '^(torch|nvidia-|triton)' constraints.txt >"${ctx}/constraints.txt"
+        from=mlops-loop/airflow:latest docker_build mlops-loop/s3 "${tag}" include/docker/s3.Dockerfile \
+            "${ctx}" "${wheel_args[@]}"
+        ;;
     esac
+done
+for pid in "${background[@]}"; do
+    wait "${pid}" || { echo "build_stack_images.sh: a background image build failed" >&2; exit 1; }
 done
