@@ -9,7 +9,8 @@ Ingests for three dates and one bad batch (the gate fails it and quarantines it)
 ``validated`` Asset event starts training by itself; the first model becomes champion;
 drifted dates land and are ingested; the drift DAG requests retraining through the
 ``retrain_requested`` Asset; that event starts training again (a stronger model, promoted);
-the rollback DAG moves the champion back. Training, evaluation and drift scoring ran on the
+a person approves its promotion through ``PATCH .../hitlDetails``; the rollback DAG moves
+the champion back. Training, evaluation and drift scoring ran on the
 compute worker, everything else on the default worker.
 """
 
@@ -42,6 +43,8 @@ GOOD_DAYS = ["2026-05-01", "2026-05-02", "2026-05-03"]
 BAD_DAY = "2026-05-04"
 DRIFTED_DAYS = ["2026-05-10", "2026-05-11"]
 COMPUTE_TASKS = {"train_challenger", "evaluate_challenger", "drift_monitor"}
+APPROVAL = "approve_promotion"
+WAITING = ("awaiting_input", "deferred")  # Airflow 3.3 parks HITL tasks in awaiting_input
 
 
 def hgb(settings: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +141,10 @@ def test_the_loop_on_celery_workers(celery_stack: CeleryStack, tmp_path: Path) -
     bad_states = airflow.task_states(INGEST, bad_run["dag_run_id"])
     assert bad_states["ingest_snapshot"] == "success" and bad_states["quality_gate"] == "failed"
     assert stack.keys(f"{DATASET}/quarantine/ds={BAD_DAY}/"), "bad batch not quarantined"
+    # A default-worker task's log, read through the api-server (served by that worker).
+    good_run = next(r for r in runs_of(stack, INGEST) if r["logical_date"].startswith(GOOD_DAYS[0]))
+    log = airflow.task_log(INGEST, good_run["dag_run_id"], "wait_for_batch")
+    assert f"batch for {DATASET} ds={GOOD_DAYS[0]} has landed: 1 csv file(s)" in log, log[-3000:]
     timings["ingest"] = time.monotonic() - started
 
     # --- the third day's validated event starts training by itself.
@@ -157,12 +164,16 @@ def test_the_loop_on_celery_workers(celery_stack: CeleryStack, tmp_path: Path) -
     timings["first training"] = time.monotonic() - started
 
     # --- drifted days land and are ingested (training paused: their events start nothing);
-    # the retrained model is the stronger one (tasks read the config when they run).
+    # the retrained model is the stronger one (tasks read the config when they run), and
+    # its promotion waits for a person's approval.
     airflow.set_paused(TRAIN, True)
     for seed, ds in enumerate(DRIFTED_DAYS, start=10):
         stack.land(DATASET, ds, generate_batch(ds, rows=ROWS, seed=seed, drift=1.0), tmp_path)
     assert ingest(stack, DRIFTED_DAYS) == dict.fromkeys(DRIFTED_DAYS, "success")
-    stack.write_config(DATASET, {**CONFIG_OVERRIDES, "training": hgb(REGULARISED)})
+    stack.write_config(
+        DATASET,
+        {**CONFIG_OVERRIDES, "training": hgb(REGULARISED), "evaluation": {"approval": "required"}},
+    )
     airflow.unpause(TRAIN)
 
     drift_run = airflow.trigger(DRIFT, logical_date=f"{DRIFTED_DAYS[-1]}T02:00:00Z")
@@ -181,12 +192,20 @@ def test_the_loop_on_celery_workers(celery_stack: CeleryStack, tmp_path: Path) -
 
     # --- the retrain event starts training by itself; the stronger model is promoted.
     second = wait_for_new_run(stack, TRAIN, {first}, "asset_triggered")
+    airflow.wait_for_task(TRAIN, second, APPROVAL, WAITING, timeout=600)
+    assert champion(stack) == v1  # nothing moves while it waits
+    # Airflow 3.3.2 loses an answer given within about a second of the task parking
+    # (tests/stack/test_approval.py); a person cannot answer that fast either.
+    time.sleep(5)
+    answer = airflow.answer_hitl(TRAIN, second, APPROVAL, ["Approve"])
+    assert answer.status_code == 200, answer.text
     run = airflow.wait_for_run(TRAIN, second, timeout=600)
     assert run["state"] == "success", airflow.task_states(TRAIN, second)
     v2 = str(airflow.xcom(TRAIN, second, "train_challenger")["model_version"])
     decision = airflow.xcom(TRAIN, second, "evaluate_challenger")
     assert decision["outcome"] == "promote", decision
     assert v2 != v1 and champion(stack) == v2
+    assert airflow.xcom(TRAIN, second, APPROVAL)["approval"] == "approved"
     assert_ran_where_routed(stack, TRAIN, second)
     timings["retraining"] = time.monotonic() - started
 
