@@ -23,6 +23,19 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && command -v pg_ctlcluster 
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
     for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 fi
+# Redis, the Celery broker of the CeleryExecutor stack test (tests/stack/test_celery_loop.py):
+# installed (root) and started when missing, left alone when it answers.
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+        apt-get install -y -qq redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+    fi
+    if command -v redis-server >/dev/null 2>&1; then
+        mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+        redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+            --dir /var/lib/redis --logfile /var/log/redis/ci.log
+        for _ in $(seq 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
+    fi
+fi
 ./include/docker/build_base_image.sh
 ./include/docker/build_trainer_image.sh
 
