@@ -129,6 +129,9 @@ serve_wheelhouse() {
         "${python}" -m pip wheel --quiet --wheel-dir "${cache}" --constraint "${work}/pins.txt" \
             --requirement "${work}/all-requirements.txt" 2> >(grep -v "^WARNING: Location" >&2)
         touch "${cache}/.complete"
+        # Older wheelhouses (other pins) are not used again.
+        find "${repo}/.local/wheelhouse-stack" -mindepth 1 -maxdepth 1 -type d \
+            ! -name "${deps_hash}" -exec rm -rf {} +
     fi
     port="${WHEELHOUSE_PORT:-38518}"
     "${python}" -m http.server "${port}" --bind 127.0.0.1 --directory "${cache}" >/dev/null 2>&1 &
