@@ -8,7 +8,9 @@ per model instead of one sort per resample, and resamples are processed in block
 fit a memory budget (1M rows x 1,000 resamples never exists in memory at once).
 
 :func:`paired_bootstrap` resamples rows once and scores both models on each resample
-(a paired comparison), :func:`mcnemar` tests paired right/wrong outcomes, and
+(a paired comparison); :func:`paired_closed_form` gives the same kind of interval without
+resampling where the metric has one (DeLong for ROC AUC, the paired per-row loss
+differences for mean losses), :func:`mcnemar` tests paired right/wrong outcomes, and
 :func:`decide` turns the comparison plus guardrails, slices, floors and a latency/size
 budget into a :class:`Decision` with readable reasons.
 """
@@ -27,11 +29,14 @@ from numpy.typing import ArrayLike, NDArray
 
 from mlops_loop.core.metrics import (
     FloatArray,
+    delong_placements,
     higher_is_better,
     json_safe,
+    metric_spec,
     metric_task,
     metric_value,
     prepare_metric,
+    row_loss,
 )
 from mlops_loop.exceptions import EvaluationError, TargetError
 
@@ -46,6 +51,9 @@ Outcome = Literal["promote", "reject", "insufficient_data"]
 DEFAULT_BLOCK_BYTES = 32 * 1024 * 1024
 # Below this many discordant pairs McNemar uses the exact binomial test.
 MCNEMAR_EXACT_BELOW = 25
+# More than this share of one-class bootstrap resamples (or, for the closed form, of the
+# resamples a bootstrap would expect) leaves the comparison undecided.
+MAX_DEGENERATE_SHARE = 0.1
 # Slices shown per column at most (largest first); the rest are counted, not evaluated.
 MAX_SLICES_PER_COLUMN = 50
 
@@ -53,8 +61,33 @@ MAX_SLICES_PER_COLUMN = 50
 # ------------------------------------------------------------------ paired comparison
 
 
+class _PairedDifference:
+    """``improvement``: ``diff`` turned so that positive means *a is better*."""
+
+    diff: float
+    ci_low: float
+    ci_high: float
+    higher_is_better: bool
+
+    @property
+    def improvement(self) -> float:
+        return self.diff if self.higher_is_better else -self.diff
+
+    @property
+    def improvement_ci(self) -> tuple[float, float]:
+        if self.higher_is_better:
+            return self.ci_low, self.ci_high
+        return -self.ci_high, -self.ci_low
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)  # type: ignore[call-overload]
+        out["improvement"] = self.improvement
+        out["improvement_ci"] = list(self.improvement_ci)
+        return json_safe(out)
+
+
 @dataclass(frozen=True)
-class BootstrapResult:
+class BootstrapResult(_PairedDifference):
     """Paired bootstrap of ``metric(a) - metric(b)`` on the same resampled rows.
 
     ``diff``/``ci_low``/``ci_high`` are in raw metric units (a minus b, two-sided percentile
@@ -75,22 +108,6 @@ class BootstrapResult:
     n_resamples: int
     n_degenerate: int
     higher_is_better: bool
-
-    @property
-    def improvement(self) -> float:
-        return self.diff if self.higher_is_better else -self.diff
-
-    @property
-    def improvement_ci(self) -> tuple[float, float]:
-        if self.higher_is_better:
-            return self.ci_low, self.ci_high
-        return -self.ci_high, -self.ci_low
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["improvement"] = self.improvement
-        out["improvement_ci"] = list(self.improvement_ci)
-        return json_safe(out)
 
 
 def bootstrap_weights(n_rows: int, n_resamples: int, rng: np.random.Generator) -> NDArray[Any]:
@@ -171,6 +188,154 @@ def paired_bootstrap(
         n_resamples=n,
         n_degenerate=int(n - valid.size),
         higher_is_better=higher_is_better(metric),
+    )
+
+
+ClosedFormMethod = Literal["delong", "paired_mean", "paired_root_mean"]
+
+
+def closed_form_method(metric: str) -> ClosedFormMethod | None:
+    """The closed-form paired test of ``metric``, or None (the bootstrap only)."""
+    return {
+        "delong": "delong",
+        "mean": "paired_mean",
+        "root_mean": "paired_root_mean",
+    }.get(metric_spec(metric).interval or "")  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ClosedFormResult(_PairedDifference):
+    """Closed-form paired test of ``metric(a) - metric(b)`` on the same rows.
+
+    Fields as in :class:`BootstrapResult`, the interval being ``diff +- z * se`` (normal
+    approximation). ``p_better`` is the normal probability that the true difference favours
+    a, ``Phi(improvement / se)``, what the bootstrap's share of resamples where a is
+    better estimates; ``p_value = 1 - p_better`` is the one-sided p-value of "a is no
+    better". ``degenerate_share`` is the share of bootstrap resamples of these rows that
+    would hold one class only (``(1 - pi)^n + pi^n``; 0 for metrics defined on one class),
+    so :func:`decide` applies the bootstrap's rule without resampling.
+    """
+
+    metric: str
+    method: ClosedFormMethod
+    value_a: float
+    value_b: float
+    diff: float
+    se: float
+    ci_low: float
+    ci_high: float
+    p_better: float
+    p_value: float
+    confidence: float
+    n_rows: int
+    degenerate_share: float
+    higher_is_better: bool
+
+
+def _one_class_share(n_pos: int, n_rows: int) -> float:
+    """Probability that a bootstrap resample of ``n_rows`` rows draws one class only."""
+    if n_pos in (0, n_rows):
+        return 1.0
+    share = n_pos / n_rows
+    return math.exp(n_rows * math.log1p(-share)) + math.exp(n_rows * math.log(share))
+
+
+def paired_closed_form(
+    y: ArrayLike,
+    score_a: ArrayLike,
+    score_b: ArrayLike,
+    metric: str,
+    confidence: float = 0.95,
+    *,
+    threshold: float = 0.5,
+) -> ClosedFormResult:
+    """Closed-form paired CI of ``metric(score_a) - metric(score_b)``, O(n log n).
+
+    roc_auc: DeLong's test for two correlated ROC curves. Each row gets a placement value
+    per model (:func:`~mlops_loop.core.metrics.delong_placements`: the share of the other
+    class it outranks, ties half); the AUC is their mean, and the variance of the AUC
+    difference is ``var(v10_a - v10_b) / m + var(v01_a - v01_b) / n`` over the m positive
+    and n negative rows (the paired covariance enters through the differences).
+
+    Means of per-row losses (accuracy, log_loss, brier, mae): the mean of the paired
+    per-row differences ``d = loss_a - loss_b`` with standard error ``sd(d) / sqrt(rows)``.
+    rmse, the square root of a mean: the delta method, i.e. the same on the per-row
+    influence ``loss_a / (2 rmse_a) - loss_b / (2 rmse_b)``.
+
+    Metrics without a closed form raise EvaluationError (use :func:`paired_bootstrap`).
+    With one class, roc_auc is undefined: NaN values and ``degenerate_share`` 1.
+    """
+    from scipy import stats
+
+    method = closed_form_method(metric)
+    if method is None:
+        raise EvaluationError(
+            f"{metric} has no closed-form paired test; use the paired bootstrap", metric=metric
+        )
+    yy = np.asarray(y, dtype=np.float64)
+    sa, sb = np.asarray(score_a, dtype=np.float64), np.asarray(score_b, dtype=np.float64)
+    if not (yy.shape == sa.shape == sb.shape) or yy.ndim != 1:
+        raise EvaluationError(
+            f"labels and scores must be 1-D and equally long, got {yy.shape}, {sa.shape}, {sb.shape}",
+            metric=metric,
+        )
+    rows = int(yy.shape[0])
+    hib = higher_is_better(metric)
+    degenerate_share = 0.0
+    if method == "delong":
+        n_pos = int(np.count_nonzero(yy == 1))
+        degenerate_share = _one_class_share(n_pos, rows)
+        va10, va01 = delong_placements(yy, sa)
+        vb10, vb01 = delong_placements(yy, sb)
+        if va10.size == 0 or va01.size == 0:
+            value_a = value_b = diff = var = math.nan
+        else:
+            value_a, value_b = float(va10.mean()), float(vb10.mean())
+            diff = value_a - value_b
+            d10, d01 = va10 - vb10, va01 - vb01
+            var = (float(d10.var(ddof=1)) / d10.size if d10.size > 1 else 0.0) + (
+                float(d01.var(ddof=1)) / d01.size if d01.size > 1 else 0.0
+            )
+    else:
+        loss_a, loss_b = row_loss(metric, yy, sa, threshold), row_loss(metric, yy, sb, threshold)
+        mean_a, mean_b = float(loss_a.mean()), float(loss_b.mean())
+        if method == "paired_root_mean":
+            value_a, value_b = math.sqrt(mean_a), math.sqrt(mean_b)
+            # d sqrt(M) = dM / (2 sqrt(M)); a model with zero loss on every row adds nothing.
+            influence = (loss_a / (2 * value_a) if value_a > 0 else 0.0) - (
+                loss_b / (2 * value_b) if value_b > 0 else 0.0
+            )
+        else:
+            value_a, value_b = mean_a, mean_b
+            influence = loss_a - loss_b
+        diff = value_a - value_b
+        inf = np.asarray(influence, dtype=np.float64)
+        var = float(inf.var(ddof=1)) / rows if rows > 1 else math.inf
+    se = math.sqrt(var) if math.isfinite(var) else var
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    ci_low, ci_high = diff - z * se, diff + z * se
+    improvement = diff if hib else -diff
+    if not math.isfinite(improvement):
+        p_better = math.nan
+    elif se > 0:
+        p_better = float(stats.norm.cdf(improvement / se))
+    else:  # identical per-row contributions: no uncertainty left
+        p_better = 1.0 if improvement > 0 else 0.0
+    return ClosedFormResult(
+        metric=metric,
+        method=method,
+        value_a=value_a,
+        value_b=value_b,
+        diff=diff,
+        se=se,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        p_better=p_better,
+        p_value=1.0 - p_better,
+        confidence=confidence,
+        n_rows=rows,
+        degenerate_share=degenerate_share,
+        higher_is_better=hib,
     )
 
 
@@ -497,7 +662,9 @@ def decide(
     with the trivial baseline (:func:`baseline_scores`: ``baseline_value``, the training
     positive rate or mean, else the holdout's). Promotion needs: the ``settings.confidence`` interval of the primary
     metric's improvement lies above zero and its lower end is at least
-    ``settings.min_improvement`` (bootstrap); or for McNemar, a significant test in the
+    ``settings.min_improvement`` (the paired bootstrap, or with ``settings.paired_test``
+    ``closed_form`` :func:`paired_closed_form` where the metric has one; ``test["name"]``
+    says which ran); or for McNemar, a significant test in the
     challenger's favour with an observed improvement of at least the margin; and every
     guardrail, slice check, floor and budget limit passes. Raises EvaluationError on
     malformed inputs (missing labels, shape mismatch, non-probability scores).
@@ -596,25 +763,47 @@ def decide(
                 f"significant gain at confidence {settings.confidence} and >= {settings.min_improvement}"
             )
     else:
-        boot = paired_bootstrap(
-            yy, chal, ref, metric, settings.n_bootstrap, settings.confidence, settings.seed,
-            threshold=settings.threshold,
-        )  # fmt: skip
-        low, high = boot.improvement_ci
-        decision.improvement, decision.ci_low, decision.ci_high = boot.improvement, low, high
-        decision.p_better = boot.p_better
-        decision.test = {"name": "paired_bootstrap", **boot.to_dict()}
-        if boot.n_degenerate > 0.1 * boot.n_resamples:
+        paired: BootstrapResult | ClosedFormResult
+        closed_form = closed_form_method(metric) if settings.paired_test == "closed_form" else None
+        if closed_form is not None:
+            paired = paired_closed_form(
+                yy, chal, ref, metric, settings.confidence, threshold=settings.threshold
+            )
+            decision.test = {"name": closed_form, **paired.to_dict()}
+            degenerate = (
+                f"a bootstrap of these rows would draw one class in "
+                f"{paired.degenerate_share:.1%} of resamples"
+                if paired.degenerate_share > MAX_DEGENERATE_SHARE
+                else None
+            )
+        else:
+            if settings.paired_test == "closed_form":
+                decision.notes.append(
+                    f"paired_test closed_form: {metric} has no closed form; paired bootstrap used"
+                )
+            paired = paired_bootstrap(
+                yy, chal, ref, metric, settings.n_bootstrap, settings.confidence, settings.seed,
+                threshold=settings.threshold,
+            )  # fmt: skip
+            decision.test = {"name": "paired_bootstrap", **paired.to_dict()}
+            degenerate = (
+                f"{paired.n_degenerate} of {paired.n_resamples} bootstrap resamples had only one class"
+                if paired.n_degenerate > MAX_DEGENERATE_SHARE * paired.n_resamples
+                else None
+            )
+        low, high = paired.improvement_ci
+        decision.improvement, decision.ci_low, decision.ci_high = paired.improvement, low, high
+        decision.p_better = paired.p_better
+        if degenerate:
             decision.reasons.append(
-                f"{boot.n_degenerate} of {boot.n_resamples} bootstrap resamples had only one class: "
-                "the holdout has too few rows of the minority class"
+                f"{degenerate}: the holdout has too few rows of the minority class"
             )
             return decision
         primary_ok = low > 0 and low >= settings.min_improvement
         if not primary_ok:
             reasons_fail.append(
                 f"{metric} {_fmt(decision.challenger_value)} vs {_fmt(decision.reference_value)} "
-                f"({compared_against}): improvement {_fmt(boot.improvement)}, "
+                f"({compared_against}): improvement {_fmt(paired.improvement)}, "
                 f"{settings.confidence:.0%} CI [{_fmt(low)}, {_fmt(high)}] does not clear "
                 f"min_improvement {settings.min_improvement} (and zero)"
             )

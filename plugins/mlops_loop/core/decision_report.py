@@ -275,6 +275,11 @@ def render_html(
             f"<p class='muted'>{_e(test.get('n_resamples'))} paired resamples, "
             f"{_e(test.get('n_degenerate'))} degenerate; p = share of resamples where the challenger is better.</p>"
         )
+    elif test.get("name") in ("delong", "paired_mean", "paired_root_mean"):
+        parts.append(
+            f"<p class='muted'>closed-form paired test ({_e(test.get('name'))}), standard error "
+            f"{_num(test.get('se'))}; p = normal probability that the challenger is better.</p>"
+        )
     if plot_png:
         parts.append("<h2>Challenger vs reference</h2>")
         parts.append(f"<img alt='comparison plots' src='data:image/png;base64,{plot_png}'>")

@@ -255,7 +255,7 @@ def recall_at_precision(
     return _out(_recall_at_precision_ranked(_RankIndex.build(yy, ss), w, at_precision), matrix)
 
 
-def _row_loss(metric: str, y: FloatArray, score: FloatArray, threshold: float) -> FloatArray:
+def row_loss(metric: str, y: FloatArray, score: FloatArray, threshold: float) -> FloatArray:
     """Per-row loss whose weighted mean is the metric (before the square root for rmse)."""
     if metric == "log_loss":
         p = np.clip(score, PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
@@ -313,7 +313,7 @@ def prepare_metric(
 ) -> Callable[[NDArray[Any]], FloatArray]:
     """Precompute what ``metric`` needs once; return a function of a weight matrix."""
     if metric in MEAN_METRICS:
-        loss = _row_loss(metric, y, score, threshold)
+        loss = row_loss(metric, y, score, threshold)
         return lambda w: _mean_metric(metric, loss, w)
     if metric in COUNT_METRICS:
         conf = _confusion_rows(y, score, threshold)
@@ -382,19 +382,35 @@ def r2(y: ArrayLike, pred: ArrayLike, weights: ArrayLike | None = None) -> Any:
 # --------------------------------------------------------------------------- intervals
 
 
-def auc_delong(y_true: ArrayLike, scores: ArrayLike) -> tuple[float, float]:
-    """ROC AUC and its DeLong standard error (midranks, O(n log n)); NaNs with one class."""
+def delong_placements(y_true: ArrayLike, scores: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """DeLong's placement values, from midranks (ties count half), O(n log n).
+
+    ``v10``: for each positive row (in row order), the share of negatives scored below it;
+    ``v01``: for each negative row, the share of positives scored above it. Both average to
+    the ROC AUC; their variances give its standard error. Empty arrays for a missing class.
+    """
     from scipy.stats import rankdata
 
     y, s = np.asarray(y_true, dtype=np.float64), np.asarray(scores, dtype=np.float64)
-    pos = s[y == 1]
-    neg = s[y == 0]
+    positive = y == 1
+    pos, neg = s[positive], s[~positive]
     m, n = pos.size, neg.size
     if m == 0 or n == 0:
+        return np.empty(0), np.empty(0)
+    # Midrank among all rows minus midrank among the own class = how many of the other
+    # class lie below (ties half).
+    all_ranks = rankdata(s)
+    v10 = (all_ranks[positive] - rankdata(pos)) / n
+    v01 = 1.0 - (all_ranks[~positive] - rankdata(neg)) / m
+    return v10, v01
+
+
+def auc_delong(y_true: ArrayLike, scores: ArrayLike) -> tuple[float, float]:
+    """ROC AUC and its DeLong standard error (midranks, O(n log n)); NaNs with one class."""
+    v10, v01 = delong_placements(y_true, scores)
+    m, n = v10.size, v01.size
+    if m == 0 or n == 0:
         return math.nan, math.nan
-    all_ranks = rankdata(np.concatenate([pos, neg]))
-    v10 = (all_ranks[:m] - rankdata(pos)) / n  # share of negatives below each positive
-    v01 = 1.0 - (all_ranks[m:] - rankdata(neg)) / m  # share of positives above each negative
     auc = float(v10.mean())
     var = (v10.var(ddof=1) if m > 1 else 0.0) / m + (v01.var(ddof=1) if n > 1 else 0.0) / n
     return auc, math.sqrt(var)
@@ -415,7 +431,7 @@ def metric_interval(
         _, se = auc_delong(yy, ss)
         return value, max(0.0, value - z * se), min(1.0, value + z * se)
     if spec.interval in ("mean", "root_mean"):
-        loss = _row_loss(metric, yy, ss, threshold)
+        loss = row_loss(metric, yy, ss, threshold)
         # The same mean as in ``value`` (before the square root for RMSE).
         mean = float(_mean_loss(loss, np.ones((1, loss.size)))[0])
         se = float(loss.std(ddof=1) / math.sqrt(loss.size)) if loss.size > 1 else math.inf

@@ -237,15 +237,27 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("models", "overrides", "budget", "outcome", "reason_part"), CASES)
-def test_decide_truth_table(models, overrides, budget, outcome, reason_part):
+# Every case with either paired test (McNemar is its own test): the closed form must
+# reach the bootstrap's decision on the same inputs.
+PAIRED_CASES = [
+    pytest.param(*case.values, paired_test, id=f"{case.id}-{paired_test}")
+    for case in CASES
+    for paired_test in ("bootstrap", "closed_form")
+    if not (paired_test == "closed_form" and case.values[1].get("method") == "mcnemar")
+]
+
+
+@pytest.mark.parametrize(
+    ("models", "overrides", "budget", "outcome", "reason_part", "paired_test"), PAIRED_CASES
+)
+def test_decide_truth_table(models, overrides, budget, outcome, reason_part, paired_test):
     rows = models.get("rows", Y.size)
     champion = models["champion"]
     decision = compare.decide(
         Y[:rows],
         models["challenger"][:rows],
         None if champion is None else champion[:rows],
-        _settings(**overrides),
+        _settings(**overrides, paired_test=paired_test),
         budget_observed=budget,
         challenger_version="7",
         champion_version=None if champion is None else "6",
@@ -265,13 +277,19 @@ def test_decide_truth_table(models, overrides, budget, outcome, reason_part):
     )
 
 
-def test_decide_slices_veto_a_regressing_segment():
+@pytest.mark.parametrize("paired_test", ["bootstrap", "closed_form"])
+def test_decide_slices_veto_a_regressing_segment(paired_test):
     rng = np.random.default_rng(0)
     region = rng.choice(["north", "south", "tiny"], size=Y.size, p=[0.5, 0.48, 0.02])
     # The challenger is better overall but random on "south".
     challenger = np.where(region == "south", rng.random(Y.size), GOOD)
     champion = np.where(region == "south", GOOD, WEAK)
-    settings = _settings(slice_columns=["region"], slice_min_rows=100, slice_max_regression=0.05)
+    settings = _settings(
+        slice_columns=["region"],
+        slice_min_rows=100,
+        slice_max_regression=0.05,
+        paired_test=paired_test,
+    )
     decision = compare.decide(Y, challenger, champion, settings, slices={"region": region})
     table = {s["value"]: s for s in decision.slices}
     assert table["south"]["status"] == "failed" and table["north"]["status"] == "passed"
@@ -295,8 +313,11 @@ def test_decide_rejects_malformed_input(y, champion, error):
         compare.decide(y, GOOD, champion, _settings())
 
 
-def test_decide_all_one_class_is_insufficient_data():
-    decision = compare.decide(np.zeros(500), GOOD[:500], WEAK[:500], _settings())
+@pytest.mark.parametrize("paired_test", ["bootstrap", "closed_form"])
+def test_decide_all_one_class_is_insufficient_data(paired_test):
+    decision = compare.decide(
+        np.zeros(500), GOOD[:500], WEAK[:500], _settings(paired_test=paired_test)
+    )
     assert decision.outcome == "insufficient_data"
     assert "all 0" in decision.reasons[0]
 
@@ -348,20 +369,24 @@ def test_settings_check_against_task():
         EvaluationSettings(slice_columns=["zone"]).check_against("classification", ["region"])
 
 
-def test_decide_regression_against_mean_baseline():
+@pytest.mark.parametrize("paired_test", ["bootstrap", "closed_form"])
+def test_decide_regression_against_mean_baseline(paired_test):
     rng = np.random.default_rng(0)
     y = rng.normal(size=2000) * 3
     pred = y + rng.normal(size=2000)
-    decision = compare.decide(y, pred, None, _settings(primary_metric="rmse"))
+    decision = compare.decide(
+        y, pred, None, _settings(primary_metric="rmse", paired_test=paired_test)
+    )
     assert decision.outcome == "promote" and decision.compared_against == "baseline"
     assert decision.challenger_value < decision.reference_value
 
 
-def test_equally_good_but_different_models_are_rarely_promoted():
+@pytest.mark.parametrize("paired_test", ["bootstrap", "closed_form"])
+def test_equally_good_but_different_models_are_rarely_promoted(paired_test):
     """Same signal, independent model noise: the CI should straddle zero (one-sided error
     about 2.5% per holdout at 95% confidence)."""
     promoted = 0
     for seed in range(12):
         y, a, b = two_models(2000, 100 + seed, 1.0, 1.0)
-        promoted += compare.decide(y, a, b, _settings()).outcome == "promote"
+        promoted += compare.decide(y, a, b, _settings(paired_test=paired_test)).outcome == "promote"
     assert promoted <= 2
