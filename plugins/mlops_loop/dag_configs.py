@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 from airflow.sdk import Param, RetryDecision, RetryPolicy
 
+from mlops_loop import QUEUE_PATTERN
 from mlops_loop.exceptions import (
     BucketNotFoundError,
     ConfigError,
@@ -50,8 +51,6 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR_ENV = "MLOPS_LOOP_CONFIG_DIR"
 DEFAULT_DRIFT_SCHEDULE = "0 2 * * *"  # core.config.DriftSettings.schedule's default
-# core.config.QUEUE_PATTERN, copied: importing it would load pydantic at parse time.
-QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 # Transient faults (a storage or tracking server that times out, a container engine that

@@ -20,12 +20,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlops_loop import QUEUE_PATTERN
 from mlops_loop.exceptions import ConfigError
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
-# A Celery queue name: what `airflow celery worker --queues` takes. dag_configs keeps a
-# copy (it may not import pydantic at parse time); a test keeps the two equal.
-QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 # Replaces every config's storage.root with $MLOPS_LOOP_STORAGE_ROOT/<dataset name>, so one
 # environment (demo, tests, a staging deployment) can redirect all outputs at once.
 STORAGE_ROOT_ENV = "MLOPS_LOOP_STORAGE_ROOT"
