@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 export AIRFLOW_HOME="$REPO/.local/airflow-test"
+# Everything the tests need is installed below, so a missing part fails its tests instead
+# of skipping them (tests/fixtures: missing).
+export MLOPS_LOOP_TEST_ALL=1
 
 ./scripts/bootstrap.sh
 if [ "$(id -u)" -eq 0 ]; then

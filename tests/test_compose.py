@@ -23,16 +23,20 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.fixtures import missing
+
 REPO = Path(__file__).resolve().parents[1]
 MAIN = REPO / "docker-compose.yml"
 LOCAL = REPO / "docker-compose.local.yml"
 DAG_ID = "mlops_ingest__credit_default"
 DS = "2024-03-01"
 
-needs_compose = pytest.mark.skipif(
-    shutil.which("docker-compose") is None,
-    reason="docker-compose not installed (make test installs it)",
-)
+
+@pytest.fixture
+def compose_cli() -> None:
+    """The docker-compose client (the config checks need no engine)."""
+    if shutil.which("docker-compose") is None:
+        missing("docker-compose not installed (make test installs it)")
 
 
 def _env_file(tmp_path: Path, **extra: str) -> Path:
@@ -60,11 +64,10 @@ def _config(env_file: Path, *files: Path) -> dict[str, Any]:
     return yaml.safe_load(proc.stdout)
 
 
-@needs_compose
 @pytest.mark.parametrize(
     "files", [pytest.param((MAIN,), id="main"), pytest.param((MAIN, LOCAL), id="main+local")]
 )
-def test_compose_files_are_valid(tmp_path, files):
+def test_compose_files_are_valid(compose_cli, tmp_path, files):
     services = _config(_env_file(tmp_path), *files)["services"]
     assert {
         "postgres",
@@ -86,8 +89,7 @@ def test_compose_files_are_valid(tmp_path, files):
         assert bool(sockets) == name.startswith("airflow-worker"), name
 
 
-@needs_compose
-def test_compose_refuses_to_start_without_the_generated_secrets(tmp_path):
+def test_compose_refuses_to_start_without_the_generated_secrets(compose_cli, tmp_path):
     empty = tmp_path / "empty.env"
     empty.write_text("")
     proc = subprocess.run(
@@ -153,6 +155,18 @@ class ComposeStack:
     @property
     def api(self) -> str:
         return f"http://127.0.0.1:{self.env['AIRFLOW_API_PORT']}"
+
+    def s3(self) -> Any:
+        """A client of the stack's S3 server, with the keys from its .env."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{self.env['S3_PORT']}",
+            region_name="us-east-1",
+            aws_access_key_id=self.env["S3_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["S3_SECRET_ACCESS_KEY"],
+        )
 
     def run(
         self, *args: str, timeout: float = 600, check: bool = True
@@ -237,7 +251,7 @@ def _remove_leftovers(project: str) -> None:
 @pytest.fixture(scope="module")
 def compose_stack(tmp_path_factory) -> Iterator[ComposeStack]:
     if not _docker_answers():
-        pytest.skip("needs a Docker engine and docker-compose (scripts/install_docker.sh)")
+        missing("needs a Docker engine and docker-compose (scripts/install_docker.sh)")
     started = time.monotonic()
     build = subprocess.run(
         ["bash", str(REPO / "include" / "docker" / "build_stack_images.sh")],
@@ -304,7 +318,6 @@ def compose_stack(tmp_path_factory) -> Iterator[ComposeStack]:
 @pytest.mark.compose
 @pytest.mark.timeout(1800)
 def test_compose_stack_runs_an_ingest(compose_stack: ComposeStack):
-    import boto3
     import requests
 
     from mlops_loop_devtools.sample_data import generate_batch
@@ -312,13 +325,7 @@ def test_compose_stack_runs_an_ingest(compose_stack: ComposeStack):
     stack = compose_stack
     env = stack.env
     bucket = env.get("S3_BUCKET", "mlops-loop")
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{env['S3_PORT']}",
-        region_name="us-east-1",
-        aws_access_key_id=env["S3_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["S3_SECRET_ACCESS_KEY"],
-    )
+    s3 = stack.s3()
     # The bucket is airflow-init's work; the batch lands the way an upstream system lands it.
     s3.head_bucket(Bucket=bucket)
     body = generate_batch(DS, rows=2_000).to_csv(index=False).encode()
@@ -371,7 +378,6 @@ def test_compose_stack_runs_an_ingest(compose_stack: ComposeStack):
 @pytest.mark.compose
 @pytest.mark.timeout(600)
 def test_compose_mlflow_keeps_runs_in_postgres_and_artifacts_in_s3(compose_stack: ComposeStack):
-    import boto3
 
     stack = compose_stack
     env = stack.env
@@ -394,13 +400,7 @@ def test_compose_mlflow_keeps_runs_in_postgres_and_artifacts_in_s3(compose_stack
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "mlflow-artifacts:" in proc.stdout, proc.stdout
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{env['S3_PORT']}",
-        region_name="us-east-1",
-        aws_access_key_id=env["S3_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["S3_SECRET_ACCESS_KEY"],
-    )
+    s3 = stack.s3()
     listing = s3.list_objects_v2(
         Bucket=env.get("S3_BUCKET", "mlops-loop"), Prefix="mlflow-artifacts/"
     )

@@ -24,20 +24,25 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.fixtures import missing
+
 pytestmark = [pytest.mark.browser, pytest.mark.stack, pytest.mark.integration, pytest.mark.docker]
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
-    pytest.skip(
+    missing(
         f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium "
         "chromium-driver; scripts/test.sh does as root)",
-        allow_module_level=True,
+        module_level=True,
     )
-sync_api = pytest.importorskip(
-    "playwright.sync_api",
-    reason="the playwright package is missing: install the project's dev extra "
-    "(pip install -e '.[dev]' -c constraints.txt)",
-)
+try:
+    from playwright import sync_api
+except ImportError:
+    missing(
+        "the playwright package is missing: install the project's dev extra "
+        "(pip install -e '.[dev]' -c constraints.txt)",
+        module_level=True,
+    )
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = (
