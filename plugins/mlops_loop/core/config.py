@@ -200,6 +200,14 @@ class QualitySettings(_Strict):
     min_rows: int = Field(default=1, ge=0)
     max_rows: int | None = Field(default=None, ge=1)
     default_max_null_fraction: float = Field(default=0.2, ge=0.0, le=1.0)
+    chunk_rows: int = Field(
+        default=1_000_000,
+        ge=10_000,
+        description="A snapshot with more rows is validated in chunks of about this many rows, "
+        "read one row group at a time, so the gate's memory follows this setting rather than "
+        "the batch: per-row checks add up exactly, aggregates (mean, median, uniqueness, row "
+        "count) are computed over the whole batch (see core/quality.py).",
+    )
 
     @model_validator(mode="after")
     def _rows(self) -> QualitySettings:
@@ -595,6 +603,13 @@ class TrainingSettings(_Strict):
         description="CPU threads for torch / OpenMP while fitting; unset: the container's CPU "
         "quota, else all cores. Small tabular models on a shared host train faster with 1.",
     )
+    max_rows_in_memory: int = Field(
+        default=2_000_000,
+        ge=1_000,
+        description="Training rows held in memory at once. The MLP streams a larger training "
+        "split from its row groups; HistGradientBoosting (which needs its data in memory) trains "
+        "on a seeded sample of this many rows, recorded in the model version's tags.",
+    )
     window: TrainingWindow = TrainingWindow()
     mlp: MlpHyperparameters = MlpHyperparameters()
     hist_gradient_boosting: HistGradientBoostingHyperparameters = (
@@ -873,6 +888,13 @@ class EvaluationSettings(_Strict):
         "(a minimum for higher-is-better metrics, a maximum for the others).",
     )
     min_holdout_rows: int = Field(default=500, ge=10)
+    max_holdout_memory_mb: float = Field(
+        default=3072.0,
+        gt=0.0,
+        description="Memory the evaluation may use for the holdout (features, labels and both "
+        "models' scores held at once); a larger holdout is refused before scoring. Estimated "
+        "from the holdout's row count and columns (see core/compare.py:holdout_memory_mb).",
+    )
     seed: int = 0
     approval: Literal["none", "required"] = Field(
         default="none",
