@@ -863,11 +863,12 @@ class EvaluationSettings(_Strict):
     n_bootstrap: int = Field(default=1000, ge=100, le=100_000)
     method: Literal["bootstrap", "mcnemar"] = "bootstrap"
     paired_test: Literal["bootstrap", "closed_form"] = Field(
-        default="bootstrap",
-        description="With method bootstrap: how the paired interval is computed. closed_form: "
-        "DeLong's test for roc_auc, a normal interval of the paired per-row loss differences "
-        "for accuracy/log_loss/brier/mae (delta method for rmse), in seconds on millions of "
-        "rows; metrics without a closed form (pr_auc, f1 ...) keep the paired bootstrap.",
+        default="closed_form",
+        description="With method bootstrap: how the paired interval is computed. closed_form "
+        "(default): DeLong's test for roc_auc, a normal interval of the paired per-row loss "
+        "differences for accuracy/log_loss/brier/mae (delta method for rmse), in seconds on "
+        "millions of rows; metrics without a closed form (pr_auc, f1 ...) use the paired "
+        "bootstrap (n_bootstrap resamples). bootstrap: the paired bootstrap for every metric.",
     )
     threshold: float = Field(
         default=0.5,
@@ -915,7 +916,11 @@ class EvaluationSettings(_Strict):
                 f"method 'mcnemar' tests accuracy-type metrics {list(ACCURACY_TYPE_METRICS)} only, "
                 f"not {self.primary_metric!r}; use method 'bootstrap'"
             )
-        if self.method == "mcnemar" and self.paired_test != "bootstrap":
+        if (
+            self.method == "mcnemar"
+            and "paired_test" in self.model_fields_set
+            and self.paired_test != "bootstrap"
+        ):
             raise ValueError(
                 "paired_test applies to method 'bootstrap'; method 'mcnemar' is its own test"
             )

@@ -175,7 +175,9 @@ def test_decide_records_which_test_ran():
     assert d.test["name"] == "paired_bootstrap" and d.outcome == "promote"
     assert "pr_auc has no closed form" in d.notes[0]
     d = compare.decide(Y, GOOD, WEAK, EvaluationSettings(n_bootstrap=200, min_holdout_rows=100))
-    assert d.test["name"] == "paired_bootstrap"
+    assert d.test["name"] == "delong"  # the default
+    boot = closed.model_copy(update={"paired_test": "bootstrap"})
+    assert compare.decide(Y, GOOD, WEAK, boot).test["name"] == "paired_bootstrap"
 
 
 def test_closed_form_refuses_a_metric_without_one():
@@ -189,6 +191,8 @@ def test_closed_form_refuses_a_metric_without_one():
 def test_settings_paired_test_default_and_mcnemar():
     from pydantic import ValidationError
 
-    assert EvaluationSettings().paired_test == "bootstrap"
+    assert EvaluationSettings().paired_test == "closed_form"
+    # McNemar is its own test: the default paired_test does not stand in its way.
+    assert EvaluationSettings(primary_metric="accuracy", method="mcnemar").method == "mcnemar"
     with pytest.raises(ValidationError, match="paired_test applies to method 'bootstrap'"):
         EvaluationSettings(primary_metric="accuracy", method="mcnemar", paired_test="closed_form")
