@@ -6,7 +6,8 @@ snapshots in a window of logical dates and splits them by time: the most recent 
 date(s) become the holdout (fresh data neither model has seen), the older data is split
 into train and validation by the timestamp column. The result is itself content-addressed:
 ``training_sets/<sha256>/{train,valid,holdout}/`` are snapshot-shaped folders (Parquet
-part + manifest.json) and ``training_sets/<sha256>/manifest.json`` is written last.
+parts + manifest.json) and ``training_sets/<sha256>/manifest.json`` is written last. The
+assembly streams, holding at most one snapshot in memory (see assemble_training_set).
 
 The window ends at the form's ``until_ds`` or the newest validated date, and never before
 the dates of the asset events that started the run (:func:`training_window_end`): a
@@ -206,6 +207,20 @@ def assemble_training_set(
     With validated data on only one date, that date is split by time into train /
     valid / holdout (70 / 15 / 15) so a first model can still be trained and judged on
     rows it has not seen.
+
+    Memory is bounded by one snapshot (one day's batch), not the window: the split sizes
+    come from the members' manifests (their row counts), so the cut points are known
+    before any data is read; then each snapshot streams, in (ds, timestamp) order, into
+    one Parquet writer per split (row groups of ``ingest.rows_per_chunk`` rows, a new part
+    file every ``core.ingest.ROWS_PER_PART`` rows). Ordering a snapshot that is not already
+    in timestamp order needs that snapshot in memory (a stable Arrow sort); one already in
+    order, or a dataset without a timestamp column (file order), streams row group by row
+    group. The rows of each split, their order, the manifests and the set's hash are those
+    of the earlier all-in-pandas assembly; the parts keep the snapshots' Arrow schema (the
+    pandas round trip used to turn an integer column with nulls into float64 in every
+    split; the manifest's ``columns`` still record the pandas dtypes of the window's rows).
+    A split's folder is complete before its manifest, and the set's manifest is written
+    last: a half-written set is never found.
     """
     from mlops_loop.core.snapshots import load_manifest
 
