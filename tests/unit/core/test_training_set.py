@@ -489,3 +489,18 @@ def test_half_written_set_is_invisible_and_leaves_no_temporary_files(config, mon
     assert not list(Path(config.root).glob("training_sets/*/manifest.json"))
     monkeypatch.setattr(module, "write_json", real)
     assert assemble_training_set(config, until_ds="2026-01-02").created is True
+
+
+def test_a_split_rolls_over_to_new_part_files(tmp_path, monkeypatch):
+    from mlops_loop.core import ingest
+
+    overrides = {"storage": {"root": str(tmp_path / "data")}, "ingest": {"rows_per_chunk": 1000}}
+    config = load_config(REPO / "include/config/credit_default.yaml", overrides=overrides)
+    days = ["2026-02-01", "2026-02-02", "2026-02-03"]
+    _land_shuffled(config, days, rows=1500)
+    monkeypatch.setattr(ingest, "ROWS_PER_PART", 1100)
+    ts = assemble_training_set(config, until_ds=days[-1])
+    manifest = json.loads((Path(ts.train_uri) / "manifest.json").read_text())
+    assert [f["name"] for f in manifest["files"]] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [f["rows"] for f in manifest["files"]] == [1100, 1100, 200]
+    pd.testing.assert_frame_equal(read_snapshot(ts.train_uri), _reference_splits(config, ts)["train"])
