@@ -119,6 +119,19 @@ def read_snapshot_table(
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
+def snapshot_schema(
+    snapshot_uri: str, *, credentials: S3Credentials | None = None
+) -> pa.Schema:
+    """The Arrow schema of the snapshot's first part, without its metadata (all parts
+    share it). On S3 that part is downloaded."""
+    import pyarrow.parquet as pq
+
+    manifest = load_manifest(snapshot_uri, credentials=credentials)
+    storage = open_storage(snapshot_uri, credentials)
+    with _part_file(storage, join_uri(snapshot_uri, manifest["files"][0]["name"])) as path:
+        return pq.read_schema(path).remove_metadata()
+
+
 def read_snapshot(
     snapshot_uri: str,
     *,

@@ -428,20 +428,15 @@ def _window_schema(
     member's manifest lists the same columns and types, the usual case; otherwise the
     members' Parquet schemas unified."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from mlops_loop.core.snapshots import _part_file
+    from mlops_loop.core.snapshots import snapshot_schema
 
     def listed(manifest: dict[str, Any]) -> list[tuple[Any, Any]]:
         return [(c.get("name"), c.get("arrow_type")) for c in manifest.get("columns", [])]
 
     if not force and all(listed(mf) == listed(manifests[0]) for mf in manifests):
         return None
-    schemas = []
-    for member, manifest in zip(members, manifests, strict=True):
-        storage = open_storage(member.snapshot_uri, credentials)
-        with _part_file(storage, join_uri(member.snapshot_uri, manifest["files"][0]["name"])) as path:
-            schemas.append(pq.read_schema(path).remove_metadata())
+    schemas = [snapshot_schema(m.snapshot_uri, credentials=credentials) for m in members]
     try:
         return pa.unify_schemas(schemas, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:

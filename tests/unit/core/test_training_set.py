@@ -504,3 +504,28 @@ def test_a_split_rolls_over_to_new_part_files(tmp_path, monkeypatch):
     assert [f["name"] for f in manifest["files"]] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     assert [f["rows"] for f in manifest["files"]] == [1100, 1100, 200]
     pd.testing.assert_frame_equal(read_snapshot(ts.train_uri), _reference_splits(config, ts)["train"])
+
+
+def test_members_with_different_columns_are_unified(tmp_path):
+    """A day landed without a column (its snapshot lacks it): the splits hold the column,
+    null on that day's rows, as the pandas assembly did."""
+    overrides = {"storage": {"root": str(tmp_path / "data")}, "ingest": {"rows_per_chunk": 1000}}
+    config = load_config(REPO / "include/config/credit_default.yaml", overrides=overrides)
+    days = ["2026-02-01", "2026-02-02", "2026-02-03"]
+    for ds in days:
+        frame = generate_batch(ds, rows=400)
+        if ds == "2026-02-01":
+            frame = frame.drop(columns="region")
+        land_batch(frame, config.root, ds)
+        snap = ingest_batch(config, ds)
+        record_validated(
+            config, ValidatedSnapshot(ds=ds, sha256=snap.sha256, snapshot_uri=snap.snapshot_uri, rows=snap.rows)
+        )
+    ts = assemble_training_set(config, until_ds=days[-1])
+    reference = _reference_splits(config, ts)
+    for name, expected in reference.items():
+        split = Path(getattr(ts, f"{name}_uri"))
+        pd.testing.assert_frame_equal(read_snapshot(str(split)), expected)
+        manifest = json.loads((split / "manifest.json").read_text())
+        assert manifest["columns"] == [{"name": c, "dtype": str(t)} for c, t in expected.dtypes.items()]
+    assert read_snapshot(ts.train_uri)["region"].isna().sum() == 400
