@@ -857,6 +857,49 @@ def decide(
     return decision
 
 
+# What run_evaluation holds per holdout row (see holdout_memory_mb): measured on the
+# credit-default holdout (16 columns: text ids and categories, timestamps, numbers),
+# read with read_snapshot and scored by an MLP and a gradient-boosting model in one
+# process, the peak RSS grew by 580 to 780 bytes a row (36 to 49 a cell) at 200,000 and
+# 400,000 rows (/tmp measurement, see the issue 15 report); the estimate, 1,280 bytes a
+# row for those 16 columns, allows at least 1.6 times that.
+HOLDOUT_BYTES_PER_CELL = 72
+HOLDOUT_BYTES_PER_ROW = 128
+
+
+def holdout_memory_mb(rows: int, columns: int) -> float:
+    """A conservative estimate of the memory (MiB) the evaluation holds for a holdout of
+    ``rows`` rows and ``columns`` columns: the DataFrame of every column (text as Python
+    strings), the feature frame, the preprocessed matrix a model scores, the labels,
+    slices and both models' scores, at their peak together.
+
+    ``rows * (columns * HOLDOUT_BYTES_PER_CELL + HOLDOUT_BYTES_PER_ROW)`` bytes: linear in
+    both, with per-cell and per-row bytes about 1.6 times what was measured (see the
+    constants). What ``evaluation.max_holdout_memory_mb`` is compared with before the
+    holdout is read.
+    """
+    if rows < 0 or columns < 0:
+        raise ValueError(f"rows and columns must be >= 0, got {rows} and {columns}")
+    return rows * (columns * HOLDOUT_BYTES_PER_CELL + HOLDOUT_BYTES_PER_ROW) / 2**20
+
+
+def check_holdout_memory(rows: int, columns: int, max_mb: float, *, where: str = "holdout") -> float:
+    """The :func:`holdout_memory_mb` estimate; raises EvaluationError naming
+    ``evaluation.max_holdout_memory_mb``, the estimate and the rows when it exceeds
+    ``max_mb`` (a refusal before anything is read or scored)."""
+    estimate = holdout_memory_mb(rows, columns)
+    if estimate > max_mb:
+        raise EvaluationError(
+            f"{where} has {rows:,} rows x {columns} columns, estimated to need "
+            f"{estimate:,.0f} MB to evaluate, more than evaluation.max_holdout_memory_mb "
+            f"{max_mb:,.0f}: nothing was scored. Raise evaluation.max_holdout_memory_mb "
+            "(the trainer container needs that much memory) or shorten "
+            "training.window.holdout_days so the holdout holds fewer rows",
+            rows=rows,
+        )
+    return estimate
+
+
 def holdout_arrays(
     frame: pd.DataFrame, config: DatasetConfig
 ) -> tuple[FloatArray, dict[str, NDArray[Any]]]:

@@ -11,7 +11,8 @@ text because values did not parse, with example values), ``missing_columns`` and
 ``unexpected_columns``.
 
 Readers (:func:`load_manifest`, :func:`read_snapshot`, :func:`read_snapshot_table`,
-:func:`iter_snapshot_batches`) are what the other stages use.
+:func:`iter_snapshot_batches`, :func:`iter_snapshot_tables`) are what the other stages use;
+:class:`PartWriter` writes the parts of a snapshot-shaped folder.
 """
 
 from __future__ import annotations
@@ -118,6 +119,19 @@ def read_snapshot_table(
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
+def snapshot_schema(
+    snapshot_uri: str, *, credentials: S3Credentials | None = None
+) -> pa.Schema:
+    """The Arrow schema of the snapshot's first part, without its metadata (all parts
+    share it). On S3 that part is downloaded."""
+    import pyarrow.parquet as pq
+
+    manifest = load_manifest(snapshot_uri, credentials=credentials)
+    storage = open_storage(snapshot_uri, credentials)
+    with _part_file(storage, join_uri(snapshot_uri, manifest["files"][0]["name"])) as path:
+        return pq.read_schema(path).remove_metadata()
+
+
 def read_snapshot(
     snapshot_uri: str,
     *,
@@ -138,6 +152,22 @@ def iter_snapshot_batches(
 ) -> Iterator[pd.DataFrame]:
     """Stream the snapshot as DataFrames of at most ``batch_size`` rows (one part file on
     local disk at a time for S3)."""
+    for table in iter_snapshot_tables(
+        snapshot_uri, credentials=credentials, columns=columns, batch_size=batch_size
+    ):
+        yield table.to_pandas()
+
+
+def iter_snapshot_tables(
+    snapshot_uri: str,
+    *,
+    credentials: S3Credentials | None = None,
+    columns: Sequence[str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Iterator[pa.Table]:
+    """Stream the snapshot as Arrow tables of at most ``batch_size`` rows, in file order
+    (one part file on local disk at a time for S3)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     manifest = load_manifest(snapshot_uri, credentials=credentials)
@@ -149,9 +179,80 @@ def iter_snapshot_batches(
             pfile = pq.ParquetFile(path)
             try:
                 for batch in pfile.iter_batches(batch_size=batch_size, columns=cols):
-                    yield batch.to_pandas()
+                    yield pa.Table.from_batches([batch])
             finally:
                 pfile.close()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class PartWriter:
+    """Writes ``part-NNNNN.parquet`` files of one schema into a local folder: row groups of
+    ``row_group_rows``, a new part every ``rows_per_part`` rows; always at least one part
+    (a 0-row split keeps its schema). :meth:`finish` gives the manifest's ``files``
+    entries (name, size, sha256, rows).
+
+    (core.ingest has its own copy of this writer, ``_PartWriter``; the two could share.)
+    """
+
+    def __init__(
+        self, folder: Path, schema: pa.Schema, *, row_group_rows: int, rows_per_part: int
+    ) -> None:
+        self.folder = folder
+        self.schema = schema
+        self.row_group_rows = row_group_rows
+        self.rows_per_part = rows_per_part
+        self.parts: list[tuple[str, int]] = []
+        self._writer: Any = None
+        self._rows = 0
+
+    def _open(self) -> None:
+        import pyarrow.parquet as pq
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{len(self.parts):05d}.parquet"
+        self.parts.append((name, 0))
+        self._writer = pq.ParquetWriter(self.folder / name, self.schema, compression="zstd")
+        self._rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        offset = 0
+        while offset < table.num_rows or self._writer is None:
+            if self._writer is None or self._rows >= self.rows_per_part:
+                self.close()
+                self._open()
+            take = min(table.num_rows - offset, self.rows_per_part - self._rows)
+            if take:
+                self._writer.write_table(
+                    table.slice(offset, take), row_group_size=self.row_group_rows
+                )
+            self._rows += take
+            name, rows = self.parts[-1]
+            self.parts[-1] = (name, rows + take)
+            offset += take
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Close the last part; the parts as manifest ``files`` entries."""
+        from mlops_loop.core.storage import sha256_file
+
+        if not self.parts:
+            self._open()
+        self.close()
+        return [
+            {
+                "name": name,
+                "size": (self.folder / name).stat().st_size,
+                "sha256": sha256_file(self.folder / name),
+                "rows": rows,
+            }
+            for name, rows in self.parts
+        ]
 
 
 # --------------------------------------------------------------------------- result

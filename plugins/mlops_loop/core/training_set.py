@@ -6,7 +6,8 @@ snapshots in a window of logical dates and splits them by time: the most recent 
 date(s) become the holdout (fresh data neither model has seen), the older data is split
 into train and validation by the timestamp column. The result is itself content-addressed:
 ``training_sets/<sha256>/{train,valid,holdout}/`` are snapshot-shaped folders (Parquet
-part + manifest.json) and ``training_sets/<sha256>/manifest.json`` is written last.
+parts + manifest.json) and ``training_sets/<sha256>/manifest.json`` is written last. The
+assembly streams, holding at most one snapshot in memory (see assemble_training_set).
 
 The window ends at the form's ``until_ds`` or the newest validated date, and never before
 the dates of the asset events that started the run (:func:`training_window_end`): a
@@ -24,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -35,6 +36,8 @@ from mlops_loop.core.storage import S3Credentials, join_uri, open_storage, read_
 from mlops_loop.exceptions import TrainingSetError
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from mlops_loop.core.config import TrainingSettings
     from mlops_loop.core.trainer_protocol import TrainRequest
 
@@ -204,10 +207,22 @@ def assemble_training_set(
     With validated data on only one date, that date is split by time into train /
     valid / holdout (70 / 15 / 15) so a first model can still be trained and judged on
     rows it has not seen.
-    """
-    import pandas as pd
 
-    from mlops_loop.core.snapshots import read_snapshot
+    Memory is bounded by one snapshot (one day's batch), not the window: the split sizes
+    come from the members' manifests (their row counts), so the cut points are known
+    before any data is read; then each snapshot streams, in (ds, timestamp) order, into
+    one Parquet writer per split (row groups of ``ingest.rows_per_chunk`` rows, a new part
+    file every ``core.ingest.ROWS_PER_PART`` rows). Ordering a snapshot that is not already
+    in timestamp order needs that snapshot in memory (a stable Arrow sort); one already in
+    order, or a dataset without a timestamp column (file order), streams row group by row
+    group. The rows of each split, their order, the manifests and the set's hash are those
+    of the earlier all-in-pandas assembly; the parts keep the snapshots' Arrow schema (the
+    pandas round trip used to turn an integer column with nulls into float64 in every
+    split; the manifest's ``columns`` still record the pandas dtypes of the window's rows).
+    A split's folder is complete before its manifest, and the set's manifest is written
+    last: a half-written set is never found.
+    """
+    from mlops_loop.core.snapshots import load_manifest
 
     window = window or config.training.window
     window_days, holdout_days = window.window_days, window.holdout_days
@@ -255,31 +270,14 @@ def assemble_training_set(
             }
         )
 
-    frames = []
-    for m in members:
-        frame = read_snapshot(m.snapshot_uri, credentials=credentials)
-        frame["__ds"] = m.ds
-        frames.append(frame)
-    data = pd.concat(frames, ignore_index=True)
-    order = ["__ds"] + ([config.timestamp_column] if config.timestamp_column else [])
-    data = data.sort_values(order, kind="stable").reset_index(drop=True)
-
-    dates = sorted({m.ds for m in members})
-    if len(dates) > holdout_days:
-        holdout_mask = data["__ds"].isin(dates[-holdout_days:])
-        older = data[~holdout_mask]
-        holdout = data[holdout_mask]
-        n_valid = max(1, round(len(older) * valid_fraction))
-        train, valid = older.iloc[: len(older) - n_valid], older.iloc[len(older) - n_valid :]
-    else:
-        n = len(data)
-        a, b = int(n * 0.70), int(n * 0.85)
-        train, valid, holdout = data.iloc[:a], data.iloc[a:b], data.iloc[b:]
-    splits = {"train": train, "valid": valid, "holdout": holdout}
-    for name, frame in splits.items():
-        if len(frame) < min_rows:
+    manifests = [load_manifest(m.snapshot_uri, credentials=credentials) for m in members]
+    counts = [int(mf["rows"]) for mf in manifests]
+    cuts = _split_cuts(members, counts, holdout_days, valid_fraction)
+    rows = dict(zip(SPLITS, (cuts[0], cuts[1] - cuts[0], sum(counts) - cuts[1]), strict=True))
+    for name, n in rows.items():
+        if n < min_rows:
             raise TrainingSetError(
-                f"the {name} split of {config.name} up to {until_ds} has {len(frame)} rows, "
+                f"the {name} split of {config.name} up to {until_ds} has {n} rows, "
                 f"fewer than the minimum {min_rows}; land more validated data or widen window_days"
             )
 
@@ -289,37 +287,231 @@ def assemble_training_set(
         train_uri=join_uri(set_uri, "train"),
         valid_uri=join_uri(set_uri, "valid"),
         holdout_uri=join_uri(set_uri, "holdout"),
-        rows={k: len(v) for k, v in splits.items()},
+        rows=rows,
         members=[{"ds": m.ds, "sha256": m.sha256, "snapshot_uri": m.snapshot_uri} for m in members],
         until_ds=until_ds,
         window_note=window_note,
     )
     with tempfile.TemporaryDirectory(prefix="mlops-trainset-") as tmp:
-        for name, frame in splits.items():
-            _write_split(storage, Path(tmp), set_uri, sha, name, frame.drop(columns="__ds"), config)
+        files, dtypes = _stream_splits(
+            config, members, manifests, counts, cuts, Path(tmp), credentials
+        )
+        for name in SPLITS:
+            split_uri = join_uri(set_uri, name)
+            for entry in files[name]:
+                storage.upload(Path(tmp) / name / entry["name"], join_uri(split_uri, entry["name"]))
+            manifest = {
+                "sha256": split_sha256(sha, name),
+                "dataset": config.name,
+                "kind": f"training_set.{name}",
+                "training_set_sha256": sha,
+                "rows": rows[name],
+                "columns": [{"name": c, "dtype": t} for c, t in dtypes],
+                "files": files[name],
+            }
+            write_json(storage, join_uri(split_uri, "manifest.json"), manifest)
     write_json(storage, manifest_uri, {"training_set": result.stored(), "spec": spec})
     return result
 
 
-def _write_split(storage: Any, tmp: Path, set_uri: str, set_sha: str, name: str, frame: Any, config: DatasetConfig) -> None:
-    """One split as a snapshot-shaped folder: part-00000.parquet, then manifest.json."""
-    from mlops_loop.core.storage import sha256_file
+def _split_cuts(
+    members: Sequence[ValidatedSnapshot],
+    counts: Sequence[int],
+    holdout_days: int,
+    valid_fraction: float,
+) -> tuple[int, int]:
+    """Where valid and holdout start in the window's rows in (ds, timestamp) order: train
+    is ``[0, a)``, valid ``[a, b)``, holdout ``[b, rows)``. The newest ``holdout_days``
+    dates are the holdout and the last ``valid_fraction`` of the older rows are valid; with
+    no more dates than that, the rows are split 70 / 15 / 15."""
+    total = sum(counts)
+    dates = sorted({m.ds for m in members})
+    if len(dates) > holdout_days:
+        held = set(dates[-holdout_days:])
+        older = sum(n for m, n in zip(members, counts, strict=True) if m.ds not in held)
+        n_valid = max(1, round(older * valid_fraction))
+        return max(older - n_valid, 0), older
+    return int(total * 0.70), int(total * 0.85)
 
-    local = tmp / f"{name}.parquet"
-    frame.to_parquet(local, index=False)
-    split_uri = join_uri(set_uri, name)
-    storage.upload(local, join_uri(split_uri, "part-00000.parquet"))
-    manifest = {
-        "sha256": split_sha256(set_sha, name),
-        "dataset": config.name,
-        "kind": f"training_set.{name}",
-        "training_set_sha256": set_sha,
-        "rows": len(frame),
-        "columns": [{"name": str(c), "dtype": str(t)} for c, t in frame.dtypes.items()],
-        "files": [{"name": "part-00000.parquet", "size": local.stat().st_size,
-                   "sha256": sha256_file(local), "rows": len(frame)}],
-    }
-    write_json(storage, join_uri(split_uri, "manifest.json"), manifest)
+
+def _stream_splits(
+    config: DatasetConfig,
+    members: Sequence[ValidatedSnapshot],
+    manifests: Sequence[dict[str, Any]],
+    counts: Sequence[int],
+    cuts: tuple[int, int],
+    tmp: Path,
+    credentials: S3Credentials | None,
+) -> tuple[dict[str, list[dict[str, Any]]], list[tuple[str, str]]]:
+    """Write the window's rows, snapshot by snapshot in (ds, timestamp) order, into one
+    :class:`~mlops_loop.core.snapshots.PartWriter` per split under ``tmp/<split>/``.
+
+    Memory: one snapshot at most. Without a timestamp column, or when a snapshot is
+    already in timestamp order (checked on that column alone), its row groups stream
+    through. Otherwise the snapshot is read whole and taken in sorted order chunk by chunk
+    (a stable Arrow sort, nulls and NaN last, as pandas ``sort_values`` would put them).
+    The parts keep the snapshots' Arrow schema; when the members' columns differ they are
+    unified (permissive promotion, a missing column null).
+
+    Returns each split's manifest ``files`` and the columns with the pandas dtypes the
+    window's rows have as one DataFrame (what the manifests recorded when the set was
+    assembled in pandas), worked out from a few sampled rows per chunk.
+    """
+    import pyarrow as pa
+
+    from mlops_loop.core.ingest import ROWS_PER_PART
+    from mlops_loop.core.snapshots import PartWriter
+
+    chunk_rows = config.ingest.rows_per_chunk
+    schema = _window_schema(members, manifests, credentials)
+    bounds = dict(zip(SPLITS, ((0, cuts[0]), cuts, (cuts[1], sum(counts))), strict=True))
+    samples = []
+    writers: dict[str, PartWriter] = {}
+    try:
+        offset = 0
+        for member, expected in zip(members, counts, strict=True):
+            picked: list[pa.Table] = []
+            seen = 0
+            for chunk in _sorted_chunks(member, config.timestamp_column, chunk_rows, credentials):
+                if schema is None:
+                    schema = chunk.schema.remove_metadata()
+                chunk = _conform(chunk, schema)
+                if not writers:
+                    writers = {
+                        name: PartWriter(
+                            tmp / name, schema, row_group_rows=chunk_rows, rows_per_part=ROWS_PER_PART
+                        )
+                        for name in SPLITS
+                    }
+                picked.append(_dtype_sample(chunk))
+                for name, (lo, hi) in bounds.items():
+                    start, stop = max(lo, offset + seen), min(hi, offset + seen + chunk.num_rows)
+                    if start < stop:
+                        writers[name].write(chunk.slice(start - offset - seen, stop - start))
+                seen += chunk.num_rows
+            if seen != expected:
+                raise TrainingSetError(
+                    f"snapshot {member.snapshot_uri} ({member.ds}) has {seen} rows, but its "
+                    f"manifest says {expected}"
+                )
+            offset += seen
+            samples.append(pa.concat_tables(picked) if picked else None)
+        if schema is None:  # every member empty: nothing told the schema
+            schema = _window_schema(members, manifests, credentials, force=True)
+            assert schema is not None
+        if not writers:
+            writers = {
+                name: PartWriter(
+                    tmp / name, schema, row_group_rows=chunk_rows, rows_per_part=ROWS_PER_PART
+                )
+                for name in SPLITS
+            }
+        files = {name: writer.finish() for name, writer in writers.items()}
+    finally:
+        for writer in writers.values():
+            writer.close()
+    frames = [(s if s is not None else schema.empty_table()).to_pandas() for s in samples]
+    import pandas as pd
+
+    dtypes = pd.concat(frames, ignore_index=True).dtypes
+    return files, [(str(c), str(t)) for c, t in dtypes.items()]
+
+
+def _window_schema(
+    members: Sequence[ValidatedSnapshot],
+    manifests: Sequence[dict[str, Any]],
+    credentials: S3Credentials | None,
+    *,
+    force: bool = False,
+) -> pa.Schema | None:
+    """The one schema of the window's parts. None (take the first chunk's) when every
+    member's manifest lists the same columns and types, the usual case; otherwise the
+    members' Parquet schemas unified."""
+    import pyarrow as pa
+
+    from mlops_loop.core.snapshots import snapshot_schema
+
+    def listed(manifest: dict[str, Any]) -> list[tuple[Any, Any]]:
+        return [(c.get("name"), c.get("arrow_type")) for c in manifest.get("columns", [])]
+
+    if not force and all(listed(mf) == listed(manifests[0]) for mf in manifests):
+        return None
+    schemas = [snapshot_schema(m.snapshot_uri, credentials=credentials) for m in members]
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise TrainingSetError(
+            f"the validated snapshots of the window have columns that cannot be combined: {exc}"
+        ) from exc
+
+
+def _conform(chunk: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``chunk`` with ``schema``'s columns and types (a missing column all null)."""
+    import pyarrow as pa
+
+    if chunk.schema.remove_metadata() == schema:
+        return chunk.replace_schema_metadata(None)
+    columns = [
+        chunk.column(f.name).cast(f.type) if f.name in chunk.column_names
+        else pa.nulls(chunk.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _sorted_chunks(
+    member: ValidatedSnapshot,
+    timestamp_column: str | None,
+    chunk_rows: int,
+    credentials: S3Credentials | None,
+) -> Iterator[pa.Table]:
+    """The member's rows as tables of at most ``chunk_rows`` rows, in timestamp order
+    (stable: ties keep file order), or file order without a timestamp column."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from mlops_loop.core.snapshots import iter_snapshot_tables, read_snapshot_table
+
+    def streamed() -> Iterator[pa.Table]:
+        yield from iter_snapshot_tables(
+            member.snapshot_uri, credentials=credentials, batch_size=chunk_rows
+        )
+
+    if not timestamp_column:
+        yield from streamed()
+        return
+    key = read_snapshot_table(
+        member.snapshot_uri, credentials=credentials, columns=[timestamp_column]
+    ).column(0)
+    if pa.types.is_floating(key.type):  # pandas puts NaN with the nulls, last
+        key = pc.if_else(pc.is_nan(key), pa.scalar(None, key.type), key)
+    order = pc.sort_indices(
+        pa.table({"key": key}), sort_keys=[("key", "ascending")]
+    )
+    del key
+    if np.array_equal(order.to_numpy(), np.arange(len(order))):
+        yield from streamed()
+        return
+    table = read_snapshot_table(member.snapshot_uri, credentials=credentials)
+    for start in range(0, len(order), chunk_rows):
+        yield table.take(order.slice(start, chunk_rows))
+
+
+def _dtype_sample(chunk: pa.Table) -> pa.Table:
+    """A few rows of ``chunk`` that convert to pandas with the dtypes the whole chunk
+    would: the first row and each column's first null and first non-null value."""
+    import pyarrow.compute as pc
+
+    picked = {0} if chunk.num_rows else set()
+    for column in chunk.columns:
+        if column.null_count:
+            nulls = pc.is_null(column)
+            picked.add(pc.index(nulls, True).as_py())
+            first_valid = pc.index(nulls, False).as_py()
+            if first_valid >= 0:
+                picked.add(first_valid)
+    return chunk.take(sorted(picked))
 
 
 def split_sha256(set_sha: str, split: str) -> str:

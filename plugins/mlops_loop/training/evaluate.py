@@ -4,7 +4,10 @@ One call, :func:`run_evaluation`, takes an ``EvaluateRequest`` (core.trainer_pro
 
 1. validates the dataset config and reads the holdout snapshot (all rows; its sha256
    names the holdout in the decision id); a holdout without the target column is an
-   error naming the column, not a decision;
+   error naming the column, not a decision; a holdout whose estimated memory
+   (core.compare.holdout_memory_mb, from its manifest's rows and columns) exceeds
+   ``evaluation.max_holdout_memory_mb`` is refused before it is read (EvaluationError:
+   exit code 3, the task fails at once);
 2. loads the challenger version and the champion the operator saw just before the
    container started (``expected_champion_version``) with ``mlflow.pyfunc`` in this one
    process, and scores both on the SAME rows (classification: probability of the positive
@@ -185,9 +188,12 @@ def run_evaluation(
 ) -> dict[str, Any]:
     """Score, decide, record; returns the result document (see module doc). Raises
     ConfigError (request/config), TrainingError stage ``data`` (holdout unreadable or
-    without the target column), TrackingServerError, RegistryError (challenger unknown)."""
+    without the target column), EvaluationError (a holdout too big for
+    ``evaluation.max_holdout_memory_mb``, refused from its manifest before it is read:
+    core.compare.holdout_memory_mb), TrackingServerError, RegistryError (challenger
+    unknown)."""
     from mlops_loop.core import registry
-    from mlops_loop.core.compare import decide, holdout_arrays
+    from mlops_loop.core.compare import check_holdout_memory, decide, holdout_arrays
     from mlops_loop.core.decision_report import CurveData, write_decision_record
     from mlops_loop.core.snapshots import load_manifest, read_snapshot
     from mlops_loop.core.storage import open_storage
@@ -201,6 +207,15 @@ def run_evaluation(
     holdout_uri = request.holdout_snapshot_uri
     try:
         manifest = load_manifest(holdout_uri, credentials=credentials)
+    except MlopsLoopError as exc:
+        raise TrainingError(f"cannot read holdout {holdout_uri}: {exc}", stage="data") from exc
+    estimate = check_holdout_memory(
+        int(manifest.get("rows") or 0),
+        len(manifest.get("columns") or ()),
+        settings.max_holdout_memory_mb,
+        where=f"holdout {holdout_uri}",
+    )
+    try:
         frame = read_snapshot(holdout_uri, credentials=credentials)
     except MlopsLoopError as exc:
         raise TrainingError(f"cannot read holdout {holdout_uri}: {exc}", stage="data") from exc
@@ -212,7 +227,11 @@ def run_evaluation(
     if missing:
         raise TrainingError(f"holdout {holdout_uri} lacks feature columns {missing}", stage="data")
     features = frame[list(config.feature_columns)]
-    log(f"holdout {holdout_uri}: {len(frame)} rows, sha256 {str(manifest.get('sha256', ''))[:16]}")
+    log(
+        f"holdout {holdout_uri}: {len(frame)} rows, sha256 {str(manifest.get('sha256', ''))[:16]}, "
+        f"estimated {estimate:,.0f} MB of evaluation.max_holdout_memory_mb "
+        f"{settings.max_holdout_memory_mb:,.0f}"
+    )
 
     import mlflow
 

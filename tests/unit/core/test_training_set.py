@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 from mlops_loop.core.config import TrainingWindow, load_config
 from mlops_loop.core.ingest import ingest_batch
 from mlops_loop.core.snapshots import read_snapshot
+from mlops_loop.core.storage import sha256_file
 from mlops_loop.core.training_set import (
     ValidatedSnapshot,
     assemble_training_set,
@@ -350,3 +352,180 @@ def test_invalid_config_in_request_names_the_key(config):
     bad.config["task"] = "ranking"
     with pytest.raises(ConfigError, match="task"):
         resolve_train_settings(bad)
+
+
+# ------------------------------------------------------- streaming assembly == pandas reference
+
+
+def _reference_splits(config, ts, holdout_days=1, valid_fraction=0.2):
+    """The training set as assemble_training_set built it in pandas before it streamed:
+    every member read whole, concatenated, stably sorted by (ds, timestamp), split."""
+    frames = []
+    for m in ts.members:
+        frame = read_snapshot(m["snapshot_uri"])
+        frame["__ds"] = m["ds"]
+        frames.append(frame)
+    data = pd.concat(frames, ignore_index=True)
+    order = ["__ds"] + ([config.timestamp_column] if config.timestamp_column else [])
+    data = data.sort_values(order, kind="stable").reset_index(drop=True)
+    dates = sorted({m["ds"] for m in ts.members})
+    if len(dates) > holdout_days:
+        mask = data["__ds"].isin(dates[-holdout_days:])
+        older, holdout = data[~mask], data[mask]
+        n_valid = max(1, round(len(older) * valid_fraction))
+        train, valid = older.iloc[: len(older) - n_valid], older.iloc[len(older) - n_valid :]
+    else:
+        n = len(data)
+        a, b = int(n * 0.70), int(n * 0.85)
+        train, valid, holdout = data.iloc[:a], data.iloc[a:b], data.iloc[b:]
+    return {
+        name: frame.drop(columns="__ds").reset_index(drop=True)
+        for name, frame in {"train": train, "valid": valid, "holdout": holdout}.items()
+    }
+
+
+def _land_shuffled(config, days, rows, *, shuffle=True, int_nulls_on=None):
+    """Days whose rows are not in time order, with many equal timestamps (to the hour)."""
+    import numpy as np
+
+    for i, ds in enumerate(days):
+        frame = generate_batch(ds, rows=rows)
+        frame["applied_at"] = frame["applied_at"].dt.floor("h")
+        if shuffle:
+            frame = frame.sample(frac=1.0, random_state=i).reset_index(drop=True)
+        if ds == int_nulls_on:
+            frame["open_accounts"] = frame["open_accounts"].astype("float64")
+            frame.loc[np.arange(len(frame)) % 7 == 3, "open_accounts"] = np.nan
+        land_batch(frame, config.root, ds)
+        snap = ingest_batch(config, ds)
+        record_validated(
+            config, ValidatedSnapshot(ds=ds, sha256=snap.sha256, snapshot_uri=snap.snapshot_uri, rows=snap.rows)
+        )
+
+
+@pytest.mark.parametrize(
+    ("timestamp_column", "shuffle", "days"),
+    [
+        pytest.param("applied_at", True, ["2026-02-01", "2026-02-02", "2026-02-03"], id="unsorted-with-ties"),
+        pytest.param("applied_at", False, ["2026-02-01", "2026-02-02", "2026-02-03"], id="already-in-time-order"),
+        pytest.param(None, True, ["2026-02-01", "2026-02-02", "2026-02-03"], id="no-timestamp-column"),
+        pytest.param("applied_at", True, ["2026-02-01"], id="one-date"),
+    ],
+)
+def test_streamed_splits_equal_the_pandas_reference(tmp_path, timestamp_column, shuffle, days):
+    import pyarrow.parquet as pq
+
+    overrides = {
+        "storage": {"root": str(tmp_path / "data")},
+        "ingest": {"rows_per_chunk": 1000},
+        "timestamp_column": timestamp_column,
+    }
+    config = load_config(REPO / "include/config/credit_default.yaml", overrides=overrides)
+    _land_shuffled(config, days, rows=2300, shuffle=shuffle)
+    ts = assemble_training_set(config, until_ds=days[-1])
+    reference = _reference_splits(config, ts)
+    snapshot_part = Path(ts.members[0]["snapshot_uri"]) / "part-00000.parquet"
+    snapshot_schema = pq.read_schema(snapshot_part).remove_metadata()
+    for name, expected in reference.items():
+        split = Path(getattr(ts, f"{name}_uri"))
+        got = read_snapshot(str(split))
+        pd.testing.assert_frame_equal(got, expected)
+        assert ts.rows[name] == len(expected)
+        manifest = json.loads((split / "manifest.json").read_text())
+        assert manifest["rows"] == len(expected)
+        assert manifest["columns"] == [{"name": c, "dtype": str(t)} for c, t in expected.dtypes.items()]
+        assert sum(f["rows"] for f in manifest["files"]) == len(expected)
+        for f in manifest["files"]:
+            part = split / f["name"]
+            assert (f["size"], f["sha256"]) == (part.stat().st_size, sha256_file(part))
+            assert pq.read_schema(part).remove_metadata() == snapshot_schema
+        # Row groups of rows_per_chunk rows.
+        assert max(pq.ParquetFile(split / "part-00000.parquet").metadata.row_group(i).num_rows
+                   for i in range(pq.ParquetFile(split / "part-00000.parquet").num_row_groups)) <= 1000
+    # Nothing but the set's folders was left behind, and the set is found again.
+    assert assemble_training_set(config, until_ds=days[-1]).created is False
+
+
+def test_integer_column_with_nulls_keeps_its_snapshot_type(tmp_path):
+    """pandas turned an integer column with nulls into float64 for every split; the parts
+    now keep the snapshot's int64 (the manifest still records the window's pandas dtype,
+    and every value is the same)."""
+    overrides = {"storage": {"root": str(tmp_path / "data")}, "ingest": {"rows_per_chunk": 1000}}
+    config = load_config(REPO / "include/config/credit_default.yaml", overrides=overrides)
+    days = ["2026-02-01", "2026-02-02", "2026-02-03"]
+    _land_shuffled(config, days, rows=1200, int_nulls_on="2026-02-03")
+    ts = assemble_training_set(config, until_ds=days[-1])
+    reference = _reference_splits(config, ts)
+    for name, expected in reference.items():
+        split = Path(getattr(ts, f"{name}_uri"))
+        got = read_snapshot(str(split))
+        pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+        manifest = json.loads((split / "manifest.json").read_text())
+        assert {"name": "open_accounts", "dtype": "float64"} in manifest["columns"]
+    assert str(read_snapshot(ts.train_uri)["open_accounts"].dtype) == "int64"
+
+
+def test_half_written_set_is_invisible_and_leaves_no_temporary_files(config, monkeypatch, tmp_path):
+    import tempfile
+
+    from mlops_loop.core import training_set as module
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    validate_days(config, ["2026-01-01", "2026-01-02"])
+    real = module.write_json
+    calls = []
+
+    def failing(storage, uri, payload):
+        calls.append(uri)
+        if uri.endswith("holdout/manifest.json"):
+            raise OSError("disk full")
+        return real(storage, uri, payload)
+
+    monkeypatch.setattr(module, "write_json", failing)
+    with pytest.raises(OSError, match="disk full"):
+        assemble_training_set(config, until_ds="2026-01-02")
+    assert not list((tmp_path / "tmp").iterdir())
+    assert not list(Path(config.root).glob("training_sets/*/manifest.json"))
+    monkeypatch.setattr(module, "write_json", real)
+    assert assemble_training_set(config, until_ds="2026-01-02").created is True
+
+
+def test_a_split_rolls_over_to_new_part_files(tmp_path, monkeypatch):
+    from mlops_loop.core import ingest
+
+    overrides = {"storage": {"root": str(tmp_path / "data")}, "ingest": {"rows_per_chunk": 1000}}
+    config = load_config(REPO / "include/config/credit_default.yaml", overrides=overrides)
+    days = ["2026-02-01", "2026-02-02", "2026-02-03"]
+    _land_shuffled(config, days, rows=1500)
+    monkeypatch.setattr(ingest, "ROWS_PER_PART", 1100)
+    ts = assemble_training_set(config, until_ds=days[-1])
+    manifest = json.loads((Path(ts.train_uri) / "manifest.json").read_text())
+    assert [f["name"] for f in manifest["files"]] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [f["rows"] for f in manifest["files"]] == [1100, 1100, 200]
+    pd.testing.assert_frame_equal(read_snapshot(ts.train_uri), _reference_splits(config, ts)["train"])
+
+
+def test_members_with_different_columns_are_unified(tmp_path):
+    """A day landed without a column (its snapshot lacks it): the splits hold the column,
+    null on that day's rows, as the pandas assembly did."""
+    overrides = {"storage": {"root": str(tmp_path / "data")}, "ingest": {"rows_per_chunk": 1000}}
+    config = load_config(REPO / "include/config/credit_default.yaml", overrides=overrides)
+    days = ["2026-02-01", "2026-02-02", "2026-02-03"]
+    for ds in days:
+        frame = generate_batch(ds, rows=400)
+        if ds == "2026-02-01":
+            frame = frame.drop(columns="region")
+        land_batch(frame, config.root, ds)
+        snap = ingest_batch(config, ds)
+        record_validated(
+            config, ValidatedSnapshot(ds=ds, sha256=snap.sha256, snapshot_uri=snap.snapshot_uri, rows=snap.rows)
+        )
+    ts = assemble_training_set(config, until_ds=days[-1])
+    reference = _reference_splits(config, ts)
+    for name, expected in reference.items():
+        split = Path(getattr(ts, f"{name}_uri"))
+        pd.testing.assert_frame_equal(read_snapshot(str(split)), expected)
+        manifest = json.loads((split / "manifest.json").read_text())
+        assert manifest["columns"] == [{"name": c, "dtype": str(t)} for c, t in expected.dtypes.items()]
+    assert read_snapshot(ts.train_uri)["region"].isna().sum() == 400
