@@ -17,6 +17,17 @@ the saved model, so whoever loads it applies the same transforms. Loading needs 
 extra have it); an MLP additionally needs torch, HistGradientBoosting only scikit-learn.
 Scoring always runs on the CPU (deterministic; fast enough for tabular holdouts).
 
+Training data in memory or streamed
+-----------------------------------
+:func:`fit_mlp` trains on arrays in memory; :func:`fit_mlp_stream` runs the same epoch
+loop (``_train_loop``) over chunks handed in per epoch, shuffled within a bounded buffer,
+for a training split above ``training.max_rows_in_memory`` (then the preprocessing below is
+fitted on a seeded uniform sample of at most that many rows: medians, scaling and one-hot
+levels come from the sample; see ``train.py``). HistGradientBoosting always trains in
+memory, on at most ``training.max_rows_in_memory`` rows. This module imports no MLflow
+(optional, for the pyfunc wrapper), so fitting runs with torch, numpy, pandas, pyarrow and
+scikit-learn alone.
+
 Preprocessing by column type (ColumnType in core/config.py)
 ------------------------------------------------------------
 - integer, float, boolean (as 0/1), date/timestamp (as days since 1970): MLP: median

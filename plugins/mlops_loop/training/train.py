@@ -21,6 +21,40 @@ Tags on the run and the version (keys in ``*_TAG`` constants below): the request
 
 Final metric names (validation snapshot): classification ``roc_auc``, ``pr_auc``,
 ``log_loss``, ``brier``, ``f1`` (threshold 0.5); regression ``rmse``, ``mae``, ``r2``.
+
+Memory: ``training.max_rows_in_memory`` (the cap)
+-------------------------------------------------
+A split whose manifest counts at most the cap rows is read whole into pandas, as always.
+A larger one is never loaded whole; it is read by Parquet row groups, in chunks of at most
+a quarter of the cap (and 65,536 rows):
+
+1. one pass over its target column gives the exact label summary (labelled rows, positive
+   count, mean and standard deviation) and applies the label checks of a whole split
+   (``core.targets``: unlabelled rows dropped, labels encoded chunk by chunk, the distinct
+   labels of all chunks checked together, "both classes" over the whole training split);
+2. a seeded uniform sample of ``min(cap, labelled rows)`` labelled rows is drawn without
+   replacement (rows per row group from the multivariate hypergeometric distribution,
+   then uniformly within the group) and read row group by row group keeping only those;
+3. the MLP (``_fit_streamed``) fits its preprocessing (medians, scaling, one-hot levels) on
+   that sample, then streams every labelled row each epoch: row groups in a seeded order
+   per epoch, each chunk transformed and fed to ``models.fit_mlp_stream``, whose shuffle
+   buffer holds at most half the cap plus one chunk. The class weight, the regression
+   target's scaling and the ``train_target_mean`` tag come from the exact pass, not the
+   sample. Param ``train_data=streamed``; metrics ``peak_rows_in_memory`` and
+   ``largest_chunk_rows``;
+4. HistGradientBoosting needs its data in memory: it trains on the sample of exactly the
+   cap rows. Param ``train_data=sampled``, ``train_rows`` = the cap, ``train_rows_total``;
+   tags ``mlops_loop.train_rows_sampled``, ``mlops_loop.train_rows_total``,
+   ``mlops_loop.max_rows_in_memory``;
+5. a validation split above the cap is replaced by its sample of the cap rows (early
+   stopping and the final metrics use it); tags ``mlops_loop.valid_rows_sampled`` and
+   ``mlops_loop.valid_rows_total``.
+
+So at most about twice the cap of rows are in memory at once (the validation rows plus
+the training sample or shuffle buffer). Snapshots on S3 are downloaded part by part to
+temporary files for the duration of the run (disk, not memory, holds the split). The
+logged MLflow datasets (``_log_inputs``) are built from the rows in memory: the whole
+split, or its sample (name and digest still from the snapshot's hash).
 """
 
 from __future__ import annotations
@@ -668,6 +702,9 @@ def _params(
 def _log_inputs(
     config: DatasetConfig, train_df: pd.DataFrame, valid_df: pd.DataFrame, tags: dict[str, str]
 ) -> None:
+    """The two snapshots as MLflow datasets, from the frames in memory (a split above
+    training.max_rows_in_memory is its sample): schema and profile from those rows, name,
+    digest and source from the snapshot."""
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 

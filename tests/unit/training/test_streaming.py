@@ -197,6 +197,16 @@ def _chunked(x: np.ndarray, y: np.ndarray, chunk: int, seed: int):
     return chunks
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread, as training.cpu_threads: 1 (a small model on a busy shared host)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_fit_mlp_stream_holds_at_most_the_buffer_and_one_chunk_and_is_deterministic() -> None:
     rng = np.random.default_rng(5)
     x = rng.normal(size=(3_000, 4)).astype(np.float32)
