@@ -106,7 +106,7 @@ def make_config(task: str = "text", **training: Any) -> DatasetConfig:
     raw["storage"]["root"] = "/nowhere"
     raw["quality"]["suite"] = str(REPO / "include" / "expectations" / "credit_default.json")
     raw["training"]["mlp"].update(FAST_MLP, **training.pop("mlp", {}))
-    raw["training"].update(max_rows_in_memory=CAP, cpu_threads=1, **training)
+    raw["training"].update({"max_rows_in_memory": CAP, "cpu_threads": 1, **training})
     raw["training"]["hist_gradient_boosting"].update(max_iter=20)
     return DatasetConfig.model_validate({**raw, "config_dir": "/tmp"})
 
