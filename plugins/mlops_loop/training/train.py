@@ -442,8 +442,8 @@ class SplitData:
 class SnapshotRowGroups:
     """The row groups of a snapshot's Parquet parts, read one at a time in chunks of at
     most ``chunk_rows`` rows (a larger row group is read in slices). The part files stay
-    open for as long as ``parts`` is (on local storage in place; from S3 each part is
-    downloaded once to a temporary file, so disk, not memory, holds the split).
+    readable for as long as ``parts`` is open (on local storage in place; from S3 each part
+    is downloaded once to a temporary file, so disk, not memory, holds the split).
     ``largest_chunk`` records the most rows one read materialised."""
 
     def __init__(
@@ -471,15 +471,15 @@ class SnapshotRowGroups:
         self.columns = columns
         self.chunk_rows = max(1, int(chunk_rows))
         self.largest_chunk = 0
-        self.groups: list[tuple[Any, int, int]] = []  # (ParquetFile, index, rows)
+        self.groups: list[tuple[Path, int, int]] = []  # (part file, index in it, rows)
         storage = open_storage(uri, credentials)
         try:
             for part in manifest["files"]:
                 path = parts.enter_context(storage.local_file(join_uri(uri, part["name"])))
-                pfile = pq.ParquetFile(path)
-                parts.callback(pfile.close)
-                for index in range(pfile.num_row_groups):
-                    self.groups.append((pfile, index, pfile.metadata.row_group(index).num_rows))
+                with pq.ParquetFile(path) as pfile:  # opened per read: no descriptor per part
+                    for index in range(pfile.num_row_groups):
+                        rows = pfile.metadata.row_group(index).num_rows
+                        self.groups.append((Path(path), index, rows))
         except MlopsLoopError as exc:
             raise TrainingError(f"cannot read snapshot {uri}: {exc}", stage="data") from exc
 
@@ -490,13 +490,16 @@ class SnapshotRowGroups:
     def read(self, group: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
         """Row group ``group`` (index into ``groups``) as DataFrames of at most
         ``chunk_rows`` rows, in file order."""
-        pfile, index, _ = self.groups[group]
-        for batch in pfile.iter_batches(
-            batch_size=self.chunk_rows, row_groups=[index], columns=columns or self.columns
-        ):
-            frame = batch.to_pandas()
-            self.largest_chunk = max(self.largest_chunk, len(frame))
-            yield frame
+        import pyarrow.parquet as pq
+
+        path, index, _ = self.groups[group]
+        with pq.ParquetFile(path) as pfile:
+            for batch in pfile.iter_batches(
+                batch_size=self.chunk_rows, row_groups=[index], columns=columns or self.columns
+            ):
+                frame = batch.to_pandas()
+                self.largest_chunk = max(self.largest_chunk, len(frame))
+                yield frame
 
 
 def chunk_rows_for(max_rows_in_memory: int) -> int:

@@ -238,7 +238,9 @@ def tracking(mlflow_server, monkeypatch: pytest.MonkeyPatch) -> str:
     return mlflow_server.url
 
 
-def run(config: DatasetConfig, train_uri: str, valid_uri: str, **extra: Any) -> dict[str, Any]:
+def run(
+    config: DatasetConfig, train_uri: str, valid_uri: str, log: Any = None, **extra: Any
+) -> dict[str, Any]:
     doc = {
         "config": {**config.model_dump(mode="json"), "config_dir": config.config_dir},
         "train_snapshot_uri": train_uri,
@@ -246,7 +248,7 @@ def run(config: DatasetConfig, train_uri: str, valid_uri: str, **extra: Any) -> 
         "registered_model_name": f"stream_{uuid.uuid4().hex[:8]}",
         **extra,
     }
-    return train.run_training(TrainRequest.model_validate(doc), log=lambda line: None)
+    return train.run_training(TrainRequest.model_validate(doc), log=log or (lambda line: None))
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +308,11 @@ def test_hist_gradient_boosting_trains_on_a_sample_of_exactly_the_cap(
     from mlflow import MlflowClient
 
     train_uri, valid_uri, frame = splits["text"]
-    result = run(make_config(model_type="hist_gradient_boosting"), train_uri, valid_uri)
+    lines: list[str] = []
+    result = run(
+        make_config(model_type="hist_gradient_boosting"), train_uri, valid_uri, lines.append
+    )
+    assert any("seeded uniform sample of 1000 of the" in line for line in lines)
     labelled = int(frame["label"].notna().sum())
     assert result["params"]["train_data"] == "sampled"
     assert result["params"]["train_rows"] == CAP
