@@ -2,10 +2,14 @@
 
     PYTHONPATH=plugins python benchmarks/bench_gpu_mlp.py                 # 1M rows x 20
     PYTHONPATH=plugins python benchmarks/bench_gpu_mlp.py --rows 200000   # quicker
+    PYTHONPATH=plugins python benchmarks/bench_gpu_mlp.py --rows 200000 --stream-cap 50000
 
 Fits ``training.models.fit_mlp`` (what the trainer runs) on the same preprocessed matrix on
 each device: the CPU with one thread (the demo's ``cpu_threads: 1``), the CPU with every
-core, and CUDA when torch sees one. Reports training rows/s (``MlpFit.rows_per_second``:
+core, and CUDA when torch sees one. ``--stream-cap N`` adds, per device, the streamed fit
+(``fit_mlp_stream``, what a split above ``training.max_rows_in_memory=N`` uses) fed chunks of
+N/4 rows through its N/2-row shuffle buffer (the training loop's cost only: no Parquet
+reading or preprocessing). Reports training rows/s (``MlpFit.rows_per_second``:
 rows seen over the epochs' wall time, validation excluded), the validation ROC AUC of the
 best epoch and the ratio to the one-thread CPU run. Needs torch, numpy, pandas and
 scikit-learn only. Prints a Markdown table.
@@ -28,6 +32,7 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-sizes", default="256,4096")
+    parser.add_argument("--stream-cap", type=int, default=0, help="also fit streamed")
     args = parser.parse_args()
 
     import torch
@@ -48,12 +53,21 @@ def main() -> None:
         + f"; load average {os.getloadavg()[0]:.1f}\n"
     )
     print(
-        "| device | threads | batch | train rows/s | vs CPU 1 thread | best valid roc_auc | wall s |"
+        "| device | data | threads | batch | train rows/s | vs CPU 1 thread | best valid roc_auc "
+        "| wall s |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    sources = ["memory", "streamed"] if args.stream_cap else ["memory"]
+    chunk = max(1, args.stream_cap // 4)
+
+    def chunks(epoch: int):  # row groups in a seeded order per epoch, as the trainer reads them
+        starts = np.arange(0, split, chunk)
+        for start in np.random.default_rng([0, epoch]).permutation(starts):
+            yield x[start : min(start + chunk, split)], y[start : min(start + chunk, split)]
+
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         anchor = None
-        for device, threads in devices:
+        for (device, threads), source in [(d, src) for d in devices for src in sources]:
             if threads is not None:
                 torch.set_num_threads(threads)
             hp = SimpleNamespace(
@@ -61,17 +75,25 @@ def main() -> None:
                 batch_size=batch, max_epochs=args.epochs, patience=args.epochs,
             )  # fmt: skip
             started = time.perf_counter()
-            fit = models.fit_mlp(
-                x[:split], y[:split], x[split:], y[split:],
-                hp=hp, task="classification", class_weight="none", seed=0, device=device,
-            )  # fmt: skip
+            if source == "memory":
+                fit = models.fit_mlp(
+                    x[:split], y[:split], x[split:], y[split:],
+                    hp=hp, task="classification", class_weight="none", seed=0, device=device,
+                )  # fmt: skip
+            else:
+                fit = models.fit_mlp_stream(
+                    chunks, x[split:], y[split:], n_inputs=args.features, rows=split,
+                    positives=float(y[:split].sum()), buffer_rows=args.stream_cap // 2, hp=hp,
+                    task="classification", class_weight="none", seed=0, device=device,
+                )  # fmt: skip
             wall = time.perf_counter() - started
             rate = fit.rows_per_second
             anchor = anchor or rate
             auc = fit.history[fit.best_epoch - 1].metrics["valid_roc_auc"]
             shown_threads = threads if threads is not None else "-"
             print(
-                f"| {device} | {shown_threads} | {batch} | {rate:,.0f} | {rate / anchor:.1f}x | {auc:.4f} | {wall:.1f} |"
+                f"| {device} | {source} | {shown_threads} | {batch} | {rate:,.0f} "
+                f"| {rate / anchor:.1f}x | {auc:.4f} | {wall:.1f} |"
             )
 
 

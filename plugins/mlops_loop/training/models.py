@@ -17,6 +17,17 @@ the saved model, so whoever loads it applies the same transforms. Loading needs 
 extra have it); an MLP additionally needs torch, HistGradientBoosting only scikit-learn.
 Scoring always runs on the CPU (deterministic; fast enough for tabular holdouts).
 
+Training data in memory or streamed
+-----------------------------------
+:func:`fit_mlp` trains on arrays in memory; :func:`fit_mlp_stream` runs the same epoch
+loop (``_train_loop``) over chunks handed in per epoch, shuffled within a bounded buffer,
+for a training split above ``training.max_rows_in_memory`` (then the preprocessing below is
+fitted on a seeded uniform sample of at most that many rows: medians, scaling and one-hot
+levels come from the sample; see ``train.py``). HistGradientBoosting always trains in
+memory, on at most ``training.max_rows_in_memory`` rows. This module imports no MLflow
+(optional, for the pyfunc wrapper), so fitting runs with torch, numpy, pandas, pyarrow and
+scikit-learn alone.
+
 Preprocessing by column type (ColumnType in core/config.py)
 ------------------------------------------------------------
 - integer, float, boolean (as 0/1), date/timestamp (as days since 1970): MLP: median
@@ -32,7 +43,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -240,6 +251,8 @@ class MlpFit:
     train_seconds: float
     rows_seen: int
     history: list[EpochReport] = field(default_factory=list)
+    # Most training rows held in host memory at once (the matrix, or the shuffle buffer).
+    peak_rows: int = 0
 
     @property
     def rows_per_second(self) -> float:
@@ -259,38 +272,22 @@ def fit_mlp(
     device: str,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> MlpFit:
-    """Train the MLP with AdamW and early stopping on the validation loss; returns the
-    best epoch's weights (on the CPU). Deterministic on the CPU for a given seed: seeded
-    initialisation, dropout and batch order, deterministic algorithms only. On CUDA it
-    uses mixed precision: bfloat16 autocast where the GPU supports it (no loss scaling, so
-    no host sync per step), else float16 with a GradScaler; and a fused AdamW. For regression ``y`` must already be
-    standardised."""
+    """Train the MLP on in-memory arrays with AdamW and early stopping on the validation
+    loss; returns the best epoch's weights (on the CPU). Deterministic on the CPU for a
+    given seed: seeded initialisation, dropout and batch order, deterministic algorithms
+    only. On CUDA it uses mixed precision: bfloat16 autocast where the GPU supports it (no
+    loss scaling, so no host sync per step), else float16 with a GradScaler; and a fused
+    AdamW; the training matrix lives on the GPU when it fits in half its free memory, else
+    in pinned host memory. For regression ``y`` must already be standardised.
+
+    :func:`fit_mlp_stream` is the same training loop fed chunk by chunk instead."""
     import torch
 
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=device == "cuda")
-    use_amp = device == "cuda"
+    positives = float(y_train.sum()) if task == "classification" else 0.0
     dev = torch.device(device)
-    model = _mlp_module(x_train.shape[1], hp.hidden_sizes, hp.dropout).to(dev)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=use_amp
-    )
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-
-    if task == "classification":
-        positives = float(y_train.sum())
-        pos_weight = None
-        if class_weight == "balanced" and 0 < positives < len(y_train):
-            pos_weight = torch.tensor((len(y_train) - positives) / positives, device=dev)
-        loss_fn: Any = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-    else:
-        loss_fn = torch.nn.MSELoss()
-
+    use_amp = device == "cuda"
     xt = torch.as_tensor(x_train, dtype=torch.float32)
     yt = torch.as_tensor(y_train, dtype=torch.float32)
-    xv = torch.as_tensor(x_valid, dtype=torch.float32).to(dev)
-    yv = torch.as_tensor(y_valid, dtype=torch.float32).to(dev)
     # On a GPU the training matrix moves over once when it fits in half the free memory:
     # batches are then gathered on the device instead of copied from the host per step.
     resident = use_amp and (xt.nbytes + yt.nbytes) < torch.cuda.mem_get_info(dev)[0] // 2
@@ -298,6 +295,156 @@ def fit_mlp(
         xt, yt = xt.to(dev), yt.to(dev)
     elif use_amp:
         xt, yt = xt.pin_memory(), yt.pin_memory()
+
+    def batches(order: Any) -> Iterator[tuple[Any, Any]]:
+        permutation = torch.randperm(len(xt), generator=order)
+        if resident:
+            permutation = permutation.to(dev)
+        for idx in permutation.split(hp.batch_size):
+            yield xt[idx].to(dev, non_blocking=use_amp), yt[idx].to(dev, non_blocking=use_amp)
+
+    return _train_loop(
+        batches,
+        n_inputs=x_train.shape[1],
+        x_valid=x_valid,
+        y_valid=y_valid,
+        pos_weight=_pos_weight(class_weight, len(y_train), positives),
+        hp=hp,
+        task=task,
+        seed=seed,
+        device=device,
+        on_epoch=on_epoch,
+        peak_rows=len(x_train),
+    )
+
+
+def fit_mlp_stream(
+    chunks: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]],
+    x_valid: np.ndarray,
+    y_valid: np.ndarray,
+    *,
+    n_inputs: int,
+    rows: int,
+    positives: float,
+    buffer_rows: int,
+    hp: MlpHyperparameters,
+    task: Task,
+    class_weight: str,
+    seed: int,
+    device: str,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> MlpFit:
+    """:func:`fit_mlp` for training data that does not fit in memory.
+
+    ``chunks(epoch)`` yields the epoch's training rows as preprocessed ``(x, y)`` float32
+    chunks (``y`` standardised for regression), already in the epoch's (seeded) chunk
+    order; ``rows`` and ``positives`` are the labelled rows and positive labels of the
+    whole split (for the class weight, which must not come from a sample). Rows are
+    shuffled within a buffer: chunks accumulate until it holds at least ``buffer_rows``
+    rows, then the buffer is permuted and cut into mini-batches; rows short of a whole
+    batch stay for the next fill. The buffer never holds more than ``buffer_rows`` plus one
+    chunk (``MlpFit.peak_rows`` records the most it held). On CUDA each filled buffer
+    moves to the GPU once and batches are gathered there. Deterministic on the CPU for a
+    given seed and chunk order."""
+    import torch
+
+    dev = torch.device(device)
+    buffer_rows = max(int(buffer_rows), int(hp.batch_size))
+    peak = [0]
+
+    def on_device(x: np.ndarray, y: np.ndarray) -> Iterator[tuple[Any, Any]]:
+        xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
+        for start in range(0, len(xt), hp.batch_size):
+            yield xt[start : start + hp.batch_size], yt[start : start + hp.batch_size]
+
+    def batches(order: Any, epoch: int) -> Iterator[tuple[Any, Any]]:
+        held_x: list[np.ndarray] = []
+        held_y: list[np.ndarray] = []
+        held = 0
+        for x, y in chunks(epoch):
+            if not len(x):
+                continue
+            held_x.append(np.asarray(x, dtype=np.float32))
+            held_y.append(np.asarray(y, dtype=np.float32))
+            held += len(x)
+            peak[0] = max(peak[0], held)
+            if held < buffer_rows:
+                continue
+            permutation = torch.randperm(held, generator=order).numpy()
+            bx, by = np.concatenate(held_x)[permutation], np.concatenate(held_y)[permutation]
+            whole = held - held % hp.batch_size
+            yield from on_device(bx[:whole], by[:whole])
+            held_x, held_y, held = [bx[whole:]], [by[whole:]], held - whole
+        if held:
+            permutation = torch.randperm(held, generator=order).numpy()
+            yield from on_device(
+                np.concatenate(held_x)[permutation], np.concatenate(held_y)[permutation]
+            )
+
+    fit = _train_loop(
+        batches,
+        n_inputs=n_inputs,
+        x_valid=x_valid,
+        y_valid=y_valid,
+        pos_weight=_pos_weight(class_weight, rows, positives),
+        hp=hp,
+        task=task,
+        seed=seed,
+        device=device,
+        on_epoch=on_epoch,
+        peak_rows=0,
+        pass_epoch=True,
+    )
+    fit.peak_rows = peak[0]
+    return fit
+
+
+def _pos_weight(class_weight: str, rows: int, positives: float) -> float | None:
+    """``balanced``: negatives / positives, so both classes weigh the same in the loss
+    (None for regression, where ``positives`` is 0)."""
+    if class_weight == "balanced" and 0 < positives < rows:
+        return (rows - positives) / positives
+    return None
+
+
+def _train_loop(
+    batches: Callable[..., Iterator[tuple[Any, Any]]],
+    *,
+    n_inputs: int,
+    x_valid: np.ndarray,
+    y_valid: np.ndarray,
+    pos_weight: float | None,
+    hp: MlpHyperparameters,
+    task: Task,
+    seed: int,
+    device: str,
+    on_epoch: Callable[[EpochReport], None] | None,
+    peak_rows: int,
+    pass_epoch: bool = False,
+) -> MlpFit:
+    """The epoch loop both fits share: ``batches(generator[, epoch])`` yields one epoch's
+    mini-batches as tensors on the device, shuffled with the seeded ``generator``."""
+    import torch
+
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=device == "cuda")
+    use_amp = device == "cuda"
+    dev = torch.device(device)
+    model = _mlp_module(n_inputs, hp.hidden_sizes, hp.dropout).to(dev)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=use_amp
+    )
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    if task == "classification":
+        weight = None if pos_weight is None else torch.tensor(pos_weight, device=dev)
+        loss_fn: Any = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
+    else:
+        loss_fn = torch.nn.MSELoss()
+
+    xv = torch.as_tensor(x_valid, dtype=torch.float32).to(dev)
+    yv = torch.as_tensor(y_valid, dtype=torch.float32).to(dev)
     order = torch.Generator().manual_seed(seed)
 
     best_loss, best_epoch, wait = math.inf, 0, 0
@@ -308,20 +455,15 @@ def fit_mlp(
         model.train()
         started = time.perf_counter()
         total, count = torch.zeros((), dtype=torch.float64, device=dev), 0
-        permutation = torch.randperm(len(xt), generator=order)
-        if resident:
-            permutation = permutation.to(dev)
-        for idx in permutation.split(hp.batch_size):
-            xb = xt[idx].to(dev, non_blocking=use_amp)
-            yb = yt[idx].to(dev, non_blocking=use_amp)
+        for xb, yb in batches(order, epoch) if pass_epoch else batches(order):
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
                 loss = loss_fn(model(xb).squeeze(-1), yb)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            total += loss.detach().double() * len(idx)  # summed on the device: no sync per step
-            count += len(idx)
+            total += loss.detach().double() * len(yb)  # summed on the device: no sync per step
+            count += len(yb)
         if use_amp:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - started
@@ -360,6 +502,7 @@ def fit_mlp(
         train_seconds=train_seconds,
         rows_seen=rows_seen,
         history=history,
+        peak_rows=peak_rows,
     )
 
 

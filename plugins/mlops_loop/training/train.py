@@ -21,15 +21,51 @@ Tags on the run and the version (keys in ``*_TAG`` constants below): the request
 
 Final metric names (validation snapshot): classification ``roc_auc``, ``pr_auc``,
 ``log_loss``, ``brier``, ``f1`` (threshold 0.5); regression ``rmse``, ``mae``, ``r2``.
+
+Memory: ``training.max_rows_in_memory`` (the cap)
+-------------------------------------------------
+A split whose manifest counts at most the cap rows is read whole into pandas, as always.
+A larger one is never loaded whole; it is read by Parquet row groups, in chunks of at most
+a quarter of the cap (and 65,536 rows):
+
+1. one pass over its target column gives the exact label summary (labelled rows, positive
+   count, mean and standard deviation) and applies the label checks of a whole split
+   (``core.targets``: unlabelled rows dropped, labels encoded chunk by chunk, the distinct
+   labels of all chunks checked together, "both classes" over the whole training split);
+2. a seeded uniform sample of ``min(cap, labelled rows)`` labelled rows is drawn without
+   replacement (rows per row group from the multivariate hypergeometric distribution,
+   then uniformly within the group) and read row group by row group keeping only those;
+3. the MLP (``_fit_streamed``) fits its preprocessing (medians, scaling, one-hot levels) on
+   that sample, then streams every labelled row each epoch: row groups in a seeded order
+   per epoch, each chunk transformed and fed to ``models.fit_mlp_stream``, whose shuffle
+   buffer holds at most half the cap plus one chunk. The class weight, the regression
+   target's scaling and the ``train_target_mean`` tag come from the exact pass, not the
+   sample. Param ``train_data=streamed``; metrics ``peak_rows_in_memory`` and
+   ``largest_chunk_rows``;
+4. HistGradientBoosting needs its data in memory: it trains on the sample of exactly the
+   cap rows. Param ``train_data=sampled``, ``train_rows`` = the cap, ``train_rows_total``;
+   tags ``mlops_loop.train_rows_sampled``, ``mlops_loop.train_rows_total``,
+   ``mlops_loop.max_rows_in_memory``;
+5. a validation split above the cap is replaced by its sample of the cap rows (early
+   stopping and the final metrics use it); tags ``mlops_loop.valid_rows_sampled`` and
+   ``mlops_loop.valid_rows_total``.
+
+So at most about twice the cap of rows are in memory at once (the validation rows plus
+the training sample or shuffle buffer). Snapshots on S3 are downloaded part by part to
+temporary files for the duration of the run (disk, not memory, holds the split). The
+logged MLflow datasets (``_log_inputs``) are built from the rows in memory: the whole
+split, or its sample (name and digest still from the snapshot's hash).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +98,17 @@ TRAIN_SHA_TAG = "train_snapshot_sha256"
 VALID_URI_TAG = "valid_snapshot_uri"
 VALID_SHA_TAG = "valid_snapshot_sha256"
 INPUT_HASH_TAG = TRAINING_INPUT_TAG  # identity of the input: core.training_set.training_input_hash
+# Set when a split exceeded training.max_rows_in_memory and was sampled (rows used, labelled
+# rows in the split, the cap); an MLP that streamed its training split needs no sample.
+TRAIN_ROWS_SAMPLED_TAG = "mlops_loop.train_rows_sampled"
+TRAIN_ROWS_TOTAL_TAG = "mlops_loop.train_rows_total"
+VALID_ROWS_SAMPLED_TAG = "mlops_loop.valid_rows_sampled"
+VALID_ROWS_TOTAL_TAG = "mlops_loop.valid_rows_total"
+MAX_ROWS_TAG = "mlops_loop.max_rows_in_memory"
 MODEL_ARTIFACT_NAME = "model"
-DATASET_DIGEST_CHARS = 32  # MLflow caps dataset digests at 36 characters
+DATASET_DIGEST_CHARS = 32
+INPUT_EXAMPLE_ROWS = 5
+MAX_DISTINCT_LABELS = 1_000  # a classification target with more labels is refused early  # MLflow caps dataset digests at 36 characters
 
 Log = Callable[[str], None]
 
@@ -111,13 +156,61 @@ def run_training(
             return existing
 
     columns = [*config.feature_columns, config.target]
-    train_df = _read(request.train_snapshot_uri, credentials, columns, config, training=True)
-    valid_df = _read(request.valid_snapshot_uri, credentials, columns, config)
-    log(
-        f"training {settings.model_type} for {config.name}: {len(train_df)} train rows "
-        f"({request.train_snapshot_uri}), {len(valid_df)} validation rows"
-    )
+    cap = int(settings.max_rows_in_memory)
+    with contextlib.ExitStack() as parts:
+        train = _open_split(
+            request.train_snapshot_uri, credentials, columns, config, train_manifest, cap,
+            seed=settings.seed, parts=parts, training=True,
+        )  # fmt: skip
+        valid = _open_split(
+            request.valid_snapshot_uri, credentials, columns, config, valid_manifest, cap,
+            seed=settings.seed + 1, parts=parts,
+        )  # fmt: skip
+        streamed = train.groups is not None and settings.model_type == "mlp"
+        log(
+            f"training {settings.model_type} for {config.name}: {train.labels.rows} train rows "
+            f"({request.train_snapshot_uri}), {valid.labels.rows} validation rows"
+        )
+        if streamed:
+            log(
+                f"the training split holds {train.total_rows} rows, more than "
+                f"training.max_rows_in_memory={cap}: the MLP streams it by row groups "
+                f"(preprocessing fitted on a uniform sample of {len(train.frame)} rows)"
+            )
+        elif train.sampled:
+            log(
+                f"{settings.model_type} trains in memory: using a seeded uniform sample of "
+                f"{len(train.frame)} of the {train.labels.rows} labelled training rows "
+                f"(training.max_rows_in_memory={cap})"
+            )
+        if valid.sampled:
+            log(
+                f"validation on a seeded uniform sample of {len(valid.frame)} of "
+                f"{valid.labels.rows} labelled rows (training.max_rows_in_memory={cap})"
+            )
+        return _train_and_register(
+            request, config, settings, train, valid, train_manifest, valid_manifest,
+            input_hash=input_hash, experiment_id=experiment_id, tracking_uri=tracking_uri,
+            streamed=streamed, log=log,
+        )  # fmt: skip
 
+
+def _train_and_register(
+    request: TrainRequest,
+    config: DatasetConfig,
+    settings: TrainingSettings,
+    train: SplitData,
+    valid: SplitData,
+    train_manifest: dict[str, Any],
+    valid_manifest: dict[str, Any],
+    *,
+    input_hash: str,
+    experiment_id: str,
+    tracking_uri: str,
+    streamed: bool,
+    log: Log,
+) -> dict[str, Any]:
+    model_name = str(settings.registered_model_name)
     from mlops_loop.training import models
 
     device = models.resolve_device(settings.device) if settings.model_type == "mlp" else "cpu"
@@ -133,9 +226,26 @@ def run_training(
         VALID_URI_TAG: request.valid_snapshot_uri,
         VALID_SHA_TAG: str(valid_manifest.get("sha256", "")),
         INPUT_HASH_TAG: input_hash,
-        TRAIN_TARGET_MEAN_TAG: f"{float(train_df[config.target].mean()):.12g}",
+        TRAIN_TARGET_MEAN_TAG: f"{train.labels.mean:.12g}",
     }
-    params = _params(settings, device, len(train_df), len(valid_df))
+    if train.sampled and not streamed:
+        tags[TRAIN_ROWS_SAMPLED_TAG] = str(len(train.frame))
+        tags[TRAIN_ROWS_TOTAL_TAG] = str(train.labels.rows)
+        tags[MAX_ROWS_TAG] = str(settings.max_rows_in_memory)
+    if valid.sampled:
+        tags[VALID_ROWS_SAMPLED_TAG] = str(len(valid.frame))
+        tags[VALID_ROWS_TOTAL_TAG] = str(valid.labels.rows)
+        tags[MAX_ROWS_TAG] = str(settings.max_rows_in_memory)
+    train_data = "streamed" if streamed else "sampled" if train.sampled else "in_memory"
+    params = _params(
+        settings,
+        device,
+        train.labels.rows if streamed else len(train.frame),
+        len(valid.frame),
+        train_data=train_data,
+        train_rows_total=train.labels.rows,
+        valid_rows_total=valid.labels.rows,
+    )
 
     import mlflow
 
@@ -146,16 +256,19 @@ def run_training(
             run_id = run.info.run_id
             log(f"MLflow run {run_id} in experiment {settings.experiment_name!r} at {tracking_uri}")
             mlflow.log_params(params)
-            _log_inputs(config, train_df, valid_df, tags)
+            _log_inputs(config, train.frame, valid.frame, tags)
             with _stage("fit", run_id), _cpu_threads(settings.cpu_threads, device):
-                model, fit_info = _fit(config, settings, device, train_df, valid_df, log)
+                if streamed:
+                    model, fit_info = _fit_streamed(config, settings, device, train, valid, log)
+                else:
+                    model, fit_info = _fit(config, settings, device, train.frame, valid.frame, log)
             metrics = validation_metrics(
-                config.task, valid_df[config.target].to_numpy(), model.predict(valid_df)
+                config.task, valid.frame[config.target].to_numpy(), model.predict(valid.frame)
             )
             mlflow.log_metrics({**metrics, **fit_info})
             log("validation: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
             with _stage("log_model", run_id):
-                model_info = _log_model(model, train_df, config)
+                model_info = _log_model(model, train.frame, config)
             with _stage("register", run_id):
                 version = _register(model_info.model_uri, model_name, {**tags, "run_id": run_id})
             try:
@@ -285,6 +398,255 @@ def _read(
     return frame
 
 
+# --- splits larger than training.max_rows_in_memory ---------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    """The labels of a whole split, exact (computed over every labelled row)."""
+
+    rows: int  # labelled rows
+    positives: float  # classification: rows with the positive label; regression: 0
+    mean: float  # positive rate, or the regression target's mean
+    std: float  # population standard deviation (numpy's default)
+
+    @classmethod
+    def of(cls, labels: np.ndarray, task: str) -> LabelSummary:
+        labels = np.asarray(labels, dtype="float64")
+        return cls(
+            rows=int(labels.size),
+            positives=float(labels.sum()) if task == "classification" else 0.0,
+            mean=float(labels.mean()) if labels.size else float("nan"),
+            std=float(labels.std()) if labels.size else float("nan"),
+        )
+
+
+@dataclass
+class SplitData:
+    """One split as training uses it. ``frame`` holds the labelled rows (target encoded)
+    when the split has at most ``max_rows_in_memory`` rows; otherwise a seeded uniform
+    sample of at most that many labelled rows, and ``groups`` reads the whole split row
+    group by row group. ``labels`` is always exact over the whole split."""
+
+    uri: str
+    frame: pd.DataFrame
+    labels: LabelSummary
+    total_rows: int  # rows in the snapshot, labelled or not
+    groups: SnapshotRowGroups | None = None
+
+    @property
+    def sampled(self) -> bool:
+        return len(self.frame) < self.labels.rows
+
+
+class SnapshotRowGroups:
+    """The row groups of a snapshot's Parquet parts, read one at a time in chunks of at
+    most ``chunk_rows`` rows (a larger row group is read in slices). The part files stay
+    readable for as long as ``parts`` is open (on local storage in place; from S3 each part
+    is downloaded once to a temporary file, so disk, not memory, holds the split).
+    ``largest_chunk`` records the most rows one read materialised."""
+
+    def __init__(
+        self,
+        uri: str,
+        credentials: S3Credentials,
+        columns: list[str],
+        manifest: dict[str, Any],
+        *,
+        chunk_rows: int,
+        parts: contextlib.ExitStack,
+    ) -> None:
+        import pyarrow.parquet as pq
+
+        from mlops_loop.core.storage import join_uri, open_storage
+
+        have = {c["name"] for c in manifest.get("columns", [])}
+        missing = [c for c in columns if c not in have]
+        if missing:
+            raise TrainingError(
+                f"snapshot {uri} lacks columns the config needs ({missing}); expected {columns}",
+                stage="data",
+            )
+        self.uri = uri
+        self.columns = columns
+        self.chunk_rows = max(1, int(chunk_rows))
+        self.largest_chunk = 0
+        self.groups: list[tuple[Path, int, int]] = []  # (part file, index in it, rows)
+        storage = open_storage(uri, credentials)
+        try:
+            for part in manifest["files"]:
+                path = parts.enter_context(storage.local_file(join_uri(uri, part["name"])))
+                with pq.ParquetFile(path) as pfile:  # opened per read: no descriptor per part
+                    for index in range(pfile.num_row_groups):
+                        rows = pfile.metadata.row_group(index).num_rows
+                        self.groups.append((Path(path), index, rows))
+        except MlopsLoopError as exc:
+            raise TrainingError(f"cannot read snapshot {uri}: {exc}", stage="data") from exc
+
+    @property
+    def rows(self) -> int:
+        return sum(rows for _, _, rows in self.groups)
+
+    def read(self, group: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+        """Row group ``group`` (index into ``groups``) as DataFrames of at most
+        ``chunk_rows`` rows, in file order."""
+        import pyarrow.parquet as pq
+
+        path, index, _ = self.groups[group]
+        with pq.ParquetFile(path) as pfile:
+            for batch in pfile.iter_batches(
+                batch_size=self.chunk_rows, row_groups=[index], columns=columns or self.columns
+            ):
+                frame = batch.to_pandas()
+                self.largest_chunk = max(self.largest_chunk, len(frame))
+                yield frame
+
+
+def chunk_rows_for(max_rows_in_memory: int) -> int:
+    """Rows read at once when streaming: a quarter of the cap, at most 65,536."""
+    return max(1, min(65_536, max_rows_in_memory // 4))
+
+
+def _open_split(
+    uri: str,
+    credentials: S3Credentials,
+    columns: list[str],
+    config: DatasetConfig,
+    manifest: dict[str, Any],
+    max_rows: int,
+    *,
+    seed: int,
+    parts: contextlib.ExitStack,
+    training: bool = False,
+) -> SplitData:
+    """The split in memory when the manifest says it has at most ``max_rows`` rows (as
+    before); otherwise one pass over its labels (exact summary, label checks over the whole
+    split) and a seeded uniform sample of ``min(max_rows, labelled rows)`` labelled rows,
+    read row group by row group, and the row groups kept open for streaming."""
+    total = int(manifest.get("rows", 0) or 0)
+    if total <= max_rows:
+        frame = _read(uri, credentials, columns, config, training=training)
+        labels = LabelSummary.of(frame[config.target].to_numpy(), config.task)
+        return SplitData(uri, frame, labels, total_rows=total)
+    groups = SnapshotRowGroups(
+        uri, credentials, columns, manifest, chunk_rows=chunk_rows_for(max_rows), parts=parts
+    )
+    labels, per_group = label_pass(groups, config, training=training)
+    rng = np.random.default_rng(seed)
+    frame = sample_rows(groups, config, per_group, min(max_rows, labels.rows), rng)
+    return SplitData(uri, frame, labels, total_rows=groups.rows, groups=groups)
+
+
+def encoded_chunk(
+    config: DatasetConfig, chunk: pd.DataFrame, uri: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """A chunk's labelled rows and their encoded labels (core.targets, as in ``_read``)."""
+    from mlops_loop.core.targets import encode_target
+
+    try:
+        labels = encode_target(config, chunk[config.target], where=f"snapshot {uri}")
+    except TargetError as exc:
+        raise TrainingError(str(exc), stage="data") from exc
+    keep = ~np.isnan(labels)
+    return chunk[keep], labels[keep]
+
+
+def label_pass(
+    groups: SnapshotRowGroups, config: DatasetConfig, *, training: bool = False
+) -> tuple[LabelSummary, list[int]]:
+    """One streaming pass over the target column: the exact label summary of the whole
+    split, the labelled rows per row group, and the checks ``_read`` makes, over the whole
+    split: classification labels (the distinct raw labels of every chunk together must
+    pass ``encode_target``) and, for ``training``, both classes present somewhere."""
+    target = config.target
+    rows, mean, m2, positives = 0, 0.0, 0.0, 0.0
+    per_group: list[int] = []
+    distinct: pd.Series = pd.Series([], dtype=object)
+    for group in range(len(groups.groups)):
+        labelled = 0
+        for chunk in groups.read(group, [target]):
+            _, labels = encoded_chunk(config, chunk, groups.uri)
+            labelled += labels.size
+            if not labels.size:
+                continue
+            # Chan et al.'s pairwise update: exact up to float64 rounding, one pass.
+            chunk_mean = float(labels.mean())
+            chunk_m2 = float(((labels - chunk_mean) ** 2).sum())
+            n = rows + labels.size
+            delta = chunk_mean - mean
+            mean += delta * labels.size / n
+            m2 += chunk_m2 + delta * delta * rows * labels.size / n
+            rows = n
+            if config.task == "classification":
+                positives += float(labels.sum())
+                values = pd.Series(chunk[target].dropna().unique(), dtype=object)
+                if len(distinct):
+                    values = pd.Series(pd.unique(pd.concat([distinct, values])), dtype=object)
+                distinct = values
+                if len(distinct) > MAX_DISTINCT_LABELS:  # not binary: refuse now, by name
+                    _check_labels(config, distinct, groups.uri, training=training)
+        per_group.append(labelled)
+    if config.task == "classification":
+        _check_labels(config, distinct, groups.uri, training=training)
+    if not rows:
+        raise TrainingError(
+            f"snapshot {groups.uri} has no rows with a label ({target!r})", stage="data"
+        )
+    summary = LabelSummary(
+        rows=rows, positives=positives, mean=mean, std=math.sqrt(max(m2, 0.0) / rows)
+    )
+    return summary, per_group
+
+
+def _check_labels(config: DatasetConfig, distinct: pd.Series, uri: str, *, training: bool) -> None:
+    """``_read``'s label checks on the distinct raw labels of a whole split: the checks only
+    depend on which labels occur, so they give the same verdict as on every row."""
+    from mlops_loop.core.targets import encode_target, require_both_classes
+
+    try:
+        encoded = encode_target(config, distinct, where=f"snapshot {uri}")
+        if training:
+            require_both_classes(config, encoded, distinct, where=f"training snapshot {uri}")
+    except TargetError as exc:
+        raise TrainingError(str(exc), stage="data") from exc
+
+
+def sample_rows(
+    groups: SnapshotRowGroups,
+    config: DatasetConfig,
+    per_group: list[int],
+    size: int,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """A uniform sample (without replacement) of ``size`` labelled rows, read row group by
+    row group keeping the chosen rows: how many come from each group is drawn from the
+    multivariate hypergeometric distribution, then which ones uniformly within the group.
+    Rows keep the split's order; the target is encoded as in ``_read``."""
+    counts = np.asarray(per_group, dtype=np.int64)
+    size = min(int(size), int(counts.sum()))
+    take = rng.multivariate_hypergeometric(counts, size) if size else np.zeros_like(counts)
+    kept: list[pd.DataFrame] = []
+    for group, (count, wanted) in enumerate(zip(counts, take, strict=True)):
+        if not wanted:
+            continue
+        chosen = np.sort(rng.choice(int(count), size=int(wanted), replace=False))
+        offset = 0
+        for chunk in groups.read(group):
+            rows, labels = encoded_chunk(config, chunk, groups.uri)
+            here = chosen[(chosen >= offset) & (chosen < offset + len(rows))] - offset
+            offset += len(rows)
+            if here.size:
+                part = rows.iloc[here].copy()
+                part[config.target] = labels[here]
+                kept.append(part)
+    if not kept:
+        return pd.DataFrame(columns=groups.columns)
+    frame = pd.concat(kept, ignore_index=True)
+    if config.task == "classification":
+        frame[config.target] = frame[config.target].astype("int64")
+    return frame
+
+
 def _experiment_id(tracking_uri: str, name: str) -> str:
     """Checks the server answers (after the client's retries) and returns the experiment."""
     from mlflow import MlflowClient
@@ -311,10 +673,24 @@ def _experiment_id(tracking_uri: str, name: str) -> str:
 
 
 def _params(
-    settings: TrainingSettings, device: str, train_rows: int, valid_rows: int
+    settings: TrainingSettings,
+    device: str,
+    train_rows: int,
+    valid_rows: int,
+    *,
+    train_data: str = "in_memory",
+    train_rows_total: int | None = None,
+    valid_rows_total: int | None = None,
 ) -> dict[str, Any]:
+    """``train_rows`` / ``valid_rows``: rows the model was fitted / validated on;
+    ``*_rows_total``: labelled rows in the split; ``train_data``: ``in_memory``,
+    ``streamed`` (MLP over row groups) or ``sampled`` (a seeded sample of the cap)."""
     hp = settings.hyperparameters.model_dump(mode="json")
     return {
+        "train_data": train_data,
+        "max_rows_in_memory": settings.max_rows_in_memory,
+        "train_rows_total": train_rows if train_rows_total is None else train_rows_total,
+        "valid_rows_total": valid_rows if valid_rows_total is None else valid_rows_total,
         "model_type": settings.model_type,
         "seed": settings.seed,
         "device": device,
@@ -329,6 +705,9 @@ def _params(
 def _log_inputs(
     config: DatasetConfig, train_df: pd.DataFrame, valid_df: pd.DataFrame, tags: dict[str, str]
 ) -> None:
+    """The two snapshots as MLflow datasets, from the frames in memory (a split above
+    training.max_rows_in_memory is its sample): schema and profile from those rows, name,
+    digest and source from the snapshot."""
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
@@ -377,16 +756,6 @@ def _fit(
         mean, std = 0.0, 1.0
         if task == "regression":
             mean, std = float(y_train.mean()), float(y_train.std() or 1.0)
-        max_epochs = hp.max_epochs
-
-        def on_epoch(report: models.EpochReport) -> None:
-            mlflow.log_metrics(report.metrics, step=report.epoch)
-            shown = " ".join(
-                f"{k}={v:.4f}" for k, v in report.metrics.items() if k != "epoch_rows_per_second"
-            )
-            rate = report.metrics.get("epoch_rows_per_second", float("nan"))
-            log(f"epoch {report.epoch}/{max_epochs} {shown} rows/s={rate:,.0f}")
-
         fit = models.fit_mlp(
             np.asarray(x_train, dtype=np.float32),
             ((y_train - mean) / std).astype(np.float32),
@@ -397,29 +766,11 @@ def _fit(
             class_weight=settings.class_weight,
             seed=settings.seed,
             device=device,
-            on_epoch=on_epoch,
+            on_epoch=_epoch_logger(hp.max_epochs, log),
         )
-        log(
-            f"best epoch {fit.best_epoch} of {fit.epochs_run}"
-            + (" (early stop)" if fit.stopped_early else "")
-            + f"; {fit.rows_per_second:,.0f} rows/s on {device}"
+        return _mlp_model(
+            fit, settings, x_train.shape[1], task, preprocessor, mean, std, device, log
         )
-        model = models.TabularModel.from_mlp_fit(
-            fit,
-            hp=hp,
-            n_inputs=x_train.shape[1],
-            task=task,
-            preprocessor=preprocessor,
-            target_mean=mean,
-            target_std=std,
-        )
-        info = {
-            "best_epoch": float(fit.best_epoch),
-            "epochs_run": float(fit.epochs_run),
-            "train_seconds": fit.train_seconds,
-            "train_rows_per_second": fit.rows_per_second,
-        }
-        return model, info
 
     hgb = settings.hist_gradient_boosting
     n_numeric = sum(1 for k in kinds.values() if k != "categorical")
@@ -448,6 +799,122 @@ def _fit(
         "train_seconds": seconds,
         "train_rows_per_second": rows / seconds if seconds > 0 else float("nan"),
     }
+    return model, info
+
+
+def _epoch_logger(max_epochs: int, log: Log) -> Callable[[Any], None]:
+    import mlflow
+
+    def on_epoch(report: Any) -> None:
+        mlflow.log_metrics(report.metrics, step=report.epoch)
+        shown = " ".join(
+            f"{k}={v:.4f}" for k, v in report.metrics.items() if k != "epoch_rows_per_second"
+        )
+        rate = report.metrics.get("epoch_rows_per_second", float("nan"))
+        log(f"epoch {report.epoch}/{max_epochs} {shown} rows/s={rate:,.0f}")
+
+    return on_epoch
+
+
+def _mlp_model(
+    fit: Any,
+    settings: TrainingSettings,
+    n_inputs: int,
+    task: Any,
+    preprocessor: Any,
+    mean: float,
+    std: float,
+    device: str,
+    log: Log,
+) -> tuple[Any, dict[str, float]]:
+    from mlops_loop.training import models
+
+    log(
+        f"best epoch {fit.best_epoch} of {fit.epochs_run}"
+        + (" (early stop)" if fit.stopped_early else "")
+        + f"; {fit.rows_per_second:,.0f} rows/s on {device}"
+    )
+    model = models.TabularModel.from_mlp_fit(
+        fit,
+        hp=settings.mlp,
+        n_inputs=n_inputs,
+        task=task,
+        preprocessor=preprocessor,
+        target_mean=mean,
+        target_std=std,
+    )
+    info = {
+        "best_epoch": float(fit.best_epoch),
+        "epochs_run": float(fit.epochs_run),
+        "train_seconds": fit.train_seconds,
+        "train_rows_per_second": fit.rows_per_second,
+        "peak_rows_in_memory": float(fit.peak_rows),
+    }
+    return model, info
+
+
+def _fit_streamed(
+    config: DatasetConfig,
+    settings: TrainingSettings,
+    device: str,
+    train: SplitData,
+    valid: SplitData,
+    log: Log,
+) -> tuple[Any, dict[str, float]]:
+    """The MLP on a training split larger than ``training.max_rows_in_memory``.
+
+    The preprocessor (medians, scaling, one-hot levels) is fitted on ``train.frame``, the
+    split's seeded uniform sample; the class weight and the regression target's mean and
+    standard deviation come from the exact label pass (``train.labels``). Each epoch reads
+    the row groups in a seeded order (``seed``, epoch), chunk by chunk, drops unlabelled
+    rows, transforms the chunk and hands it to ``models.fit_mlp_stream``, whose shuffle
+    buffer holds at most half the cap plus one chunk (a quarter of the cap)."""
+    import mlflow
+
+    from mlops_loop.training import models
+
+    groups = train.groups
+    assert groups is not None
+    hp = settings.mlp
+    task = config.task
+    preprocessor = models.build_preprocessor(models.feature_kinds(config), "mlp")
+    preprocessor.fit(train.frame)
+    # The sample has done its work: keep only the rows of the model's input example.
+    train.frame = train.frame.head(INPUT_EXAMPLE_ROWS)
+    x_valid = np.asarray(preprocessor.transform(valid.frame), dtype=np.float32)
+    y_valid = valid.frame[config.target].to_numpy(dtype="float64")
+    n_inputs = int(x_valid.shape[1])
+    mlflow.log_param("n_model_inputs", n_inputs)
+    mean, std = 0.0, 1.0
+    if task == "regression":
+        mean, std = train.labels.mean, train.labels.std or 1.0
+
+    def chunks(epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        order = np.random.default_rng([settings.seed, epoch]).permutation(len(groups.groups))
+        for group in order:
+            for chunk in groups.read(int(group)):
+                rows, labels = encoded_chunk(config, chunk, groups.uri)
+                if len(rows):
+                    x = np.asarray(preprocessor.transform(rows), dtype=np.float32)
+                    yield x, ((labels - mean) / std).astype(np.float32)
+
+    fit = models.fit_mlp_stream(
+        chunks,
+        x_valid,
+        ((y_valid - mean) / std).astype(np.float32),
+        n_inputs=n_inputs,
+        rows=train.labels.rows,
+        positives=train.labels.positives,
+        buffer_rows=settings.max_rows_in_memory // 2,
+        hp=hp,
+        task=task,
+        class_weight=settings.class_weight,
+        seed=settings.seed,
+        device=device,
+        on_epoch=_epoch_logger(hp.max_epochs, log),
+    )
+    model, info = _mlp_model(fit, settings, n_inputs, task, preprocessor, mean, std, device, log)
+    info["largest_chunk_rows"] = float(groups.largest_chunk)
     return model, info
 
 
@@ -505,7 +972,7 @@ def _log_model(model: Any, train_df: pd.DataFrame, config: DatasetConfig) -> Any
             name=MODEL_ARTIFACT_NAME,
             python_model=models.TabularPyfuncModel(model),
             signature=signature,
-            input_example=models.input_example(train_df, kinds),
+            input_example=models.input_example(train_df, kinds, rows=INPUT_EXAMPLE_ROWS),
             pip_requirements=_requirements(model.kind),
         )
 

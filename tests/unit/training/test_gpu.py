@@ -158,6 +158,44 @@ def test_validation_larger_than_one_scoring_chunk_is_scored_in_chunks_on_the_gpu
     assert all(0.5 < r.metrics["valid_roc_auc"] <= 1.0 for r in fit.history)
 
 
+def test_streamed_fit_on_cuda_matches_the_cpu_and_holds_only_its_buffer() -> None:
+    """fit_mlp_stream (a training split above training.max_rows_in_memory): chunks in a
+    seeded order, a shuffle buffer moved to the GPU once per fill."""
+    from sklearn.metrics import roc_auc_score
+
+    frame, label, _ = _frame(40_000, seed=9)
+    holdout, holdout_label, _ = _frame(20_000, seed=10)
+    preprocessor = models.build_preprocessor(_kinds(frame), "mlp")
+    preprocessor.fit(frame.sample(10_000, random_state=0))  # fitted on a sample, as streamed
+    x = np.asarray(preprocessor.transform(frame), dtype=np.float32)
+    y = label.astype(np.float32)
+    x_train, y_train, x_valid, y_valid = x[:32_000], y[:32_000], x[32_000:], y[32_000:]
+
+    def chunks(epoch: int):
+        for start in np.random.default_rng([7, epoch]).permutation(np.arange(0, 32_000, 2_000)):
+            yield x_train[start : start + 2_000], y_train[start : start + 2_000]
+
+    def fit(device: str) -> models.MlpFit:
+        return models.fit_mlp_stream(
+            chunks, x_valid, y_valid, n_inputs=x.shape[1], rows=32_000,
+            positives=float(y_train.sum()), buffer_rows=8_000, hp=_hp(), task="classification",
+            class_weight="balanced", seed=7, device=device,
+        )  # fmt: skip
+
+    gpu_fit, cpu_fit = fit("cuda"), fit("cpu")
+    assert gpu_fit.peak_rows <= 8_000 + 2_000
+    assert gpu_fit.rows_seen == gpu_fit.epochs_run * 32_000
+    assert all(isinstance(w, np.ndarray) and np.isfinite(w).all() for w in gpu_fit.weights.values())
+    aucs = []
+    for fitted in (gpu_fit, cpu_fit):
+        model = models.TabularModel.from_mlp_fit(
+            fitted, hp=_hp(), n_inputs=x.shape[1], task="classification", preprocessor=preprocessor
+        )
+        aucs.append(roc_auc_score(holdout_label, model.predict(holdout)))
+    assert aucs[0] > 0.85
+    assert abs(aucs[0] - aucs[1]) < 0.01
+
+
 def test_cuda_without_a_device_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert models.resolve_device("auto") == "cpu"
