@@ -13,6 +13,11 @@ reading or preprocessing). Reports training rows/s (``MlpFit.rows_per_second``:
 rows seen over the epochs' wall time, validation excluded), the validation ROC AUC of the
 best epoch and the ratio to the one-thread CPU run. Needs torch, numpy, pandas and
 scikit-learn only. Prints a Markdown table.
+
+For ``make bench`` (benchmarks/report.py): ``--quick`` runs 100,000 rows, 2 epochs, batch
+256, streamed with a 20,000-row cap; ``--report PATH`` writes the table. Without a CUDA
+device the script exits with SKIPPED (75) and writes no report, so the section keeps its
+last GPU run; ``--cpu-only`` measures the CPU rows anyway.
 """
 
 from __future__ import annotations
@@ -20,10 +25,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 from types import SimpleNamespace
 
 import numpy as np
+
+from report import run_line, write_report
+
+SKIPPED = 75  # EX_TEMPFAIL: run_all.py keeps the section as it was
 
 
 def main() -> None:
@@ -33,9 +43,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-sizes", default="256,4096")
     parser.add_argument("--stream-cap", type=int, default=0, help="also fit streamed")
+    parser.add_argument("--quick", action="store_true", help="CI-sized: 100k rows, 2 epochs")
+    parser.add_argument("--report", default=None, help="write the Markdown table here")
+    parser.add_argument("--cpu-only", action="store_true", help="run without a CUDA device")
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.epochs, args.batch_sizes = 100_000, 2, "256"
+        args.stream_cap = args.stream_cap or 20_000
 
     import torch
+
+    if not torch.cuda.is_available() and not args.cpu_only:
+        print("skipped: no CUDA device (the section keeps its last GPU run; --cpu-only runs the CPU rows)")
+        sys.exit(SKIPPED)
 
     from mlops_loop.training import models
 
@@ -46,17 +66,16 @@ def main() -> None:
     devices = [("cpu", 1), ("cpu", os.cpu_count() or 1)]
     if torch.cuda.is_available():
         devices.append(("cuda", None))
-    print(
+    lines = [
         f"{args.rows:,} rows x {args.features} features, {args.epochs} epochs, hidden [64, 32]; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
         + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")
-        + f"; load average {os.getloadavg()[0]:.1f}\n"
-    )
-    print(
+        + "\n",
         "| device | data | threads | batch | train rows/s | vs CPU 1 thread | best valid roc_auc "
-        "| wall s |"
-    )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+        "| wall s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    print("\n".join(lines))
     sources = ["memory", "streamed"] if args.stream_cap else ["memory"]
     chunk = max(1, args.stream_cap // 4)
 
@@ -91,10 +110,13 @@ def main() -> None:
             anchor = anchor or rate
             auc = fit.history[fit.best_epoch - 1].metrics["valid_roc_auc"]
             shown_threads = threads if threads is not None else "-"
-            print(
+            lines.append(
                 f"| {device} | {source} | {shown_threads} | {batch} | {rate:,.0f} "
                 f"| {rate / anchor:.1f}x | {auc:.4f} | {wall:.1f} |"
             )
+            print(lines[-1], flush=True)
+    command = "python benchmarks/bench_gpu_mlp.py " + " ".join(sys.argv[1:])
+    write_report(args.report, run_line(command.strip(), quick=args.quick) + "\n\n" + "\n".join(lines))
 
 
 if __name__ == "__main__":
