@@ -1,7 +1,7 @@
 """The whole loop on 10M rows x 20 columns: each stage's wall time and peak RSS.
 
     .local/venv/bin/python benchmarks/bench_loop.py                        # 10M rows, 10 days
-    .local/venv/bin/python benchmarks/bench_loop.py --quick                # 200,000 rows
+    .local/venv/bin/python benchmarks/bench_loop.py --quick                # 200,000 rows, 3 days
     .local/venv/bin/python benchmarks/bench_loop.py --rows 1000000 --keep-data .local/bench/loop-1m
 
 Data: ``bench_quality.batch`` (the credit-default sample's 16 columns plus 4 extra numeric
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--rows", type=int, help="total rows (default 10,000,000; quick 200,000)")
-    parser.add_argument("--days", type=int, default=10, help="daily batches (default 10)")
+    parser.add_argument("--days", type=int, help="daily batches (default 10; quick 3)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--report", help="write the section's Markdown here")
     parser.add_argument("--keep-data", help="keep the landed batches here and reuse them")
@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage:
         return child(args.stage, Path(args.state))
     args.rows = args.rows or (200_000 if args.quick else 10_000_000)
+    args.days = args.days or (3 if args.quick else 10)
     if args.days < 2:
         parser.error("--days must be at least 2 (the last day is the holdout)")
 
