@@ -3,7 +3,7 @@
 Each measurement is a fresh interpreter (what a DAG processor pays per file when it does
 not fork from a warm parent), repeated; the table reports the median and the ratio to the
 bare import. Run: .local/venv/bin/python benchmarks/bench_dag_parse.py [--repeat 7]
-[--quick (2 repeats)] [--report PATH] (see benchmarks/report.py).
+[--quick (1 repeat)] [--report PATH] (see benchmarks/report.py).
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ def timed(body: str, repeat: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, help="fresh interpreters per row (default 7, quick 2)")
+    parser.add_argument("--repeat", type=int, help="fresh interpreters per row (default 7, quick 1)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--report", help="write the section's Markdown here")
     args = parser.parse_args()
-    args.repeat = args.repeat or (2 if args.quick else 7)
+    args.repeat = args.repeat or (1 if args.quick else 7)
     # Warm the bytecode caches once so the first row is not penalised.
     timed("import airflow.sdk", 1)
     rows = [("bare `import airflow.sdk`", timed("import airflow.sdk", args.repeat))]
