@@ -133,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(DOC, output)
     text = output.read_text()
     missing = [n for n in names if not marker_re(n).search(text)]
+    if missing and output.resolve() != DOC.resolve() and args.output is None:
+        # The quick copy predates a section added to docs/benchmarks.md: start it again.
+        shutil.copyfile(DOC, output)
+        text = output.read_text()
+        missing = [n for n in names if not marker_re(n).search(text)]
     if missing:
         print(f"no markers in {output} for: {', '.join(missing)}", file=sys.stderr)
         return 2
