@@ -42,9 +42,9 @@ def main() -> None:
         from mlops_loop.core.compare import decide
         from mlops_loop.core.config import load_config
         from mlops_loop.core.ingest import ingest_batch
-        from mlops_loop.core.trainer_protocol import config_payload
+        from mlops_loop.core.trainer_protocol import TrainRequest, config_payload
         from mlops_loop.training.evaluate import score
-        from mlops_loop.training.train import TrainingRequest, run_training
+        from mlops_loop.training.train import run_training
         from mlops_loop_devtools.devstack import start_mlflow_server
         from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
@@ -73,7 +73,7 @@ def main() -> None:
                 ),
             ):
                 result = run_training(
-                    TrainingRequest(
+                    TrainRequest(
                         config=config_payload(config),
                         train_snapshot_uri=snaps[0],
                         valid_snapshot_uri=snaps[1],
