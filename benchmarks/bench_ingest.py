@@ -2,7 +2,7 @@
 
     .local/venv/bin/python benchmarks/bench_ingest.py                # 1M rows, CSV and Parquet
     .local/venv/bin/python benchmarks/bench_ingest.py --rows 100000  # quicker
-    .local/venv/bin/python benchmarks/bench_ingest.py --quick --report PATH  # make bench (100,000 rows)
+    .local/venv/bin/python benchmarks/bench_ingest.py --quick --report PATH  # 100,000 rows, CSV only
 
 Data: ``bench_quality.batch`` (the credit-default sample's 16 columns plus 4 extra numeric
 columns) landed once as one CSV file and once as one Parquet file. The dataset config is
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, help="default 1,000,000 (quick 100,000)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--report", help="write the section's Markdown here")
-    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
+    parser.add_argument("--formats", nargs="+", choices=FORMATS, help="default both (quick: csv)")
     # Internal: run one stage in this process and print its measurements as JSON.
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.disable(logging.WARNING)
     n = args.rows = args.rows or (100_000 if args.quick else 1_000_000)
+    args.formats = args.formats or (["csv"] if args.quick else list(FORMATS))
     load_before = os.getloadavg()[0]
     rows: list[tuple[str, str, dict[str, Any]]] = []
     notes: list[str] = []
