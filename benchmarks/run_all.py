@@ -20,6 +20,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,20 @@ class Outcome:
     markdown: str = ""
 
 
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the script's process group, SIGKILL after 15 s."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_script(name: str, script: Path, *, quick: bool, timeout: float, log_dir: Path) -> Outcome:
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         report = Path(tmp) / "section.md"
@@ -83,11 +98,13 @@ def run_script(name: str, script: Path, *, quick: bool, timeout: float, log_dir:
         log = log_dir / f"{name}.log"
         started = time.perf_counter()
         with log.open("w") as fh:
+            # Its own process group, so that a timeout also ends what it started (stage
+            # processes, a local MLflow server).
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
             try:
-                proc = subprocess.run(
-                    cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO, check=False
-                )
+                proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                stop_group(proc)
                 return Outcome(name, time.perf_counter() - started, False, f"timed out after {timeout:.0f} s; log {log}")
         seconds = time.perf_counter() - started
         if proc.returncode != 0:
