@@ -72,6 +72,13 @@ def _vm_kib(field: str) -> int:
     raise KeyError(field)
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all threads) and its waited-for children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def load_stage_config(state: dict[str, Any]) -> Any:
     from mlops_loop.core.config import load_config
 
@@ -219,9 +226,10 @@ def child(stage: str, state_path: Path) -> int:
     logging.disable(logging.WARNING)
     os.environ.setdefault("TQDM_DISABLE", "1")
     state = json.loads(state_path.read_text())
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_seconds()
     out = globals()[f"stage_{stage}"](state)
     out["seconds"] = time.perf_counter() - started
+    out["cpu_s"] = _cpu_seconds() - cpu
     out["peak_kib"] = _vm_kib("VmHWM")
     out["children_peak_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print("STAGE-RESULT " + json.dumps(out))
@@ -315,19 +323,20 @@ def main(argv: list[str] | None = None) -> int:
                     state["rows"] = out["rows"]
 
     rows = []
-    total_s, worst = 0.0, 0.0
+    total_s, total_cpu, worst = 0.0, 0.0, 0.0
     for stage, out in results:
         peak = max(out["peak_kib"], out["children_peak_kib"]) / 1024
         total_s += out["seconds"]
+        total_cpu += out["cpu_s"]
         worst = max(worst, peak)
         verdict = "met" if peak <= RSS_TARGET_MIB else "MISSED"
         rows.append([
-            stage, int(out["rows"]), f"{out['seconds']:.1f}", round(peak),
+            stage, int(out["rows"]), f"{out['seconds']:.1f}", f"{out['cpu_s']:.1f}", round(peak),
             f"{peak / RSS_TARGET_MIB:.2f}x of 4 GiB: {verdict}", out.get("note", ""),
         ])
     total_verdict = "met" if total_s <= TOTAL_TARGET_S else "MISSED"
     rows.append([
-        "**whole loop**", int(state["rows"]), f"{total_s:.1f}", round(worst),
+        "**whole loop**", int(state["rows"]), f"{total_s:.1f}", f"{total_cpu:.1f}", round(worst),
         f"{total_s / TOTAL_TARGET_S:.2f}x of 15 min: {total_verdict}", "",
     ])
     command = "benchmarks/bench_loop.py" + (" --quick" if args.quick else f" --rows {args.rows} --days {args.days}")
@@ -341,9 +350,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rows:,} rows x 20 columns as {args.days} daily Parquet batches of "
         f"{args.rows // args.days:,} rows ({generated}); each stage in a fresh process, peak "
         f"RSS = its VmHWM (or its largest child's); MLP {MLP_EPOCHS} epochs, HGB max_iter "
-        f"{HGB_MAX_ITER}; the MLflow server is not counted.",
+        f"{HGB_MAX_ITER}; the MLflow server is not counted. CPU s (user + system, all threads) "
+        "moves less with the machine's load than wall time; the targets are on wall time.",
         "",
-        right_aligned(table(["stage", "rows", "wall s", "peak RSS MiB", "ratio to target", "note"], rows), 3),
+        right_aligned(
+            table(["stage", "rows", "wall s", "CPU s", "peak RSS MiB", "ratio to target", "note"], rows), 4
+        ),
     ])
     write_report(args.report, markdown)
     return 0
