@@ -1,4 +1,4 @@
-# The two commands of README.md. Everything they create lives under .local/ (ignored).
+# The commands of README.md (bench and bench-quick: benchmarks/run_all.py). Everything they create lives under .local/ (ignored).
 .PHONY: demo test airflow bench bench-quick clean
 
 PYTHON ?= .local/venv/bin/python
