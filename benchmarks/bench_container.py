@@ -15,7 +15,9 @@ bench tags, removed afterwards: minutes).
 
 Run: .local/venv/bin/python benchmarks/bench_container.py [--rows 40000] [--repeat 2]
      [--build none|warm|cold]
-Needs a Docker engine (scripts/install_docker.sh).
+Needs a Docker engine (scripts/install_docker.sh) and a trainer image; without either the
+section says why it was skipped (exit 0). ``--quick``: 10,000 rows, 2 epochs, 1 run per
+side; ``--report PATH`` writes the section (benchmarks/report.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from report import run_line, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "include" / "config" / "credit_default.yaml")
@@ -151,13 +155,36 @@ def _fit_seconds(result: dict[str, Any]) -> float | None:
     return None
 
 
+def missing_docker(image: str = "mlops-loop/trainer:latest") -> str | None:
+    """Why the container side cannot run here (None: it can)."""
+    if shutil.which("docker") is None:
+        return "no docker command (scripts/install_docker.sh)"
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        return "the Docker engine does not answer (`docker info` failed)"
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False).returncode != 0:
+        return f"no trainer image {image} (include/docker/build_trainer_image.sh)"
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=40_000, help="training rows")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=2, help="runs per side")
+    parser.add_argument("--rows", type=int, help="training rows (default 40,000; quick 10,000)")
+    parser.add_argument("--epochs", type=int, help="default 8 (quick 2)")
+    parser.add_argument("--repeat", type=int, help="runs per side (default 2, quick 1)")
     parser.add_argument("--build", choices=("none", "warm", "cold"), default="none")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--report", help="write the section's Markdown here")
     args = parser.parse_args()
+    args.rows = args.rows or (10_000 if args.quick else 40_000)
+    args.epochs = args.epochs or (2 if args.quick else 8)
+    args.repeat = args.repeat or (1 if args.quick else 2)
+    command = "benchmarks/bench_container.py" + (
+        " --quick" if args.quick else f" --rows {args.rows} --epochs {args.epochs} --repeat {args.repeat}"
+    ) + (f" --build {args.build}" if args.build != "none" else "")
+    why = missing_docker()
+    if why:
+        write_report(args.report, f"{run_line(command, quick=args.quick)}\n\nskipped: {why}.")
+        return
 
     from mlops_loop_devtools.devstack import start_mlflow_server
 
@@ -180,20 +207,24 @@ def main() -> None:
 
     h = statistics.median(s for s, _ in host)
     c = statistics.median(s for s, _ in box)
-    print(f"\nContainer overhead ({args.rows} training rows, MLP {args.epochs} epochs, "
-          f"median of {args.repeat} alternating runs, {os.cpu_count()} cores, "
-          f"load average at the end {os.getloadavg()[0]:.1f})\n")
-    print("| run | wall s | trainer fit s | ratio to host |")
-    print("|---|---:|---:|---:|")
+    lines = [
+        run_line(command, quick=args.quick),
+        "",
+        f"{args.rows:,} training rows, MLP {args.epochs} epochs, median of {args.repeat} "
+        "alternating runs; ratio to the host process (target <= 1.15x).",
+        "",
+        "| run | wall s | trainer fit s | ratio to host |",
+        "|---|---:|---:|---:|",
+    ]
     for label, secs, runs in (("host process", h, host), ("trainer container (DockerTrainOperator)", c, box)):
         fits = [f for f in (_fit_seconds(r) for _, r in runs) if f is not None]
         fit = f"{statistics.median(fits):.1f}" if fits else "n/a"
-        print(f"| {label} | {secs:.1f} | {fit} | {secs / h:.2f}x |")
-    print(f"\nratio {c / h:.2f}x (target <= 1.15x): {'met' if c / h <= 1.15 else 'NOT met'}")
+        lines.append(f"| {label} | {secs:.1f} | {fit} | {secs / h:.2f}x |")
+    lines += ["", f"Ratio {c / h:.2f}x (target <= 1.15x): {'met' if c / h <= 1.15 else 'NOT met'}."]
     if build_rows:
-        print("\n| trainer image build | s |\n|---|---:|")
-        for label, secs in build_rows:
-            print(f"| {label} | {secs:.1f} |")
+        lines += ["", "| trainer image build | s |", "|---|---:|"]
+        lines += [f"| {label} | {secs:.1f} |" for label, secs in build_rows]
+    write_report(args.report, "\n".join(lines))
 
 
 if __name__ == "__main__":

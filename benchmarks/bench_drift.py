@@ -2,6 +2,10 @@
 
     .local/venv/bin/python benchmarks/bench_drift.py            # everything (~4 min)
     .local/venv/bin/python benchmarks/bench_drift.py --skip-evidently --skip-10m
+    .local/venv/bin/python benchmarks/bench_drift.py --quick --report PATH   # make bench
+
+``--quick``: 100,000-row chunks (100k reference vs 100k current, and 10 x 100k streamed)
+under ``.local/bench-drift-quick/``, without Evidently (it needs its own virtualenv).
 
 Rows of the Markdown table it prints:
 
@@ -32,13 +36,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from report import run_line, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / ".local" / "bench-drift"
+# The parent sets these for its workers (quick mode: smaller chunks, another folder).
+WORK = Path(os.environ.get("BENCH_DRIFT_WORK", ROOT / ".local" / "bench-drift"))
 EVIDENTLY_VENV = ROOT / ".local" / "bench-evidently-venv"
 EVIDENTLY_REQUIREMENTS = ["evidently==0.7.23", "pandas<3", "pyarrow"]
-CHUNK_ROWS = 1_000_000
-ROW_GROUP = 250_000
+CHUNK_ROWS = int(os.environ.get("BENCH_DRIFT_CHUNK_ROWS", 1_000_000))
+ROW_GROUP = min(250_000, CHUNK_ROWS // 4)
 
 EXTRA_NUMERIC = [
     "utilization",
@@ -287,10 +293,17 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--skip-evidently", action="store_true")
     parser.add_argument("--skip-10m", action="store_true")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--report", help="write the section's Markdown here")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker)))
         return
+    global WORK, CHUNK_ROWS, ROW_GROUP
+    if args.quick:
+        WORK, CHUNK_ROWS, ROW_GROUP = ROOT / ".local" / "bench-drift-quick", 100_000, 25_000
+        args.skip_evidently = True
+        os.environ.update(BENCH_DRIFT_WORK=str(WORK), BENCH_DRIFT_CHUNK_ROWS=str(CHUNK_ROWS))
 
     WORK.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -317,7 +330,19 @@ def main() -> None:
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
     table = markdown(results, len(numeric), len(categorical))
     (WORK / "results.md").write_text(table)
-    print(table)
+    command = "benchmarks/bench_drift.py" + (" --quick" if args.quick else "") + "".join(
+        f" --{flag}" for flag in ("skip-evidently", "skip-10m")
+        if getattr(args, flag.replace("-", "_")) and not args.quick
+    )
+    skipped = (
+        "Evidently not run (quick mode: it needs its own virtualenv; `make bench` runs it)."
+        if args.quick else ("Evidently not run (--skip-evidently)." if args.skip_evidently else "")
+    )
+    write_report(args.report, "\n".join([run_line(command, quick=args.quick), "", table, skipped]))
+
+
+def rows_label(n: int) -> str:
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k"
 
 
 def markdown(r: dict[str, dict[str, Any]], n_numeric: int, n_categorical: int) -> str:
@@ -328,8 +353,9 @@ def markdown(r: dict[str, dict[str, Any]], n_numeric: int, n_categorical: int) -
             return ""
         return f"{x['peak_rss_mb'] - x['rss_before_mb']:.0f}"
 
+    one, ten = rows_label(CHUNK_ROWS), rows_label(10 * CHUNK_ROWS)
     lines = [
-        f"Drift benchmark: 1M reference rows vs 1M current rows, 20 features ({n_numeric} numeric, "
+        f"Drift benchmark: {one} reference rows vs {one} current rows, 20 features ({n_numeric} numeric, "
         f"{n_categorical} categorical); machine: {os.cpu_count()} cores (shared).",
         "",
         "| measurement | rows | seconds | peak RSS MB | added peak MB | ratio |",
@@ -337,31 +363,31 @@ def markdown(r: dict[str, dict[str, Any]], n_numeric: int, n_categorical: int) -
     ]
     sort = r["sort"]["seconds"]
     lines.append(
-        f"| ours: measure_drift, data in memory (best of 3) | 1M | {ours:.2f} | {r['ours-memory']['peak_rss_mb']:.0f} | "
+        f"| ours: measure_drift, data in memory (best of 3) | {one} | {ours:.2f} | {r['ours-memory']['peak_rss_mb']:.0f} | "
         f"{added(r['ours-memory'])} | {ours / sort:.2f}x the np.sort bound (target <= 3x) |"
     )
     lines.append(
-        f"| lower bound: one np.sort per numeric column ({n_numeric}) | 1M | {sort:.2f} | {r['sort']['peak_rss_mb']:.0f} | {added(r['sort'])} | 1x |"
+        f"| lower bound: one np.sort per numeric column ({n_numeric}) | {one} | {sort:.2f} | {r['sort']['peak_rss_mb']:.0f} | {added(r['sort'])} | 1x |"
     )
     if "evidently" in r:
         ev = r["evidently"]
         lines.append(
-            f"| {ev['tool']} | 1M | {ev['seconds']:.1f} | {ev['peak_rss_mb']:.0f} | {added(ev)} | "
+            f"| {ev['tool']} | {one} | {ev['seconds']:.1f} | {ev['peak_rss_mb']:.0f} | {added(ev)} | "
             f"ours is {ev['seconds'] / ours:.0f}x faster (target >= 50x) |"
         )
     s1 = r["ours-stream-1m"]
     lines.append(
-        f"| ours: streamed from Parquet by {ROW_GROUP:,}-row batches | 1M | {s1['seconds']:.2f} | {s1['peak_rss_mb']:.0f} | {added(s1)} | |"
+        f"| ours: streamed from Parquet by {ROW_GROUP:,}-row batches | {one} | {s1['seconds']:.2f} | {s1['peak_rss_mb']:.0f} | {added(s1)} | |"
     )
     if "ours-stream-10m" in r:
         s10 = r["ours-stream-10m"]
         lines.append(
-            f"| ours: streamed from Parquet by {ROW_GROUP:,}-row batches | 10M | {s10['seconds']:.2f} | {s10['peak_rss_mb']:.0f} | "
+            f"| ours: streamed from Parquet by {ROW_GROUP:,}-row batches | {ten} | {s10['seconds']:.2f} | {s10['peak_rss_mb']:.0f} | "
             f"{added(s10)} | time x{s10['seconds'] / s1['seconds']:.1f} for 10x rows; peak RSS x{s10['peak_rss_mb'] / s1['peak_rss_mb']:.2f} |"
         )
     p = r["profile"]
     lines.append(
-        f"| build_profile of the reference (two streamed passes, once per champion) | 1M | {p['seconds']:.2f} | "
+        f"| build_profile of the reference (two streamed passes, once per champion) | {one} | {p['seconds']:.2f} | "
         f"{p['peak_rss_mb']:.0f} | | profile JSON {p['profile_kb']:.0f} KB |"
     )
     lines.append("")

@@ -2,6 +2,7 @@
 
     .local/venv/bin/python benchmarks/bench_ingest.py                # 1M rows, CSV and Parquet
     .local/venv/bin/python benchmarks/bench_ingest.py --rows 100000  # quicker
+    .local/venv/bin/python benchmarks/bench_ingest.py --quick --report PATH  # 100,000 rows, CSV only
 
 Data: ``bench_quality.batch`` (the credit-default sample's 16 columns plus 4 extra numeric
 columns) landed once as one CSV file and once as one Parquet file. The dataset config is
@@ -33,7 +34,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -45,6 +45,7 @@ from typing import Any
 
 import yaml
 from bench_quality import DS, batch, bench_config
+from report import run_line, table, write_report
 
 from mlops_loop.core.config import DatasetConfig, load_config
 from mlops_loop_devtools.sample_data import land_batch
@@ -53,6 +54,7 @@ REFERENCE_DS = "2024-01-15"
 REFERENCE_ROWS = 50_000
 STAGES = ("ingest", "validate", "ingest+validate")
 FORMATS = ("csv", "parquet")
+RSS_BOUND_MIB = 4 * 1024
 
 
 # --------------------------------------------------------------------------- setup (parent)
@@ -175,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
+    parser.add_argument("--rows", type=int, help="default 1,000,000 (quick 100,000)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--report", help="write the section's Markdown here")
+    parser.add_argument("--formats", nargs="+", choices=FORMATS, help="default both (quick: csv)")
     # Internal: run one stage in this process and print its measurements as JSON.
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -188,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         return child(args)
 
     logging.disable(logging.WARNING)
-    n = args.rows
+    n = args.rows = args.rows or (100_000 if args.quick else 1_000_000)
+    args.formats = args.formats or (["csv"] if args.quick else list(FORMATS))
     load_before = os.getloadavg()[0]
     rows: list[tuple[str, str, dict[str, Any]]] = []
     notes: list[str] = []
@@ -225,15 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             imports = both["imports_s"]
             notes.append(f"imports before the timer ({fmt} run, incl. GE): {imports:.1f} s")
 
-    print(f"### Ingest + validate: {n:,} rows x 20 columns\n")
-    print(
-        f"Python {platform.python_version()}, {os.cpu_count()} cores, 1-min load average "
-        f"{load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end: on a busy "
-        "machine wall time varies, CPU seconds (user + system, all threads) much less. "
-        "Each stage ran in a fresh process; peak = VmHWM of that process.\n"
-    )
-    print("| source | stage | seconds | CPU s | rows/s | peak RSS | RSS before the call | gate |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    body = []
     for fmt, stage, m in rows:
         gate = ""
         if "success" in m:
@@ -241,14 +238,29 @@ def main(argv: list[str] | None = None) -> int:
         split = ""
         if "ingest_s" in m and "validate_s" in m:
             split = f" ({m['ingest_s']:.1f} + {m['validate_s']:.1f})"
-        print(
-            f"| {fmt} | {stage} | {m['seconds']:.1f}{split} | {m['cpu_s']:.1f} | "
-            f"{n / m['seconds']:,.0f} | "
-            f"{mib(m['peak_kib'])} | {mib(m['rss_before_kib'])} | {gate} |"
-        )
-    print()
-    for line in notes:
-        print(f"- {line}")
+        body.append([
+            fmt, stage, f"{m['seconds']:.1f}{split}", f"{m['cpu_s']:.1f}", int(n / m["seconds"]),
+            mib(m["peak_kib"]), mib(m["rss_before_kib"]),
+            f"{m['peak_kib'] / 1024 / RSS_BOUND_MIB:.2f}x", gate,
+        ])
+    command = "benchmarks/bench_ingest.py" + (" --quick" if args.quick else f" --rows {n}")
+    markdown = "\n".join([
+        run_line(command, quick=args.quick),
+        "",
+        f"{n:,} rows x 20 columns; each stage in a fresh process, peak = VmHWM of that "
+        f"process; ratio = peak RSS to the 4 GiB per-stage bound (issue 15). 1-min load "
+        f"average {load_before:.1f} at the start: wall time varies with load, CPU seconds "
+        "(user + system, all threads) much less.",
+        "",
+        table(
+            ["source", "stage", "seconds", "CPU s", "rows/s", "peak RSS", "RSS before the call",
+             "peak / 4 GiB", "gate"],
+            body,
+        ),
+        "",
+        *[f"- {line}" for line in notes],
+    ])
+    write_report(args.report, markdown)
     return 0
 
 

@@ -9,24 +9,30 @@ server (``mlops_loop_devtools.devstack``), registers them, then loads each with
 ``mlflow.pyfunc.load_model`` and times ``predict`` on the whole holdout (one warm-up call on
 100 rows first, as ``training/evaluate.py`` does), plus the paired decision
 (``core.compare.decide``, 1,000 bootstrap resamples) on the two score vectors.
-Prints a Markdown table. Times are wall-clock on this machine (see the load average).
+Prints a Markdown table (``--report PATH`` writes it; ``--quick``: 100,000 rows, 5,000
+training rows). Times are wall-clock on this machine (see the load average).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
+from report import run_line, table, write_report
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--train-rows", type=int, default=20_000)
+    parser.add_argument("--rows", type=int, help="holdout rows (default 1,000,000; quick 100,000)")
+    parser.add_argument("--train-rows", type=int, help="default 20,000 (quick 5,000)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--report", help="write the section's Markdown here")
     args = parser.parse_args()
+    args.rows = args.rows or (100_000 if args.quick else 1_000_000)
+    args.train_rows = args.train_rows or (5_000 if args.quick else 20_000)
 
     with tempfile.TemporaryDirectory(prefix="bench-scoring-") as tmp:
         os.environ["MLOPS_LOOP_STORAGE_ROOT"] = str(Path(tmp) / "data")
@@ -36,9 +42,9 @@ def main() -> None:
         from mlops_loop.core.compare import decide
         from mlops_loop.core.config import load_config
         from mlops_loop.core.ingest import ingest_batch
-        from mlops_loop.core.trainer_protocol import config_payload
+        from mlops_loop.core.trainer_protocol import TrainRequest, config_payload
         from mlops_loop.training.evaluate import score
-        from mlops_loop.training.train import TrainingRequest, run_training
+        from mlops_loop.training.train import run_training
         from mlops_loop_devtools.devstack import start_mlflow_server
         from mlops_loop_devtools.sample_data import generate_batch, land_batch
 
@@ -67,7 +73,7 @@ def main() -> None:
                 ),
             ):
                 result = run_training(
-                    TrainingRequest(
+                    TrainRequest(
                         config=config_payload(config),
                         train_snapshot_uri=snaps[0],
                         valid_snapshot_uri=snaps[1],
@@ -89,22 +95,28 @@ def main() -> None:
         decision = decide(y, scores["hist_gradient_boosting"], scores["mlp"], config.evaluation)
         decide_seconds = time.perf_counter() - started
 
-    print(
-        f"Scoring on {args.rows:,} holdout rows x {len(config.feature_columns)} features "
-        f"({platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}); "
-        f"holdout generated in {gen_seconds:.1f} s\n"
-    )
-    print("| model (pyfunc) | load s | predict s | rows/s | ms per 1k rows |")
-    print("|---|---:|---:|---:|---:|")
-    for kind, load_s, secs, rate, ms in rows_out:
-        print(f"| {kind} | {load_s:.2f} | {secs:.2f} | {rate:,.0f} | {ms:.2f} |")
+    anchor = rows_out[0][2]  # the MLP's predict time
     total = sum(r[2] for r in rows_out)
-    print(f"| both models | | {total:.2f} | {2 * args.rows / total:,.0f} | |")
-    print(
-        f"\ndecide() (HGB vs MLP, {config.evaluation.n_bootstrap} paired bootstrap resamples of "
+    body = [
+        [kind, round(load_s, 2), round(secs, 2), int(rate), round(ms, 2), f"{secs / anchor:.2f}x"]
+        for kind, load_s, secs, rate, ms in rows_out
+    ]
+    body.append(["both models", "", round(total, 2), int(2 * args.rows / total), "", f"{total / anchor:.2f}x"])
+    command = "benchmarks/bench_scoring.py" + (" --quick" if args.quick else f" --rows {args.rows}")
+    markdown = "\n".join([
+        run_line(command, quick=args.quick),
+        "",
+        f"{args.rows:,} holdout rows x {len(config.feature_columns)} features (generated in "
+        f"{gen_seconds:.1f} s), models trained on {args.train_rows:,} rows; predict time "
+        "ratio to the MLP's.",
+        "",
+        table(["model (pyfunc)", "load s", "predict s", "rows/s", "ms per 1k rows", "ratio to mlp"], body),
+        "",
+        f"decide() (HGB vs MLP, {config.evaluation.n_bootstrap} paired bootstrap resamples of "
         f"{config.evaluation.primary_metric}): {decide_seconds:.2f} s -> {decision.outcome} "
-        f"(improvement {np.round(decision.improvement or 0, 4)})"
-    )
+        f"(improvement {np.round(decision.improvement or 0, 4)})",
+    ])
+    write_report(args.report, markdown)
 
 
 if __name__ == "__main__":
