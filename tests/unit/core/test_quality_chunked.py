@@ -11,6 +11,7 @@ The 1M-row agreement check lives in benchmarks/bench_quality.py.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +89,16 @@ def runs(root: Path, df: pd.DataFrame, suite: dict[str, Any]) -> tuple[dict, dic
 
 
 @pytest.fixture(scope="module")
-def clean_runs(tmp_path_factory, suite) -> tuple[dict, dict, str]:
+def clean_runs(
+    tmp_path_factory: pytest.TempPathFactory, suite: dict[str, Any]
+) -> tuple[dict, dict, str]:
     return runs(tmp_path_factory.mktemp("clean"), generate_batch(DS, rows=ROWS), suite)
 
 
 @pytest.fixture(scope="module")
-def bad_runs(tmp_path_factory, suite) -> tuple[dict, dict, str]:
+def bad_runs(
+    tmp_path_factory: pytest.TempPathFactory, suite: dict[str, Any]
+) -> tuple[dict, dict, str]:
     return runs(tmp_path_factory.mktemp("bad"), bad_batch(), suite)
 
 
@@ -221,7 +226,7 @@ def test_gate_catches_a_bad_value_only_in_the_last_chunk(tmp_path):
 # --------------------------------------------------------------------------- schema
 
 
-def rewrite_part(uri: str, change) -> str:
+def rewrite_part(uri: str, change: Callable[[pa.Table], pa.Table]) -> str:
     """Rewrite the snapshot's last part file with ``change`` applied; returns its name."""
     manifest = load_manifest(uri)
     name = manifest["files"][-1]["name"]
@@ -232,7 +237,7 @@ def rewrite_part(uri: str, change) -> str:
 
 
 @pytest.fixture
-def small_snapshot(tmp_path) -> tuple[DatasetConfig, str]:
+def small_snapshot(tmp_path: Path) -> tuple[DatasetConfig, str]:
     config, uri = snapshot_of(tmp_path, generate_batch(DS, rows=3_000))
     # Split into two parts so one can disagree with the other.
     manifest = load_manifest(uri)
