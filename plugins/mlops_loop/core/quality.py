@@ -16,6 +16,41 @@ Suites are plain JSON in GE's own format (``name`` + ``expectations`` with ``typ
 Great Expectations and pandas are imported inside functions: importing this module is
 cheap, and it never imports Airflow.
 
+Bounded memory (``quality.chunk_rows``): a snapshot of up to ``chunk_rows`` rows is read
+whole and validated as one GE batch (:func:`run_suite`). A bigger one goes through
+:func:`run_suite_chunked`, and Great Expectations still judges every expectation:
+
+- Row-level expectations (GE column-map, column-pair-map and multicolumn-map types: type
+  lists, nulls with or without ``mostly``, values between, in set, regex, ...) run on each
+  chunk of ``chunk_rows`` rows (:func:`iter_validation_chunks`, a few row groups at a
+  time). Element, missing and unexpected counts are summed, and percentages and
+  ``success`` (``mostly`` included) are recomputed over the whole batch exactly as GE does.
+  ``partial_unexpected_list`` and ``partial_unexpected_index_list`` keep the first 20
+  unexpected values / row numbers in row order, as a whole-batch run does; they are exact.
+  ``partial_unexpected_counts`` is counted over those 20 examples, so when a batch has
+  more than 20 unexpected values it can differ from a whole-batch run's (approximate).
+  A type-list check on a typed (non-object) column is a dtype check: it passes when every
+  chunk passes, and the first failing chunk's observed dtype is shown.
+- Expectations about the set of columns run on the first chunk: every part file's schema
+  is checked against the manifest first, so the first chunk's columns are the batch's.
+- Everything else (row count, uniqueness, mean, median, quantiles, stdev, distinct values
+  and their sets, unique value counts, and any type not listed above) is judged once by GE
+  over the whole batch, on a frame holding only the column(s) the expectation names, one
+  column group at a time (the row count on a frame of the batch's length with no
+  columns). These results are GE's own over all rows: exact, with no error bound. Memory
+  is then that of one column of the batch (80 MB per 10M numbers; text columns become
+  Python strings, several times more).
+
+The merged result has the shape of a whole-batch result (``success``, ``statistics``,
+``results[]`` with ``expectation_config`` and ``result``; ``meta`` says
+``mlops_loop_chunked``), so the summary, quarantine and stored JSON work unchanged. Data
+Docs are built by GE from the merged result (put in the context's validation results
+store as an ExpectationSuiteValidationResult, then ``build_data_docs``).
+
+Either way, a snapshot whose part files disagree with the manifest's schema (a column
+missing, extra or of another Arrow type) is refused with QualityGateFailed naming the part
+file and the column, before anything is validated or stored.
+
 Command line (writes a starter suite for review)::
 
     python -m mlops_loop.core.quality suggest --config include/config/credit_default.yaml \\
