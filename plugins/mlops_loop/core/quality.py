@@ -789,6 +789,56 @@ def _merge_row_results(
     return merged
 
 
+def _pack_groups(
+    groups: dict[tuple[str, ...], list[int]], have: Sequence[str], *, chunk_rows: int, rows: int
+) -> list[tuple[list[str], list[int]]]:
+    """Whole-batch expectation groups packed into as few GE runs as fit the memory of one
+    chunk: a run's frame holds at most ``chunk_rows * columns / rows`` whole columns (at
+    least one). Table-level expectations (no column) ride along with the first run."""
+    per_frame = max(1, chunk_rows * max(len(have), 1) // max(rows, 1))
+    table_members: list[int] = []
+    packed: list[tuple[list[str], list[int]]] = []
+    for cols, members in groups.items():
+        present = [c for c in cols if c in have]
+        if not present:
+            table_members.extend(members)
+            continue
+        if packed and len(set(packed[-1][0]) | set(present)) <= per_frame:
+            packed[-1][0].extend(c for c in present if c not in packed[-1][0])
+            packed[-1][1].extend(members)
+        else:
+            packed.append((list(present), list(members)))
+    if table_members:
+        if packed:
+            packed[0][1].extend(table_members)
+        else:
+            packed.append(([], table_members))
+    return packed
+
+
+def _whole_columns(
+    snapshot_uri: str,
+    manifest: dict[str, Any],
+    columns: Sequence[str],
+    *,
+    credentials: S3Credentials | None,
+) -> pd.DataFrame:
+    """Only ``columns`` of every part, as one frame ready for GE."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlops_loop.core.snapshots import _part_file
+
+    storage = open_storage(snapshot_uri, credentials)
+    tables = []
+    for part in manifest["files"]:
+        with _part_file(storage, join_uri(snapshot_uri, part["name"])) as path:
+            tables.append(pq.read_table(path, columns=list(columns)))
+    table = pa.concat_tables(tables)
+    del tables
+    return frame_for_validation(table.to_pandas())
+
+
 def _table_only_frame(rows: int) -> pd.DataFrame:
     import pandas as pd
 
@@ -812,9 +862,6 @@ def run_suite_chunked(
     name (a table-level one such as the row count on a frame of the batch's length with
     no columns). With ``docs_dir``, Data Docs are built from the merged result.
     """
-    import pyarrow.parquet as pq
-
-    from mlops_loop.core.snapshots import _part_file
 
     expectations = list(suite["expectations"])
     scopes = [expectation_scope(e["type"]) for e in expectations]
@@ -853,18 +900,9 @@ def run_suite_chunked(
         if scope == "whole":
             groups.setdefault(_columns_of(expectations[i].get("kwargs") or {}), []).append(i)
     have = [c["name"] for c in manifest.get("columns") or []]
-    storage = open_storage(snapshot_uri, credentials)
-    for cols, members in groups.items():
-        present = [c for c in cols if c in have]
-        if present:
-            import pyarrow as pa
-
-            tables = []
-            for part in manifest["files"]:
-                with _part_file(storage, join_uri(snapshot_uri, part["name"])) as path:
-                    tables.append(pq.read_table(path, columns=present))
-            frame = frame_for_validation(pa.concat_tables(tables).to_pandas())
-            del tables
+    for cols, members in _pack_groups(groups, have, chunk_rows=chunk_rows, rows=rows):
+        if cols:
+            frame = _whole_columns(snapshot_uri, manifest, cols, credentials=credentials)
         else:
             frame = _table_only_frame(rows)
         items = validator.run(_gx_suite(suite["name"], [expectations[i] for i in members]), frame)
