@@ -38,8 +38,11 @@ whole and validated as one GE batch (:func:`run_suite`). A bigger one goes throu
   over the whole batch, on a frame holding only the column(s) the expectation names, one
   column group at a time (the row count on a frame of the batch's length with no
   columns). These results are GE's own over all rows: exact, with no error bound. Memory
-  is then that of one column of the batch (80 MB per 10M numbers; text columns become
-  Python strings, several times more).
+  is then that of the whole-batch columns in one run (``chunk_rows x columns / rows`` of
+  them, at least one) plus GE's working copies: 80 MB per 10M numbers, but a text column
+  becomes Python strings, several times more. Measured (benchmarks/bench_quality.py,
+  10M rows x 20 columns, chunk_rows 1M): peak RSS 5.3 GiB, so this whole-column step, not
+  the chunks, sets the peak; dictionary-encoding text columns for it is the next step.
 
 The merged result has the shape of a whole-batch result (``success``, ``statistics``,
 ``results[]`` with ``expectation_config`` and ``result``; ``meta`` says
