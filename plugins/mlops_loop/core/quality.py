@@ -16,6 +16,44 @@ Suites are plain JSON in GE's own format (``name`` + ``expectations`` with ``typ
 Great Expectations and pandas are imported inside functions: importing this module is
 cheap, and it never imports Airflow.
 
+Bounded memory (``quality.chunk_rows``): a snapshot of up to ``chunk_rows`` rows is read
+whole and validated as one GE batch (:func:`run_suite`). A bigger one goes through
+:func:`run_suite_chunked`, and Great Expectations still judges every expectation:
+
+- Row-level expectations (GE column-map, column-pair-map and multicolumn-map types: type
+  lists, nulls with or without ``mostly``, values between, in set, regex, ...) run on each
+  chunk of ``chunk_rows`` rows (:func:`iter_validation_chunks`, a few row groups at a
+  time). Element, missing and unexpected counts are summed, and percentages and
+  ``success`` (``mostly`` included) are recomputed over the whole batch exactly as GE does.
+  ``partial_unexpected_list`` and ``partial_unexpected_index_list`` keep the first 20
+  unexpected values / row numbers in row order, as a whole-batch run does; they are exact.
+  ``partial_unexpected_counts`` is counted over those 20 examples, so when a batch has
+  more than 20 unexpected values it can differ from a whole-batch run's (approximate).
+  A type-list check on a typed (non-object) column is a dtype check: it passes when every
+  chunk passes, and the first failing chunk's observed dtype is shown.
+- Expectations about the set of columns run on the first chunk: every part file's schema
+  is checked against the manifest first, so the first chunk's columns are the batch's.
+- Everything else (row count, uniqueness, mean, median, quantiles, stdev, distinct values
+  and their sets, unique value counts, and any type not listed above) is judged once by GE
+  over the whole batch, on a frame holding only the column(s) the expectation names, one
+  column group at a time (the row count on a frame of the batch's length with no
+  columns). These results are GE's own over all rows: exact, with no error bound. Memory
+  is then that of the whole-batch columns in one run (``chunk_rows x columns / rows`` of
+  them, at least one) plus GE's working copies: 80 MB per 10M numbers, but a text column
+  becomes Python strings, several times more. Measured (benchmarks/bench_quality.py,
+  10M rows x 20 columns, chunk_rows 1M): peak RSS 5.3 GiB, so this whole-column step, not
+  the chunks, sets the peak; dictionary-encoding text columns for it is the next step.
+
+The merged result has the shape of a whole-batch result (``success``, ``statistics``,
+``results[]`` with ``expectation_config`` and ``result``; ``meta`` says
+``mlops_loop_chunked``), so the summary, quarantine and stored JSON work unchanged. Data
+Docs are built by GE from the merged result (put in the context's validation results
+store as an ExpectationSuiteValidationResult, then ``build_data_docs``).
+
+Either way, a snapshot whose part files disagree with the manifest's schema (a column
+missing, extra or of another Arrow type) is refused with QualityGateFailed naming the part
+file and the column, before anything is validated or stored.
+
 Command line (writes a starter suite for review)::
 
     python -m mlops_loop.core.quality suggest --config include/config/credit_default.yaml \\
@@ -31,7 +69,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +81,7 @@ from mlops_loop.exceptions import QualityGateFailed, QualitySuiteError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -505,6 +544,472 @@ def run_suite(
     return payload
 
 
+# --------------------------------------------------------------------------- chunked run
+
+# Column-map expectations whose verdict for a row depends on other rows: judged over the
+# whole column, never per chunk.
+WHOLE_COLUMN_MAP = frozenset(
+    {
+        "expect_column_values_to_be_unique",
+        "expect_column_values_to_be_increasing",
+        "expect_column_values_to_be_decreasing",
+        "expect_compound_columns_to_be_unique",
+        "expect_multicolumn_sum_to_equal",
+    }
+)
+# Table expectations about the set of columns: every chunk has the snapshot's schema (it
+# is checked part by part), so the first chunk's result is the batch's.
+SCHEMA_LEVEL = frozenset(
+    {
+        "expect_table_columns_to_match_set",
+        "expect_table_columns_to_match_ordered_list",
+        "expect_table_column_count_to_equal",
+        "expect_table_column_count_to_be_between",
+        "expect_column_to_exist",
+    }
+)
+PARTIAL_UNEXPECTED = 20
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_UNEXPECTED}
+
+
+def expectation_scope(kind: str) -> str:
+    """How the chunked gate judges an expectation type: ``"row"`` (per chunk, counts
+    summed), ``"schema"`` (first chunk) or ``"whole"`` (once, over the whole batch, on a
+    frame of only the columns it names)."""
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+        MulticolumnMapExpectation,
+    )
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    if kind in SCHEMA_LEVEL:
+        return "schema"
+    if kind in WHOLE_COLUMN_MAP:
+        return "whole"
+    impl = get_expectation_impl(kind)
+    row_kinds = (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation)
+    return "row" if issubclass(impl, row_kinds) else "whole"
+
+
+def _columns_of(kwargs: dict[str, Any]) -> tuple[str, ...]:
+    cols: list[str] = []
+    for key in ("column", "column_A", "column_B"):
+        if isinstance(kwargs.get(key), str):
+            cols.append(kwargs[key])
+    cols.extend(str(c) for c in kwargs.get("column_list") or [])
+    return tuple(dict.fromkeys(cols))
+
+
+def _part_schema_error(
+    manifest: dict[str, Any], part_uri: str, schema: pa.Schema
+) -> QualityGateFailed | None:
+    """The refusal when a part file's Arrow schema is not the manifest's, else None."""
+    want = {c["name"]: str(c.get("arrow_type")) for c in manifest.get("columns") or []}
+    have = {f.name: str(f.type) for f in schema}
+    problems = [f"column {n!r} is missing" for n in want if n not in have]
+    problems += [f"column {n!r} is not in the manifest" for n in have if n not in want]
+    problems += [
+        f"column {n!r} is {have[n]} there but {t} in the manifest"
+        for n, t in want.items()
+        if n in have and have[n] != t
+    ]
+    if not problems:
+        return None
+    return QualityGateFailed(
+        f"Quality gate refused snapshot part {part_uri}: its schema disagrees with the "
+        f"snapshot's ({'; '.join(problems)}); the snapshot was not validated",
+        result_uri="",
+        quarantine_uri="",
+    )
+
+
+def iter_validation_chunks(
+    snapshot_uri: str,
+    manifest: dict[str, Any],
+    *,
+    chunk_rows: int,
+    credentials: S3Credentials | None = None,
+    columns: Sequence[str] | None = None,
+) -> Iterator[pa.Table]:
+    """The snapshot as Arrow tables of ``chunk_rows`` rows (the last may be shorter), read
+    a few row groups at a time. Each part's schema is checked against the manifest before
+    its rows are used: a disagreeing part raises QualityGateFailed naming part and column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlops_loop.core.snapshots import _part_file
+
+    storage = open_storage(snapshot_uri, credentials)
+    cols = list(columns) if columns is not None else None
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for part in manifest["files"]:
+        part_uri = join_uri(snapshot_uri, part["name"])
+        with _part_file(storage, part_uri) as path:
+            pfile = pq.ParquetFile(path)
+            try:
+                problem = _part_schema_error(manifest, part_uri, pfile.schema_arrow)
+                if problem is not None:
+                    raise problem
+                for batch in pfile.iter_batches(batch_size=min(chunk_rows, 65_536), columns=cols):
+                    while batch.num_rows:
+                        take = min(batch.num_rows, chunk_rows - count)
+                        pending.append(batch.slice(0, take))
+                        count += take
+                        batch = batch.slice(take)
+                        if count == chunk_rows:
+                            yield pa.Table.from_batches(pending)
+                            pending, count = [], 0
+            finally:
+                pfile.close()
+    if pending:
+        yield pa.Table.from_batches(pending)
+
+
+def check_snapshot_schema(
+    snapshot_uri: str, manifest: dict[str, Any], *, credentials: S3Credentials | None = None
+) -> None:
+    """Raise QualityGateFailed naming the part file and column when any part's schema
+    disagrees with the manifest (only footers are read)."""
+    import pyarrow.parquet as pq
+
+    from mlops_loop.core.snapshots import _part_file
+
+    storage = open_storage(snapshot_uri, credentials)
+    for part in manifest["files"]:
+        part_uri = join_uri(snapshot_uri, part["name"])
+        with _part_file(storage, part_uri) as path:
+            problem = _part_schema_error(manifest, part_uri, pq.read_schema(path))
+        if problem is not None:
+            raise problem
+
+
+class _Validator:
+    """One ephemeral GE context and pandas batch definition, validated against many frames."""
+
+    def __init__(self) -> None:
+        context = _gx_context(None)
+        asset = context.data_sources.add_pandas("snapshot").add_dataframe_asset("batch")
+        self.context = context
+        self.batch_definition = asset.add_batch_definition_whole_dataframe("chunk")
+
+    def run(self, suite: Any, df: pd.DataFrame) -> list[dict[str, Any]]:
+        """GE's per-expectation results (JSON) for a :func:`_gx_suite` on ``df``, in suite
+        order (GE returns them grouped its own way; the index in ``meta`` restores it)."""
+        batch = self.batch_definition.get_batch(batch_parameters={"dataframe": df})
+        result = batch.validate(suite, result_format=RESULT_FORMAT)
+        items: list[dict[str, Any]] = result.to_json_dict()["results"]
+        order: dict[int, dict[str, Any]] = {}
+        for item in items:
+            meta = (item.get("expectation_config") or {}).get("meta") or {}
+            order[int(meta.pop(_ORDER_KEY))] = item
+        return [order[i] for i in range(len(order))]
+
+
+_ORDER_KEY = "mlops_loop_order"
+
+
+def _gx_suite(name: str, expectations: Sequence[dict[str, Any]]) -> Any:
+    import great_expectations as gx
+
+    return gx.ExpectationSuite(
+        name=name,
+        expectations=[
+            {
+                "type": e["type"],
+                "kwargs": e.get("kwargs") or {},
+                "meta": {**(e.get("meta") or {}), _ORDER_KEY: i},
+            }
+            for i, e in enumerate(expectations)
+        ],
+    )
+
+
+def _merge_row_results(
+    kwargs: dict[str, Any], parts: list[dict[str, Any]], offsets: list[int]
+) -> dict[str, Any]:
+    """One whole-batch result from the per-chunk results of a row-level expectation:
+    counts summed, percentages and success recomputed as GE does, examples kept in row
+    order up to PARTIAL_UNEXPECTED."""
+    from collections import Counter
+
+    merged = dict(parts[0])
+    results = [p.get("result") or {} for p in parts]
+    errors = [p for p in parts if (p.get("exception_info") or {}).get("raised_exception")]
+    if errors:
+        return dict(errors[0])
+    if not all("unexpected_count" in r for r in results):
+        # GE judged the column's dtype as a whole (type list on a typed column): the
+        # batch passes when every chunk does; the first failing chunk's observation shows.
+        failing = [p for p in parts if not p.get("success")]
+        return dict(failing[0] if failing else parts[0])
+    element = sum(int(r.get("element_count") or 0) for r in results)
+    unexpected = sum(int(r.get("unexpected_count") or 0) for r in results)
+    examples: list[Any] = []
+    indexes: list[Any] = []
+    for r, offset in zip(results, offsets, strict=True):
+        examples.extend(r.get("partial_unexpected_list") or [])
+        indexes.extend(
+            i + offset if isinstance(i, int) else i
+            for i in r.get("partial_unexpected_index_list") or []
+        )
+    examples = examples[:PARTIAL_UNEXPECTED]
+    mostly = kwargs.get("mostly")
+    mostly = 1.0 if mostly is None else float(mostly)
+    out: dict[str, Any] = {"element_count": element, "unexpected_count": unexpected}
+    if "missing_count" in results[0]:
+        missing = sum(int(r.get("missing_count") or 0) for r in results)
+        nonnull = element - missing
+        success = element == 0 or nonnull == 0 or (nonnull - unexpected) / nonnull >= mostly
+        pct_total = unexpected / element * 100 if element else None
+        pct_nonmissing = unexpected / nonnull * 100 if nonnull else None
+        out.update(
+            {
+                "unexpected_percent": pct_nonmissing,
+                "partial_unexpected_list": examples,
+                "missing_count": missing,
+                "missing_percent": missing / element * 100 if element else None,
+                "unexpected_percent_total": pct_total,
+                "unexpected_percent_nonmissing": pct_nonmissing,
+            }
+        )
+    else:  # expect_column_values_to_not_be_null and the like: every row is considered
+        success = element == 0 or (element - unexpected) / element >= mostly
+        pct = unexpected / element * 100 if element else None
+        out.update({"unexpected_percent": pct, "partial_unexpected_list": examples})
+    try:
+        counts = Counter(examples).most_common(PARTIAL_UNEXPECTED)
+        out["partial_unexpected_counts"] = [
+            {"value": v, "count": c} for v, c in sorted(counts, key=lambda x: (-x[1], x[0]))
+        ]
+    except TypeError:
+        pass
+    if any("partial_unexpected_index_list" in r for r in results):
+        out["partial_unexpected_index_list"] = indexes[:PARTIAL_UNEXPECTED]
+    merged["result"] = out
+    merged["success"] = bool(success)
+    return merged
+
+
+def _pack_groups(
+    groups: dict[tuple[str, ...], list[int]], have: Sequence[str], *, chunk_rows: int, rows: int
+) -> list[tuple[list[str], list[int]]]:
+    """Whole-batch expectation groups packed into as few GE runs as fit the memory of one
+    chunk: a run's frame holds at most ``chunk_rows * columns / rows`` whole columns (at
+    least one). Table-level expectations (no column) ride along with the first run."""
+    per_frame = max(1, chunk_rows * max(len(have), 1) // max(rows, 1))
+    table_members: list[int] = []
+    packed: list[tuple[list[str], list[int]]] = []
+    for cols, members in groups.items():
+        present = [c for c in cols if c in have]
+        if not present:
+            table_members.extend(members)
+            continue
+        if packed and len(set(packed[-1][0]) | set(present)) <= per_frame:
+            packed[-1][0].extend(c for c in present if c not in packed[-1][0])
+            packed[-1][1].extend(members)
+        else:
+            packed.append((list(present), list(members)))
+    if table_members:
+        if packed:
+            packed[0][1].extend(table_members)
+        else:
+            packed.append(([], table_members))
+    return packed
+
+
+def _whole_columns(
+    snapshot_uri: str,
+    manifest: dict[str, Any],
+    columns: Sequence[str],
+    *,
+    credentials: S3Credentials | None,
+) -> pd.DataFrame:
+    """Only ``columns`` of every part, as one frame ready for GE."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlops_loop.core.snapshots import _part_file
+
+    storage = open_storage(snapshot_uri, credentials)
+    tables = []
+    for part in manifest["files"]:
+        with _part_file(storage, join_uri(snapshot_uri, part["name"])) as path:
+            tables.append(pq.read_table(path, columns=list(columns)))
+    table = pa.concat_tables(tables)
+    del tables
+    return frame_for_validation(table.to_pandas())
+
+
+def _table_only_frame(rows: int) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(index=pd.RangeIndex(rows))
+
+
+def run_suite_chunked(
+    suite: dict[str, Any],
+    snapshot_uri: str,
+    manifest: dict[str, Any],
+    *,
+    chunk_rows: int,
+    credentials: S3Credentials | None = None,
+    docs_dir: str | None = None,
+) -> dict[str, Any]:
+    """Validate a snapshot chunk by chunk with GE 1.x; returns ONE validation result JSON
+    shaped like :func:`run_suite`'s (see the module docstring for what is exact).
+
+    Row-level expectations run on every chunk and their counts are summed; schema-level
+    ones run on the first chunk; the rest run once on a frame of only the columns they
+    name (a table-level one such as the row count on a frame of the batch's length with
+    no columns). With ``docs_dir``, Data Docs are built from the merged result.
+    """
+
+    expectations = list(suite["expectations"])
+    scopes = [expectation_scope(e["type"]) for e in expectations]
+    per_chunk = [i for i, s in enumerate(scopes) if s in ("row", "schema")]
+    chunk_suite = _gx_suite(suite["name"], [expectations[i] for i in per_chunk])
+    validator = _Validator()
+    collected: dict[int, list[dict[str, Any]]] = {i: [] for i in per_chunk}
+    offsets: list[int] = []
+    first = True
+    rows = 0
+    for table in iter_validation_chunks(
+        snapshot_uri, manifest, chunk_rows=chunk_rows, credentials=credentials
+    ):
+        offsets.append(rows)
+        rows += table.num_rows
+        frame = frame_for_validation(table.to_pandas())
+        del table
+        for i, item in zip(per_chunk, validator.run(chunk_suite, frame), strict=True):
+            if scopes[i] == "row" or first:
+                collected[i].append(item)
+        del frame
+        first = False
+
+    results: dict[int, dict[str, Any]] = {}
+    for i in per_chunk:
+        kw = expectations[i].get("kwargs") or {}
+        if scopes[i] == "schema" or not collected[i]:
+            results[i] = collected[i][0] if collected[i] else {}
+        else:
+            results[i] = _merge_row_results(kw, collected[i], offsets)
+
+    # Whole-batch expectations, grouped by the columns they name: one column in memory
+    # at a time (all parts, that column only).
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, scope in enumerate(scopes):
+        if scope == "whole":
+            groups.setdefault(_columns_of(expectations[i].get("kwargs") or {}), []).append(i)
+    have = [c["name"] for c in manifest.get("columns") or []]
+    for cols, members in _pack_groups(groups, have, chunk_rows=chunk_rows, rows=rows):
+        if cols:
+            frame = _whole_columns(snapshot_uri, manifest, cols, credentials=credentials)
+        else:
+            frame = _table_only_frame(rows)
+        items = validator.run(_gx_suite(suite["name"], [expectations[i] for i in members]), frame)
+        del frame
+        for i, item in zip(members, items, strict=True):
+            results[i] = item
+    ordered = [results[i] for i in range(len(expectations))]
+    return _assemble_result(suite, ordered, validator, docs_dir=docs_dir, rows=rows)
+
+
+def _assemble_result(
+    suite: dict[str, Any],
+    items: list[dict[str, Any]],
+    validator: _Validator,
+    *,
+    docs_dir: str | None,
+    rows: int,
+) -> dict[str, Any]:
+    import great_expectations as gx
+
+    evaluated = len(items)
+    successful = sum(1 for r in items if r.get("success"))
+    success = successful == evaluated
+    statistics = {
+        "evaluated_expectations": evaluated,
+        "successful_expectations": successful,
+        "unsuccessful_expectations": evaluated - successful,
+        "success_percent": successful / evaluated * 100 if evaluated else None,
+    }
+    meta = {
+        "great_expectations_version": gx.__version__,
+        "mlops_loop_chunked": {"rows": rows, "chunked": True},
+    }
+    payload: dict[str, Any] = {
+        "success": success,
+        "results": items,
+        "suite_name": suite["name"],
+        "suite_parameters": {},
+        "statistics": statistics,
+        "meta": meta,
+        "id": None,
+    }
+    if docs_dir is not None:
+        _build_docs(validator, suite, payload, docs_dir)
+    return payload
+
+
+def _build_docs(
+    validator: _Validator, suite: dict[str, Any], payload: dict[str, Any], docs_dir: str
+) -> None:
+    """Data Docs from the merged result: the result is put in the context's validation
+    results store and the site is built from it, as GE's UpdateDataDocsAction does."""
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+        ExpectationValidationResult,
+    )
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
+
+    site_config: Any = {
+        "class_name": "SiteBuilder",
+        "show_how_to_buttons": False,
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+    context = validator.context
+    context.add_data_docs_site("mlops_loop", site_config)
+    results = []
+    for item in payload["results"]:
+        cfg = item.get("expectation_config") or {}
+        results.append(
+            ExpectationValidationResult(
+                success=bool(item.get("success")),
+                expectation_config=ExpectationConfiguration(
+                    type=str(cfg.get("type")), kwargs=cfg.get("kwargs") or {}, meta=cfg.get("meta")
+                ),
+                result=item.get("result") or {},
+                exception_info=item.get("exception_info"),
+                meta=item.get("meta") or {},
+            )
+        )
+    run_id = RunIdentifier(run_name="quality_gate_chunked")
+    validation = ExpectationSuiteValidationResult(
+        success=payload["success"],
+        results=results,
+        suite_name=suite["name"],
+        statistics=payload["statistics"],
+        meta={**payload["meta"], "run_id": run_id, "active_batch_definition": None},
+    )
+    identifier = ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite["name"]),
+        run_id=run_id,
+        batch_identifier="whole_batch_in_chunks",
+    )
+    context.validation_results_store.set(identifier, validation)
+    context.build_data_docs(site_names=["mlops_loop"], resource_identifiers=[identifier])
+
+
 # --------------------------------------------------------------------------- summary
 
 
@@ -552,7 +1057,9 @@ def _expected_text(kind: str, kw: dict[str, Any]) -> str:
         )
     if "min_value" in kw or "max_value" in kw:
         lo, hi = kw.get("min_value"), kw.get("max_value")
-        what = next((w for w in ("mean", "median", "stdev", "unique_value_count") if w in kind), "values")
+        what = next(
+            (w for w in ("mean", "median", "stdev", "unique_value_count") if w in kind), "values"
+        )
         what = what.replace("unique_value_count", "distinct values")
         if lo is not None and hi is not None:
             return f"{what} between {_fmt(lo)} and {_fmt(hi)}"
@@ -790,11 +1297,28 @@ def validate_snapshot(
     check_ds(ds)
     sha = str(manifest["sha256"])
     suite = load_suite(config)
-    df = read_snapshot(snapshot_uri, credentials=credentials)
+    rows = int(manifest.get("rows") or 0)
+    chunked = rows > config.quality.chunk_rows
+    if not chunked:
+        # The chunked path checks each part as it reads it.
+        check_snapshot_schema(snapshot_uri, manifest, credentials=credentials)
+        df = read_snapshot(snapshot_uri, credentials=credentials)
+        rows = len(df)
 
     with tempfile.TemporaryDirectory(prefix="mlops-loop-gx-") as tmp:
         docs_dir = os.path.join(tmp, "data_docs")
-        result = run_suite(suite, df, docs_dir=docs_dir)
+        if chunked:
+            result = run_suite_chunked(
+                suite,
+                snapshot_uri,
+                manifest,
+                chunk_rows=config.quality.chunk_rows,
+                credentials=credentials,
+                docs_dir=docs_dir,
+            )
+        else:
+            result = run_suite(suite, df, docs_dir=docs_dir)
+            del df
         passed = bool(result.get("success"))
         summary = format_summary(
             result,
@@ -810,7 +1334,8 @@ def validate_snapshot(
             "successful": int(statistics.get("successful_expectations", 0)),
             "unsuccessful": int(statistics.get("unsuccessful_expectations", 0)),
             "success_percent": float(statistics.get("success_percent") or 0.0),
-            "rows": len(df),
+            "rows": rows,
+            "chunked": chunked,
         }
         validated_at = datetime.now(timezone.utc).isoformat()
         result.setdefault("meta", {})["mlops_loop"] = {
@@ -855,7 +1380,7 @@ def validate_snapshot(
                 ds=ds,
                 sha256=sha,
                 snapshot_uri=snapshot_uri,
-                rows=len(df),
+                rows=rows,
                 result_uri=result_uri,
                 validated_at=validated_at,
             ),

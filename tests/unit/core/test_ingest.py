@@ -555,3 +555,71 @@ def test_s3_source_without_endpoint_or_connection_is_refused_before_any_request(
     )
     creds = dataset_s3_credentials(opted_in)
     assert creds is not None and creds.endpoint_url is None  # boto3's chain, on purpose
+
+
+# --------------------------------------------------------------------------- several files disagreeing
+
+
+def land_two_parquet_files(root: Path, change) -> tuple[Path, Path]:
+    """The batch as two Parquet files, ``change`` applied to the second one's frame."""
+    df = generate_batch(DS, ROWS)
+    folder = root / "raw" / f"ds={DS}"
+    folder.mkdir(parents=True, exist_ok=True)
+    first, second = folder / "part-000.parquet", folder / "part-001.parquet"
+    half = len(df) // 2
+    df.iloc[:half].to_parquet(first, index=False)
+    change(df.iloc[half:].copy()).to_parquet(second, index=False)
+    return first, second
+
+
+def _age_as_text(df: pd.DataFrame) -> pd.DataFrame:
+    df["age"] = df["age"].astype(str)
+    df.iloc[3, df.columns.get_loc("age")] = "old"
+    return df
+
+
+@pytest.mark.parametrize(
+    ("change", "arrow_type", "mismatches"),
+    [
+        pytest.param(lambda d: d.assign(age=d["age"].astype(str)), "int64", {}, id="digits"),
+        pytest.param(lambda d: d.assign(age=d["age"].astype(float)), "int64", {}, id="float"),
+        pytest.param(_age_as_text, "string", {"age": ["old"]}, id="text"),
+    ],
+)
+def test_parquet_files_disagreeing_in_a_column_type_give_one_snapshot_schema(
+    root, change, arrow_type, mismatches
+):
+    """Each file is normalised to the declared type, so the snapshot's parts share one
+    schema; values that do not parse keep the column as text and are named for the gate."""
+    from tests.fixtures.landed_batches import parquet_config
+
+    config = parquet_config(root)
+    land_two_parquet_files(root, change)
+
+    result = ingest_batch(config, DS)
+
+    manifest = load_manifest(result.snapshot_uri)
+    (age,) = [c for c in manifest["columns"] if c["name"] == "age"]
+    assert age["arrow_type"] == arrow_type
+    types = {
+        str(pq.read_schema(Path(result.snapshot_uri) / part["name"]).field("age").type)
+        for part in manifest["files"]
+    }
+    assert types == {arrow_type}
+    assert {k: v["examples"] for k, v in manifest["type_mismatches"].items()} == mismatches
+
+
+def test_parquet_file_missing_a_column_is_refused_naming_file_and_column(root):
+    from mlops_loop.exceptions import MixedSchemaError
+    from tests.fixtures.landed_batches import parquet_config
+
+    config = parquet_config(root)
+    _, second = land_two_parquet_files(root, lambda d: d.drop(columns=["region"]))
+
+    with pytest.raises(MixedSchemaError) as err:
+        ingest_batch(config, DS)
+
+    assert second.name in str(err.value)
+    assert "'region'" in str(err.value)
+    assert err.value.file_uri is not None and err.value.file_uri.endswith(second.name)
+    assert not (root / "snapshots").exists() or not any((root / "snapshots").iterdir())

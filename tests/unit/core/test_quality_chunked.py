@@ -1,0 +1,279 @@
+"""The chunked quality gate (``quality.chunk_rows``) against the whole-batch gate.
+
+Snapshots come from the sample generator (landed as CSV, ingested with row groups of
+10,000 rows) and are validated with real Great Expectations both ways: the chunked run
+must give the same verdict and, per expectation, the same success and counts. Batches are
+25,000 rows, so the chunked run sees three chunks (10,000 + 10,000 + 5,000), and bad
+values are placed so that a per-chunk verdict would differ from the whole batch's.
+The 1M-row agreement check lives in benchmarks/bench_quality.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mlops_loop.core.config import DatasetConfig, load_config
+from mlops_loop.core.ingest import ingest_batch
+from mlops_loop.core.quality import (
+    expectation_scope,
+    iter_validation_chunks,
+    run_suite,
+    run_suite_chunked,
+    starter_suite,
+    validate_snapshot,
+)
+from mlops_loop.core.snapshots import load_manifest, read_snapshot
+from mlops_loop.exceptions import QualityGateFailed
+from mlops_loop_devtools.sample_data import generate_batch, land_batch
+
+REPO = Path(__file__).resolve().parents[3]
+CREDIT = REPO / "include" / "config" / "credit_default.yaml"
+ROWS = 25_000
+CHUNK = 10_000
+DS = "2024-06-01"
+
+
+def chunked_config(root: Path) -> DatasetConfig:
+    return load_config(
+        CREDIT,
+        overrides={
+            "storage": {"root": str(root)},
+            "ingest": {"rows_per_chunk": CHUNK},
+            "quality": {"suite": None, "chunk_rows": CHUNK},
+        },
+    )
+
+
+def snapshot_of(root: Path, df: pd.DataFrame) -> tuple[DatasetConfig, str]:
+    config = chunked_config(root)
+    land_batch(df, root, DS)
+    return config, ingest_batch(config, DS).snapshot_uri
+
+
+def bad_batch() -> pd.DataFrame:
+    """Every kind of fault the issue names; several only in the last chunk."""
+    df = generate_batch(DS, rows=ROWS)
+    last = ROWS - 1
+    df.loc[last - 3, "loan_amount"] = -5.0  # range violation, last chunk only
+    df.loc[last, "region"] = "atlantis"  # bad category, last chunk only
+    df.loc[last - 1, "application_id"] = df.loc[0, "application_id"]  # duplicated id
+    # 1,500 nulls in the first chunk: 15% of that chunk but 6% of the batch (limit 10%).
+    df.loc[0:1_499, "annual_income"] = np.nan
+    # 3,000 nulls spread over two chunks: 12% of the batch (limit 10%).
+    df.loc[9_000:11_999, "credit_score"] = np.nan
+    df["employment_years"] = (df["employment_years"] * 3).clip(upper=70)  # mean shift
+    return df
+
+
+@pytest.fixture(scope="module")
+def suite() -> dict[str, Any]:
+    config = chunked_config(Path("/unused"))
+    return starter_suite(config, generate_batch("2024-01-15", rows=5_000))
+
+
+def runs(root: Path, df: pd.DataFrame, suite: dict[str, Any]) -> tuple[dict, dict, str]:
+    _, uri = snapshot_of(root, df)
+    manifest = load_manifest(uri)
+    whole = run_suite(suite, read_snapshot(uri))
+    chunked = run_suite_chunked(suite, uri, manifest, chunk_rows=CHUNK)
+    return whole, chunked, uri
+
+
+@pytest.fixture(scope="module")
+def clean_runs(
+    tmp_path_factory: pytest.TempPathFactory, suite: dict[str, Any]
+) -> tuple[dict, dict, str]:
+    return runs(tmp_path_factory.mktemp("clean"), generate_batch(DS, rows=ROWS), suite)
+
+
+@pytest.fixture(scope="module")
+def bad_runs(
+    tmp_path_factory: pytest.TempPathFactory, suite: dict[str, Any]
+) -> tuple[dict, dict, str]:
+    return runs(tmp_path_factory.mktemp("bad"), bad_batch(), suite)
+
+
+def key(item: dict[str, Any]) -> str:
+    cfg = item["expectation_config"]
+    kwargs = {k: v for k, v in cfg["kwargs"].items() if k != "batch_id"}
+    return json.dumps([cfg["type"], kwargs], sort_keys=True, default=str)
+
+
+def per_expectation(result: dict[str, Any]) -> dict[str, tuple]:
+    out = {}
+    for item in result["results"]:
+        res = item.get("result") or {}
+        out[key(item)] = (
+            item["success"],
+            res.get("element_count"),
+            res.get("unexpected_count"),
+            res.get("missing_count"),
+            res.get("observed_value"),
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+@pytest.mark.parametrize("which", ["clean_runs", "bad_runs"])
+def test_chunked_and_whole_batch_agree_per_expectation(which, request):
+    whole, chunked, _ = request.getfixturevalue(which)
+    assert chunked["success"] == whole["success"]
+    assert chunked["statistics"] == whole["statistics"]
+    assert per_expectation(chunked) == per_expectation(whole)
+
+
+def test_clean_batch_passes_chunked(clean_runs):
+    _, chunked, _ = clean_runs
+    assert chunked["success"], [key(r) for r in chunked["results"] if not r["success"]]
+
+
+@pytest.mark.parametrize(
+    ("kind", "column"),
+    [
+        pytest.param("expect_column_values_to_be_between", "loan_amount", id="range"),
+        pytest.param("expect_column_values_to_be_in_set", "region", id="category"),
+        pytest.param("expect_column_values_to_be_unique", "application_id", id="duplicate-id"),
+        pytest.param("expect_column_values_to_not_be_null", "credit_score", id="null-burst"),
+        pytest.param("expect_column_mean_to_be_between", "employment_years", id="mean-shift"),
+    ],
+)
+def test_each_injected_fault_fails_its_expectation(bad_runs, kind, column):
+    _, chunked, _ = bad_runs
+    (item,) = [
+        r
+        for r in chunked["results"]
+        if r["expectation_config"]["type"] == kind
+        and r["expectation_config"]["kwargs"].get("column") == column
+    ]
+    assert item["success"] is False
+
+
+def test_null_burst_within_one_chunk_is_judged_on_the_whole_batch(bad_runs):
+    """15% nulls in one chunk (plus the generator's own), under 10% of the batch: passes."""
+    _, chunked, _ = bad_runs
+    (item,) = [
+        r
+        for r in chunked["results"]
+        if r["expectation_config"]["type"] == "expect_column_values_to_not_be_null"
+        and r["expectation_config"]["kwargs"].get("column") == "annual_income"
+    ]
+    assert item["success"] is True
+    count = item["result"]["unexpected_count"]
+    assert 1_500 <= count < ROWS // 10
+    assert item["result"]["unexpected_percent"] == pytest.approx(count / ROWS * 100)
+
+
+def test_examples_and_indexes_come_from_the_right_rows(bad_runs):
+    whole, chunked, _ = bad_runs
+    for kind, column in [
+        ("expect_column_values_to_be_between", "loan_amount"),
+        ("expect_column_values_to_be_in_set", "region"),
+    ]:
+        got = [
+            r["result"]
+            for r in (whole, chunked)
+            for r in r["results"]
+            if r["expectation_config"]["type"] == kind
+            and r["expectation_config"]["kwargs"].get("column") == column
+        ]
+        w, c = got
+        assert c["partial_unexpected_list"] == w["partial_unexpected_list"]
+        assert c["partial_unexpected_index_list"] == w["partial_unexpected_index_list"]
+
+
+def test_row_level_and_whole_batch_scopes():
+    assert expectation_scope("expect_column_values_to_be_between") == "row"
+    assert expectation_scope("expect_column_values_to_be_unique") == "whole"
+    assert expectation_scope("expect_column_median_to_be_between") == "whole"
+    assert expectation_scope("expect_table_row_count_to_be_between") == "whole"
+    assert expectation_scope("expect_table_columns_to_match_set") == "schema"
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+def test_gate_catches_a_bad_value_only_in_the_last_chunk(tmp_path):
+    df = generate_batch(DS, rows=ROWS)
+    df.loc[ROWS - 1, "loan_amount"] = 123_456_789.0
+    df.loc[ROWS - 2, "region"] = "atlantis"
+    config, uri = snapshot_of(tmp_path, df)
+    outcome = validate_snapshot(config, uri, raise_on_failure=False)
+    assert outcome.success is False
+    assert outcome.stats["chunked"] is True
+    assert outcome.stats["rows"] == ROWS
+    assert "loan_amount: expect_column_values_to_be_between" in outcome.summary
+    assert "e.g. 123456789" in outcome.summary
+    assert "e.g. 'atlantis'" in outcome.summary
+    assert f"1 of {ROWS} rows are unexpected" in outcome.summary
+    folder = Path(outcome.quarantine_uri or "")
+    stored = json.loads((folder / "result.json").read_text())
+    assert stored["success"] is False
+    assert (folder / "data_docs" / "index.html").is_file()
+    assert list((folder / "data_docs").rglob("validations/**/*.html"))
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def rewrite_part(uri: str, change: Callable[[pa.Table], pa.Table]) -> str:
+    """Rewrite the snapshot's last part file with ``change`` applied; returns its name."""
+    manifest = load_manifest(uri)
+    name = manifest["files"][-1]["name"]
+    path = Path(uri) / name
+    table = change(pq.read_table(path))
+    pq.write_table(table, path, row_group_size=CHUNK)
+    return name
+
+
+@pytest.fixture
+def small_snapshot(tmp_path: Path) -> tuple[DatasetConfig, str]:
+    config, uri = snapshot_of(tmp_path, generate_batch(DS, rows=3_000))
+    # Split into two parts so one can disagree with the other.
+    manifest = load_manifest(uri)
+    path = Path(uri) / manifest["files"][0]["name"]
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, 1_500), path)
+    pq.write_table(table.slice(1_500), Path(uri) / "part-99999.parquet")
+    manifest["files"].append({"name": "part-99999.parquet", "rows": 1_500})
+    (Path(uri) / "manifest.json").write_text(json.dumps(manifest))
+    return config, uri
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        pytest.param(
+            lambda t: t.set_column(
+                t.schema.get_field_index("age"), "age", t.column("age").cast(pa.string())
+            ),
+            ["'age'", "string", "int64"],
+            id="int-vs-string",
+        ),
+        pytest.param(lambda t: t.drop_columns(["region"]), ["'region'", "missing"], id="missing"),
+    ],
+)
+def test_parts_disagreeing_in_schema_are_refused(small_snapshot, change, words):
+    config, uri = small_snapshot
+    name = rewrite_part(uri, change)
+    manifest = load_manifest(uri)
+    with pytest.raises(QualityGateFailed) as chunked:
+        list(iter_validation_chunks(uri, manifest, chunk_rows=CHUNK))
+    with pytest.raises(QualityGateFailed) as gate:
+        validate_snapshot(config, uri)
+    for err in (chunked.value, gate.value):
+        assert name in str(err)
+        for word in words:
+            assert word in str(err)
+    assert not (Path(config.root) / "quarantine").exists()
+    assert not (Path(config.root) / "reports").exists()
