@@ -30,7 +30,6 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
-
 from report import run_line, write_report
 
 SKIPPED = 75  # EX_TEMPFAIL: run_all.py keeps the section as it was

@@ -8,7 +8,9 @@ Each ``benchmarks/bench_*.py`` runs in its own subprocess with ``--report TMPFIL
 ``--quick`` in quick mode) under a timeout. The Markdown it writes replaces the text between
 ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` in the output file (NAME: the file name
 without ``bench_`` and ``.py``); the file is rewritten atomically, once, at the end. A script
-that fails or times out leaves its old section in place and makes the exit status 1.
+that fails or times out leaves its old section in place and makes the exit status 1; one
+that exits 75 (it cannot run here, e.g. no CUDA device) is reported as skipped and leaves
+its section as it was.
 
 Quick mode writes to ``.local/bench/benchmarks-quick.md`` (a copy of docs/benchmarks.md on
 the first run) so CI-sized numbers never overwrite the real tables; ``--output`` overrides.
@@ -38,6 +40,11 @@ TIMEOUT_S = {"loop": 3600, "drift": 3600, "container": 3600}
 DEFAULT_TIMEOUT_S = 1800
 QUICK_TIMEOUT_S = 600
 QUICK_TIMEOUT_S_FOR = {"loop": 1200}  # the loop starts MLflow and trains twice, even small
+
+
+# A script that cannot run here (no CUDA device) exits with this (EX_TEMPFAIL) and writes
+# nothing: its section keeps the last run from a machine that could.
+SKIPPED = 75
 
 
 def marker_re(name: str) -> re.Pattern[str]:
@@ -75,6 +82,7 @@ class Outcome:
     ok: bool
     why: str = ""
     markdown: str = ""
+    skipped: bool = False
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -107,12 +115,19 @@ def run_script(name: str, script: Path, *, quick: bool, timeout: float, log_dir:
                 stop_group(proc)
                 return Outcome(name, time.perf_counter() - started, False, f"timed out after {timeout:.0f} s; log {log}")
         seconds = time.perf_counter() - started
+        if proc.returncode == SKIPPED:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            return Outcome(name, seconds, True, tail[0][:200], skipped=True)
         if proc.returncode != 0:
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
             return Outcome(name, seconds, False, f"exit {proc.returncode}: {tail[0][:200]} (log {log})")
         if not report.exists() or not report.read_text().strip():
             return Outcome(name, seconds, False, f"wrote no report (log {log})")
         return Outcome(name, seconds, True, markdown=report.read_text())
+
+
+def _status(outcome: Outcome) -> str:
+    return "skipped" if outcome.skipped else ("ok" if outcome.ok else "FAILED")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name} ({'quick, ' if args.quick else ''}timeout {timeout:.0f} s)", flush=True)
         outcome = run_script(name, scripts[name], quick=args.quick, timeout=timeout, log_dir=log_dir)
         outcomes.append(outcome)
-        print(f"   {'ok' if outcome.ok else 'FAILED'} in {outcome.seconds:.1f} s {outcome.why}", flush=True)
-        if outcome.ok:
+        print(f"   {_status(outcome)} in {outcome.seconds:.1f} s {outcome.why}", flush=True)
+        if outcome.ok and not outcome.skipped:
             text = replace_section(text, name, outcome.markdown)
             write_atomically(output, text)  # after each script: a later crash loses nothing
 
@@ -180,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = [o for o in outcomes if not o.ok]
     print(f"\nSummary ({output}):")
     for o in outcomes:
-        print(f"  {o.name:<18} {'ok' if o.ok else 'FAILED':<7} {o.seconds:8.1f} s  {o.why}")
+        print(f"  {o.name:<18} {_status(o):<7} {o.seconds:8.1f} s  {o.why}")
     print(f"  {'total':<18} {'':<7} {total:8.1f} s; {len(outcomes) - len(failed)} ran, {len(failed)} failed")
     return 1 if failed else 0
 
