@@ -33,16 +33,18 @@ whole and validated as one GE batch (:func:`run_suite`). A bigger one goes throu
   chunk passes, and the first failing chunk's observed dtype is shown.
 - Expectations about the set of columns run on the first chunk: every part file's schema
   is checked against the manifest first, so the first chunk's columns are the batch's.
-- Everything else (row count, uniqueness, mean, median, quantiles, stdev, distinct values
-  and their sets, unique value counts, and any type not listed above) is judged once by GE
-  over the whole batch, on a frame holding only the column(s) the expectation names, one
-  column group at a time (the row count on a frame of the batch's length with no
-  columns). These results are GE's own over all rows: exact, with no error bound. Memory
-  is then that of the whole-batch columns in one run (``chunk_rows x columns / rows`` of
-  them, at least one) plus GE's working copies: 80 MB per 10M numbers, but a text column
-  becomes Python strings, several times more. Measured (benchmarks/bench_quality.py,
-  10M rows x 20 columns, chunk_rows 1M): peak RSS 5.3 GiB, so this whole-column step, not
-  the chunks, sets the peak; dictionary-encoding text columns for it is the next step.
+- The whole-batch aggregates the suites use are computed exactly over all rows, one
+  column at a time as an Arrow array (no Python objects), in GE's result shape
+  (:func:`aggregate_result`): row count, mean and median (numpy; nulls and NaN skipped,
+  the median of an even count the mean of the middle two, as pandas takes it), uniqueness
+  (Arrow value counts: every row of a repeated value is unexpected, as GE counts it, with
+  the first 20 such rows as examples), distinct values containing a set, and the distinct
+  value count. No error bound: the same numbers as a whole-batch run, up to float
+  summation order for the mean. Memory: one column of the batch (80 MB per 10M numbers).
+- Any other whole-batch kind (quantiles, stdev, a custom type) is judged once by GE on a
+  frame holding only the column(s) it names (``chunk_rows x columns / rows`` columns per
+  run, at least one); a text column then becomes Python strings, several times its Arrow
+  size, so suites with such checks on text columns need more memory.
 
 The merged result has the shape of a whole-batch result (``success``, ``statistics``,
 ``results[]`` with ``expectation_config`` and ``result``; ``meta`` says
