@@ -1058,22 +1058,22 @@ def run_suite_chunked(
             continue
         column = _column_values(snapshot_uri, manifest, cols[0], credentials=credentials)
         for i in list(groups[cols]):
-            item = aggregate_result(expectations[i], column)
-            if item is not None:
-                results[i] = item
+            computed = aggregate_result(expectations[i], column)
+            if computed is not None:
+                results[i] = computed
                 groups[cols].remove(i)
         del column
         if not groups[cols]:
             del groups[cols]
     for i in list(groups.get((), [])):
-        item = aggregate_result(expectations[i], None, rows=rows)
-        if item is not None:
-            results[i] = item
+        computed = aggregate_result(expectations[i], None, rows=rows)
+        if computed is not None:
+            results[i] = computed
             groups[()].remove(i)
     groups = {cols: members for cols, members in groups.items() if members}
-    for cols, members in _pack_groups(groups, have, chunk_rows=chunk_rows, rows=rows):
-        if cols:
-            frame = _whole_columns(snapshot_uri, manifest, cols, credentials=credentials)
+    for names, members in _pack_groups(groups, have, chunk_rows=chunk_rows, rows=rows):
+        if names:
+            frame = _whole_columns(snapshot_uri, manifest, names, credentials=credentials)
         else:
             frame = _table_only_frame(rows)
         items = validator.run(_gx_suite(suite["name"], [expectations[i] for i in members]), frame)
