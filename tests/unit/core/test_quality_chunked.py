@@ -277,3 +277,76 @@ def test_parts_disagreeing_in_schema_are_refused(small_snapshot, change, words):
             assert word in str(err)
     assert not (Path(config.root) / "quarantine").exists()
     assert not (Path(config.root) / "reports").exists()
+
+
+# --------------------------------------------------------------------------- aggregates
+
+
+def _exp(kind: str, **kwargs: Any) -> dict[str, Any]:
+    return {"type": kind, "kwargs": kwargs, "meta": {}}
+
+
+def test_aggregates_are_computed_exactly_from_arrow_columns():
+    import pyarrow as pa
+
+    from mlops_loop.core.quality import aggregate_result
+
+    numbers = pa.chunked_array([[1.0, None, 3.0], [float("nan"), 4.0, 10.0]])
+    mean = aggregate_result(
+        _exp("expect_column_mean_to_be_between", column="x", min_value=4.5), numbers
+    )
+    assert mean["result"]["observed_value"] == pytest.approx(4.5) and mean["success"]
+    strict = aggregate_result(
+        _exp("expect_column_mean_to_be_between", column="x", min_value=4.5, strict_min=True),
+        numbers,
+    )
+    assert not strict["success"]
+    median = aggregate_result(
+        _exp("expect_column_median_to_be_between", column="x", max_value=3.0), numbers
+    )
+    assert median["result"]["observed_value"] == 3.5 and not median["success"]  # (3 + 4) / 2
+
+    ids = pa.chunked_array([["a", "b", None], ["c", "b", "d", "a"]])
+    unique = aggregate_result(_exp("expect_column_values_to_be_unique", column="id"), ids)
+    res = unique["result"]
+    assert not unique["success"]
+    assert (res["element_count"], res["missing_count"], res["unexpected_count"]) == (7, 1, 4)
+    assert res["partial_unexpected_list"] == ["a", "b", "b", "a"]
+    assert res["partial_unexpected_index_list"] == [0, 1, 4, 6]
+    relaxed = aggregate_result(
+        _exp("expect_column_values_to_be_unique", column="id", mostly=0.3), ids
+    )
+    assert relaxed["success"]  # 2 of 6 present values are unique
+
+    contain = aggregate_result(
+        _exp("expect_column_distinct_values_to_contain_set", column="id", value_set=["a", "z"]), ids
+    )
+    assert not contain["success"] and contain["result"]["partial_missing_list"] == ["z"]
+    count = aggregate_result(
+        _exp(
+            "expect_column_unique_value_count_to_be_between", column="id", min_value=4, max_value=4
+        ),
+        ids,
+    )
+    assert count["success"] and count["result"]["observed_value"] == 4
+    rows = aggregate_result(_exp("expect_table_row_count_to_be_between", min_value=8), None, rows=7)
+    assert not rows["success"] and rows["result"]["observed_value"] == 7
+
+
+def test_aggregates_left_to_ge():
+    import pyarrow as pa
+
+    from mlops_loop.core.quality import aggregate_result
+
+    text = pa.chunked_array([["a", "b"]])
+    assert (
+        aggregate_result(_exp("expect_column_mean_to_be_between", column="t", min_value=0), text)
+        is None
+    )
+    numbers = pa.chunked_array([[1.0, 2.0]])
+    assert (
+        aggregate_result(
+            _exp("expect_column_stdev_to_be_between", column="x", min_value=0), numbers
+        )
+        is None
+    )
