@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "--chunk-rows",
         type=int,
         default=None,
-        help="default rows / 4, at most 1,000,000 (the config default)",
+        help="default rows / 4, at most the config default (quality.chunk_rows)",
     )
     parser.add_argument("--quick", action="store_true", help="a CI-sized run")
     parser.add_argument("--report", default=None, help="write the Markdown tables here")
@@ -249,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     n = args.rows or (100_000 if args.quick else 1_000_000)
-    chunk_rows = args.chunk_rows or min(1_000_000, max(10_000, n // 4))
+    from mlops_loop.core.config import QualitySettings
+
+    default_chunk = QualitySettings.model_fields["chunk_rows"].default
+    chunk_rows = args.chunk_rows or min(default_chunk, max(10_000, n // 4))
     shown = list(argv if argv is not None else sys.argv[1:])
     if "--report" in shown:
         at = shown.index("--report")

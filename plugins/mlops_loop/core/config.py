@@ -201,7 +201,7 @@ class QualitySettings(_Strict):
     max_rows: int | None = Field(default=None, ge=1)
     default_max_null_fraction: float = Field(default=0.2, ge=0.0, le=1.0)
     chunk_rows: int = Field(
-        default=1_000_000,
+        default=500_000,
         ge=10_000,
         description="A snapshot with more rows is validated in chunks of about this many rows, "
         "read one row group at a time, so the gate's memory follows this setting rather than "

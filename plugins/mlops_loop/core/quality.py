@@ -65,6 +65,7 @@ Command line (writes a starter suite for review)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -844,24 +845,14 @@ def _whole_columns(
     return frame_for_validation(table.to_pandas())
 
 
-def _column_values(
-    snapshot_uri: str,
-    manifest: dict[str, Any],
-    column: str,
-    *,
-    credentials: S3Credentials | None,
-) -> pa.ChunkedArray:
-    """One column of every part as an Arrow ChunkedArray (no Python objects)."""
+def _column_values(paths: Sequence[Path], column: str) -> pa.ChunkedArray:
+    """One column of every part file as an Arrow ChunkedArray (no Python objects)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mlops_loop.core.snapshots import _part_file
-
-    storage = open_storage(snapshot_uri, credentials)
     chunks: list[Any] = []
-    for part in manifest["files"]:
-        with _part_file(storage, join_uri(snapshot_uri, part["name"])) as path:
-            chunks.extend(pq.read_table(path, columns=[column]).column(0).chunks)
+    for path in paths:
+        chunks.extend(pq.read_table(path, columns=[column]).column(0).chunks)
     if not chunks:
         return pa.chunked_array([], type=pa.null())
     return pa.chunked_array(chunks)
@@ -1030,6 +1021,40 @@ def run_suite_chunked(
     per_chunk = [i for i, s in enumerate(scopes) if s in ("row", "schema")]
     chunk_suite = _gx_suite(suite["name"], [expectations[i] for i in per_chunk])
     validator = _Validator()
+    # Whole-batch expectations, grouped by the columns they name: one column in memory
+    # at a time (all parts, that column only), before the chunks so that their peak and
+    # the chunks' do not add up on a fragmented heap. Parts are checked against the
+    # manifest's schema first (footers only).
+    check_snapshot_schema(snapshot_uri, manifest, credentials=credentials)
+    results: dict[int, dict[str, Any]] = {}
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, scope in enumerate(scopes):
+        if scope == "whole":
+            groups.setdefault(_columns_of(expectations[i].get("kwargs") or {}), []).append(i)
+    have = [c["name"] for c in manifest.get("columns") or []]
+    # The aggregates the suites use are computed here, exactly, one column at a time in
+    # Arrow/numpy (GE on a 10M-row text column holds several GiB); the rest go to GE.
+    with contextlib.ExitStack() as parts:
+        from mlops_loop.core.snapshots import _part_file
+
+        storage = open_storage(snapshot_uri, credentials)
+        # Local parts are read in place; from S3 each is downloaded once for all columns.
+        paths = [
+            parts.enter_context(_part_file(storage, join_uri(snapshot_uri, part["name"])))
+            for part in manifest["files"]
+        ]
+        for cols in list(groups):
+            if len(cols) != 1 or cols[0] not in have:
+                continue
+            column = _column_values(paths, cols[0])
+            for i in list(groups[cols]):
+                computed = aggregate_result(expectations[i], column)
+                if computed is not None:
+                    results[i] = computed
+                    groups[cols].remove(i)
+            del column
+            if not groups[cols]:
+                del groups[cols]
     collected: dict[int, list[dict[str, Any]]] = {i: [] for i in per_chunk}
     offsets: list[int] = []
     first = True
@@ -1047,7 +1072,6 @@ def run_suite_chunked(
         del frame
         first = False
 
-    results: dict[int, dict[str, Any]] = {}
     for i in per_chunk:
         kw = expectations[i].get("kwargs") or {}
         if scopes[i] == "schema" or not collected[i]:
@@ -1055,27 +1079,6 @@ def run_suite_chunked(
         else:
             results[i] = _merge_row_results(kw, collected[i], offsets)
 
-    # Whole-batch expectations, grouped by the columns they name: one column in memory
-    # at a time (all parts, that column only).
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for i, scope in enumerate(scopes):
-        if scope == "whole":
-            groups.setdefault(_columns_of(expectations[i].get("kwargs") or {}), []).append(i)
-    have = [c["name"] for c in manifest.get("columns") or []]
-    # The aggregates the suites use are computed here, exactly, one column at a time in
-    # Arrow/numpy (GE on a 10M-row text column holds several GiB); the rest go to GE.
-    for cols in list(groups):
-        if len(cols) != 1 or cols[0] not in have:
-            continue
-        column = _column_values(snapshot_uri, manifest, cols[0], credentials=credentials)
-        for i in list(groups[cols]):
-            computed = aggregate_result(expectations[i], column)
-            if computed is not None:
-                results[i] = computed
-                groups[cols].remove(i)
-        del column
-        if not groups[cols]:
-            del groups[cols]
     for i in list(groups.get((), [])):
         computed = aggregate_result(expectations[i], None, rows=rows)
         if computed is not None:
@@ -1478,8 +1481,7 @@ def validate_snapshot(
     suite = load_suite(config)
     rows = int(manifest.get("rows") or 0)
     chunked = rows > config.quality.chunk_rows
-    if not chunked:
-        # The chunked path checks each part as it reads it.
+    if not chunked:  # (run_suite_chunked checks the parts itself)
         check_snapshot_schema(snapshot_uri, manifest, credentials=credentials)
         df = read_snapshot(snapshot_uri, credentials=credentials)
         rows = len(df)
