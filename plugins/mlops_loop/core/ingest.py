@@ -52,6 +52,7 @@ from mlops_loop.core.normalise import (
 )
 from mlops_loop.core.snapshots import (
     SNAPSHOT_FORMAT_VERSION,
+    PartWriter,
     SnapshotResult,
     manifest_issues,
     manifest_uri_of,
@@ -73,7 +74,7 @@ from mlops_loop.core.storage import (
 from mlops_loop.exceptions import BucketNotFoundError, NoBatchError, StorageError
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -238,53 +239,6 @@ def content_hash(config: DatasetConfig, ds: str, files: Sequence[tuple[str, str]
 # --------------------------------------------------------------------------- writing parts
 
 
-class _PartWriter:
-    """Writes ``part-NNNNN.parquet`` files into a local folder, rolling over every
-    ROWS_PER_PART rows; always writes at least one part (a 0-row batch keeps its schema)."""
-
-    def __init__(self, folder: Path, schema: pa.Schema, row_group_rows: int) -> None:
-        self.folder = folder
-        self.schema = schema
-        self.row_group_rows = row_group_rows
-        self.parts: list[tuple[str, int]] = []
-        self._writer: Any = None
-        self._rows = 0
-
-    def _open(self) -> None:
-        import pyarrow.parquet as pq
-
-        name = f"part-{len(self.parts):05d}.parquet"
-        self.parts.append((name, 0))
-        self._writer = pq.ParquetWriter(self.folder / name, self.schema, compression="zstd")
-        self._rows = 0
-
-    def write(self, table: pa.Table) -> None:
-        offset = 0
-        while offset < table.num_rows or self._writer is None:
-            if self._writer is None or self._rows >= ROWS_PER_PART:
-                self.close()
-                self._open()
-            take = min(table.num_rows - offset, ROWS_PER_PART - self._rows)
-            piece = table.slice(offset, take)
-            if take:
-                self._writer.write_table(piece, row_group_size=self.row_group_rows)
-            self._rows += take
-            name, rows = self.parts[-1]
-            self.parts[-1] = (name, rows + take)
-            offset += take
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def finish(self) -> list[tuple[str, int]]:
-        if not self.parts:
-            self._open()
-        self.close()
-        return self.parts
-
-
 def _write_parts(
     readers: list[SourceReader],
     names: list[str],
@@ -299,7 +253,9 @@ def _write_parts(
         for old in stage.glob("part-*.parquet"):
             old.unlink()
         schema = plan.schema()
-        writer = _PartWriter(stage, schema, rows_per_chunk)
+        writer = PartWriter(
+            stage, schema, row_group_rows=rows_per_chunk, rows_per_part=ROWS_PER_PART
+        )
         writing = True
         try:
             for reader in readers:
@@ -314,7 +270,7 @@ def _write_parts(
         finally:
             writer.close()
         if writing:
-            return writer.finish(), mismatches
+            return writer.close_parts(), mismatches
         plan.as_text = set(mismatches)
     raise AssertionError("unreachable: the second pass always writes")
 

@@ -237,13 +237,19 @@ class PartWriter:
             self._writer.close()
             self._writer = None
 
+    def close_parts(self) -> list[tuple[str, int]]:
+        """Close the last part (writing one empty part when nothing was written, so a
+        0-row batch keeps its schema); the parts' names and rows."""
+        if not self.parts:
+            self._open()
+        self.close()
+        return self.parts
+
     def finish(self) -> list[dict[str, Any]]:
         """Close the last part; the parts as manifest ``files`` entries."""
         from mlops_loop.core.storage import sha256_file
 
-        if not self.parts:
-            self._open()
-        self.close()
+        self.close_parts()
         return [
             {
                 "name": name,

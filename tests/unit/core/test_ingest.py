@@ -337,7 +337,7 @@ def test_bad_logical_date(config):
 def test_crash_mid_write_leaves_no_snapshot_and_rerun_completes(config, root, monkeypatch):
     land_batch(generate_batch(DS, ROWS), root, DS)
     calls = {"n": 0}
-    real_write = ingest._PartWriter.write
+    real_write = ingest.PartWriter.write
 
     def crash_after_first_chunk(self, table):  # fault injection: the process dies mid-write
         calls["n"] += 1
@@ -345,12 +345,12 @@ def test_crash_mid_write_leaves_no_snapshot_and_rerun_completes(config, root, mo
             raise OSError("disk full")
         real_write(self, table)
 
-    monkeypatch.setattr(ingest._PartWriter, "write", crash_after_first_chunk)
+    monkeypatch.setattr(ingest.PartWriter, "write", crash_after_first_chunk)
     with pytest.raises(OSError, match="disk full"):
         ingest_batch(with_chunk_rows(config, 30), DS)
     assert list((root / "snapshots").iterdir()) == []  # no snapshot, no staging leftovers
 
-    monkeypatch.setattr(ingest._PartWriter, "write", real_write)
+    monkeypatch.setattr(ingest.PartWriter, "write", real_write)
     result = ingest_batch(config, DS)
     assert result.created and result.rows == ROWS
 
