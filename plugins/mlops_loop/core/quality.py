@@ -627,6 +627,24 @@ def _part_schema_error(
     )
 
 
+def _local_parts(
+    stack: contextlib.ExitStack,
+    snapshot_uri: str,
+    manifest: dict[str, Any],
+    credentials: S3Credentials | None,
+) -> list[tuple[str, Path]]:
+    """Each part's uri and a local file to read it from (in place on local storage,
+    downloaded once from S3), kept for as long as ``stack`` is open."""
+    from mlops_loop.core.snapshots import _part_file
+
+    storage = open_storage(snapshot_uri, credentials)
+    parts = []
+    for part in manifest["files"]:
+        part_uri = join_uri(snapshot_uri, part["name"])
+        parts.append((part_uri, stack.enter_context(_part_file(storage, part_uri))))
+    return parts
+
+
 def iter_validation_chunks(
     snapshot_uri: str,
     manifest: dict[str, Any],
@@ -634,24 +652,23 @@ def iter_validation_chunks(
     chunk_rows: int,
     credentials: S3Credentials | None = None,
     columns: Sequence[str] | None = None,
+    parts: Sequence[tuple[str, Path]] | None = None,
 ) -> Iterator[pa.Table]:
     """The snapshot as Arrow tables of ``chunk_rows`` rows (the last may be shorter), read
-    a few row groups at a time. Each part's schema is checked against the manifest before
-    its rows are used: a disagreeing part raises QualityGateFailed naming part and column."""
+    a few row groups at a time (from ``parts``, :func:`_local_parts`, when given). Each
+    part's schema is checked against the manifest before its rows are used: a disagreeing
+    part raises QualityGateFailed naming part and column."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mlops_loop.core.snapshots import _part_file
-
-    storage = open_storage(snapshot_uri, credentials)
     cols = list(columns) if columns is not None else None
     pending: list[pa.RecordBatch] = []
     count = 0
-    for part in manifest["files"]:
-        part_uri = join_uri(snapshot_uri, part["name"])
-        with _part_file(storage, part_uri) as path:
-            pfile = pq.ParquetFile(path)
-            try:
+    with contextlib.ExitStack() as stack:
+        if parts is None:
+            parts = _local_parts(stack, snapshot_uri, manifest, credentials)
+        for part_uri, path in parts:
+            with pq.ParquetFile(path) as pfile:
                 problem = _part_schema_error(manifest, part_uri, pfile.schema_arrow)
                 if problem is not None:
                     raise problem
@@ -664,8 +681,6 @@ def iter_validation_chunks(
                         if count == chunk_rows:
                             yield pa.Table.from_batches(pending)
                             pending, count = [], 0
-            finally:
-                pfile.close()
     if pending:
         yield pa.Table.from_batches(pending)
 
@@ -675,15 +690,15 @@ def check_snapshot_schema(
 ) -> None:
     """Raise QualityGateFailed naming the part file and column when any part's schema
     disagrees with the manifest (only footers are read)."""
+    with contextlib.ExitStack() as stack:
+        _check_part_schemas(manifest, _local_parts(stack, snapshot_uri, manifest, credentials))
+
+
+def _check_part_schemas(manifest: dict[str, Any], parts: Sequence[tuple[str, Path]]) -> None:
     import pyarrow.parquet as pq
 
-    from mlops_loop.core.snapshots import _part_file
-
-    storage = open_storage(snapshot_uri, credentials)
-    for part in manifest["files"]:
-        part_uri = join_uri(snapshot_uri, part["name"])
-        with _part_file(storage, part_uri) as path:
-            problem = _part_schema_error(manifest, part_uri, pq.read_schema(path))
+    for part_uri, path in parts:
+        problem = _part_schema_error(manifest, part_uri, pq.read_schema(path))
         if problem is not None:
             raise problem
 
@@ -822,26 +837,12 @@ def _pack_groups(
     return packed
 
 
-def _whole_columns(
-    snapshot_uri: str,
-    manifest: dict[str, Any],
-    columns: Sequence[str],
-    *,
-    credentials: S3Credentials | None,
-) -> pd.DataFrame:
-    """Only ``columns`` of every part, as one frame ready for GE."""
+def _whole_columns(paths: Sequence[Path], columns: Sequence[str]) -> pd.DataFrame:
+    """Only ``columns`` of every part file, as one frame ready for GE."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mlops_loop.core.snapshots import _part_file
-
-    storage = open_storage(snapshot_uri, credentials)
-    tables = []
-    for part in manifest["files"]:
-        with _part_file(storage, join_uri(snapshot_uri, part["name"])) as path:
-            tables.append(pq.read_table(path, columns=list(columns)))
-    table = pa.concat_tables(tables)
-    del tables
+    table = pa.concat_tables([pq.read_table(path, columns=list(columns)) for path in paths])
     return frame_for_validation(table.to_pandas())
 
 
@@ -919,9 +920,7 @@ def aggregate_result(
         del present
         repeated_row = np.zeros(nonnull, dtype=bool)
         if nonnull > 1:
-            same = np.asarray(
-                pc.equal(ordered.slice(1), ordered.slice(0, nonnull - 1)), dtype=bool
-            )
+            same = np.asarray(pc.equal(ordered.slice(1), ordered.slice(0, nonnull - 1)), dtype=bool)
             repeated_row[:-1] |= same
             repeated_row[1:] |= same
         unexpected = int(repeated_row.sum())
@@ -988,7 +987,11 @@ def aggregate_result(
         },
         "result": result,
         "meta": {},
-        "exception_info": {"raised_exception": False, "exception_traceback": None, "exception_message": None},
+        "exception_info": {
+            "raised_exception": False,
+            "exception_traceback": None,
+            "exception_message": None,
+        },
     }
 
 
@@ -1021,56 +1024,61 @@ def run_suite_chunked(
     per_chunk = [i for i, s in enumerate(scopes) if s in ("row", "schema")]
     chunk_suite = _gx_suite(suite["name"], [expectations[i] for i in per_chunk])
     validator = _Validator()
-    # Whole-batch expectations, grouped by the columns they name: one column in memory
-    # at a time (all parts, that column only), before the chunks so that their peak and
-    # the chunks' do not add up on a fragmented heap. Parts are checked against the
-    # manifest's schema first (footers only).
-    check_snapshot_schema(snapshot_uri, manifest, credentials=credentials)
     results: dict[int, dict[str, Any]] = {}
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, scope in enumerate(scopes):
         if scope == "whole":
             groups.setdefault(_columns_of(expectations[i].get("kwargs") or {}), []).append(i)
     have = [c["name"] for c in manifest.get("columns") or []]
-    # The aggregates the suites use are computed here, exactly, one column at a time in
-    # Arrow/numpy (GE on a 10M-row text column holds several GiB); the rest go to GE.
-    with contextlib.ExitStack() as parts:
-        from mlops_loop.core.snapshots import _part_file
-
-        storage = open_storage(snapshot_uri, credentials)
-        # Local parts are read in place; from S3 each is downloaded once for all columns.
-        paths = [
-            parts.enter_context(_part_file(storage, join_uri(snapshot_uri, part["name"])))
-            for part in manifest["files"]
-        ]
+    collected: dict[int, list[dict[str, Any]]] = {i: [] for i in per_chunk}
+    offsets: list[int] = []
+    rows = 0
+    with contextlib.ExitStack() as stack:
+        # Parts downloaded once (from S3) for the schema check, the columns and the chunks.
+        parts = _local_parts(stack, snapshot_uri, manifest, credentials)
+        _check_part_schemas(manifest, parts)
+        # The aggregates the suites use, exactly, one column at a time in Arrow/numpy (GE
+        # on a 10M-row text column holds several GiB); before the chunks, so that their
+        # peak and the chunks' do not add up on a fragmented heap. The rest go to GE.
         for cols in list(groups):
             if len(cols) != 1 or cols[0] not in have:
                 continue
-            column = _column_values(paths, cols[0])
+            column = _column_values([path for _, path in parts], cols[0])
             for i in list(groups[cols]):
                 computed = aggregate_result(expectations[i], column)
                 if computed is not None:
                     results[i] = computed
                     groups[cols].remove(i)
             del column
-            if not groups[cols]:
-                del groups[cols]
-    collected: dict[int, list[dict[str, Any]]] = {i: [] for i in per_chunk}
-    offsets: list[int] = []
-    first = True
-    rows = 0
-    for table in iter_validation_chunks(
-        snapshot_uri, manifest, chunk_rows=chunk_rows, credentials=credentials
-    ):
-        offsets.append(rows)
-        rows += table.num_rows
-        frame = frame_for_validation(table.to_pandas())
-        del table
-        for i, item in zip(per_chunk, validator.run(chunk_suite, frame), strict=True):
-            if scopes[i] == "row" or first:
-                collected[i].append(item)
-        del frame
-        first = False
+        for chunk_index, table in enumerate(
+            iter_validation_chunks(snapshot_uri, manifest, chunk_rows=chunk_rows, parts=parts)
+        ):
+            offsets.append(rows)
+            rows += table.num_rows
+            frame = frame_for_validation(table.to_pandas())
+            del table
+            for i, item in zip(per_chunk, validator.run(chunk_suite, frame), strict=True):
+                if scopes[i] == "row" or chunk_index == 0:
+                    collected[i].append(item)
+            del frame
+
+        for i in list(groups.get((), [])):
+            computed = aggregate_result(expectations[i], None, rows=rows)
+            if computed is not None:
+                results[i] = computed
+                groups[()].remove(i)
+        groups = {cols: members for cols, members in groups.items() if members}
+        for names, members in _pack_groups(groups, have, chunk_rows=chunk_rows, rows=rows):
+            if names:
+                frame = _whole_columns([path for _, path in parts], names)
+            else:
+                frame = _table_only_frame(rows)
+            items = validator.run(
+                _gx_suite(suite["name"], [expectations[i] for i in members]), frame
+            )
+            del frame
+            for i, item in zip(members, items, strict=True):
+                results[i] = item
 
     for i in per_chunk:
         kw = expectations[i].get("kwargs") or {}
@@ -1078,22 +1086,6 @@ def run_suite_chunked(
             results[i] = collected[i][0] if collected[i] else {}
         else:
             results[i] = _merge_row_results(kw, collected[i], offsets)
-
-    for i in list(groups.get((), [])):
-        computed = aggregate_result(expectations[i], None, rows=rows)
-        if computed is not None:
-            results[i] = computed
-            groups[()].remove(i)
-    groups = {cols: members for cols, members in groups.items() if members}
-    for names, members in _pack_groups(groups, have, chunk_rows=chunk_rows, rows=rows):
-        if names:
-            frame = _whole_columns(snapshot_uri, manifest, names, credentials=credentials)
-        else:
-            frame = _table_only_frame(rows)
-        items = validator.run(_gx_suite(suite["name"], [expectations[i] for i in members]), frame)
-        del frame
-        for i, item in zip(members, items, strict=True):
-            results[i] = item
     ordered = [results[i] for i in range(len(expectations))]
     return _assemble_result(suite, ordered, validator, docs_dir=docs_dir, rows=rows)
 
