@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from mlops_loop.core.config import DatasetConfig
@@ -22,8 +23,6 @@ from mlops_loop.core.targets import TRAIN_TARGET_MEAN_TAG
 from mlops_loop.core.trainer_protocol import TrainRequest
 from mlops_loop.exceptions import TrainingError
 from mlops_loop.training import models, train
-
-torch = pytest.importorskip("torch")
 
 REPO = Path(__file__).resolve().parents[3]
 CAP = 1_000
