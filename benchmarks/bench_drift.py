@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from report import run_line, write_report
+from report import peak_rss_mb, run_line, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 # The parent sets these for its workers (quick mode: smaller chunks, another folder).
@@ -56,15 +55,6 @@ EXTRA_NUMERIC = [
 EXTRA_CATEGORICAL = ["channel", "state"]
 CHANNELS = ["web", "mobile", "branch", "broker", "partner", "phone"]
 STATES = [f"S{i:02d}" for i in range(50)]
-
-
-def peak_rss_mb() -> float:
-    """This process's resident-memory high-water mark (VmHWM; ru_maxrss would include the
-    parent's, which Linux carries across exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # --------------------------------------------------------------------------- data

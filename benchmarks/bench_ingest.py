@@ -45,7 +45,7 @@ from typing import Any
 
 import yaml
 from bench_quality import DS, batch, bench_config
-from report import run_line, table, write_report
+from report import run_line, status_kib, table, write_report
 
 from mlops_loop.core.config import DatasetConfig, load_config
 from mlops_loop_devtools.sample_data import land_batch
@@ -115,14 +115,6 @@ def run_stage(stage: str, config_path: Path, root: Path, fmt: str, snapshot: str
 # --------------------------------------------------------------------------- one stage (child)
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
     return usage.ru_utime + usage.ru_stime
@@ -142,7 +134,7 @@ def child(args: argparse.Namespace) -> int:
     imports = time.perf_counter() - t
 
     config = stage_config(Path(args.config), Path(args.root), args.format)
-    out: dict[str, Any] = {"imports_s": imports, "rss_before_kib": _status_kib("VmRSS")}
+    out: dict[str, Any] = {"imports_s": imports, "rss_before_kib": status_kib("VmRSS")}
     cpu = _cpu_seconds()
     t = time.perf_counter()
     if args.stage in ("ingest", "ingest+validate"):
@@ -161,7 +153,7 @@ def child(args: argparse.Namespace) -> int:
         out["expectations"] = result.stats.get("evaluated")
     out["seconds"] = time.perf_counter() - t
     out["cpu_s"] = _cpu_seconds() - cpu
-    out["peak_kib"] = _status_kib("VmHWM")
+    out["peak_kib"] = status_kib("VmHWM")
     print(json.dumps(out))
     return 0
 

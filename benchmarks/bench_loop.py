@@ -47,7 +47,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from report import run_line, table, write_report
+from report import run_line, status_kib, table, write_report
 
 RSS_TARGET_MIB = 4 * 1024
 TOTAL_TARGET_S = 15 * 60
@@ -64,14 +64,6 @@ def days_list(days: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------- child side
-
-
-def _vm_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
 
 
 def _cpu_seconds() -> float:
@@ -234,7 +226,7 @@ def child(stage: str, state_path: Path) -> int:
     out = globals()[f"stage_{stage}"](state)
     out["seconds"] = time.perf_counter() - started
     out["cpu_s"] = _cpu_seconds() - cpu
-    out["peak_kib"] = _vm_kib("VmHWM")
+    out["peak_kib"] = status_kib("VmHWM")
     out["children_peak_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print("STAGE-RESULT " + json.dumps(out))
     return 0

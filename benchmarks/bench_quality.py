@@ -150,23 +150,15 @@ def pandas_checks(suite: dict[str, Any], df: pd.DataFrame) -> list[bool]:
 # --------------------------------------------------------------------------- measuring
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def _child(fn: Callable[[], Any], conn: Any) -> None:
     # Reset this process's peak RSS (VmHWM) to its current RSS, then measure above it.
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")
-    base = _status_kib("VmRSS")
+    base = report.status_kib("VmRSS")
     start = time.perf_counter()
     value = fn()
     seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM")
+    peak = report.status_kib("VmHWM")
     conn.send((seconds, (peak - base) * 1024, peak * 1024, value))
     conn.close()
 

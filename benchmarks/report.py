@@ -53,9 +53,17 @@ def write_report(path: str | Path | None, markdown: str) -> None:
         Path(path).write_text(markdown.rstrip() + "\n")
 
 
+def status_kib(field: str) -> int:
+    """A field of /proc/self/status in KiB (VmRSS now, VmHWM the peak since start or the
+    last ``clear_refs``)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
 def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM) in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    """This process's peak resident set (VmHWM) in MiB; ru_maxrss would include the
+    parent's, which Linux carries across exec."""
+    return status_kib("VmHWM") / 1024
