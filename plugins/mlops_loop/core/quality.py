@@ -18,29 +18,42 @@ cheap, and it never imports Airflow.
 
 Bounded memory (``quality.chunk_rows``): a snapshot of up to ``chunk_rows`` rows is read
 whole and validated as one GE batch (:func:`run_suite`). A bigger one goes through
-:func:`run_suite_chunked`, and Great Expectations still judges every expectation:
+:func:`run_suite_chunked`, which never holds more than one column or one chunk of the
+batch, and gives the same result as a whole-batch run (tested on every kind it computes):
 
-- Row-level expectations (GE column-map, column-pair-map and multicolumn-map types: type
-  lists, nulls with or without ``mostly``, values between, in set, regex, ...) run on each
-  chunk of ``chunk_rows`` rows (:func:`iter_validation_chunks`, a few row groups at a
-  time). Element, missing and unexpected counts are summed, and percentages and
-  ``success`` (``mostly`` included) are recomputed over the whole batch exactly as GE does.
-  ``partial_unexpected_list`` and ``partial_unexpected_index_list`` keep the first 20
-  unexpected values / row numbers in row order, as a whole-batch run does; they are exact.
-  ``partial_unexpected_counts`` is counted over those 20 examples, so when a batch has
-  more than 20 unexpected values it can differ from a whole-batch run's (approximate).
-  A type-list check on a typed (non-object) column is a dtype check: it passes when every
-  chunk passes, and the first failing chunk's observed dtype is shown.
-- Expectations about the set of columns run on the first chunk: every part file's schema
-  is checked against the manifest first, so the first chunk's columns are the batch's.
-- The whole-batch aggregates the suites use are computed exactly over all rows, one
-  column at a time as an Arrow array (no Python objects), in GE's result shape
-  (:func:`aggregate_result`): row count, mean and median (numpy; nulls and NaN skipped,
-  the median of an even count the mean of the middle two, as pandas takes it), uniqueness
-  (sorted with Arrow: every row of a repeated value is unexpected, as GE counts it, with
-  the first 20 such rows as examples), distinct values containing a set, and the distinct
-  value count. No error bound: the same numbers as a whole-batch run, up to float
-  summation order for the mean. Memory: one column of the batch (80 MB per 10M numbers).
+- The single-column checks the suites are made of are computed exactly over the whole
+  batch, one column at a time as an Arrow array (no Python objects), in GE's result shape
+  with GE's own normalised ``expectation_config``. GE's pandas engine spends about 10x the
+  time of the same checks in numpy on them (docs/benchmarks.md), so this is written by
+  hand, and tested against GE's results value by value:
+
+  - row-level (:func:`row_result`): not null, values between (numeric columns), values in
+    a set (text, integer, float and boolean columns). Missing is null or, in a float
+    column, NaN, as in GE's pandas engine; ``mostly`` and strict bounds as GE applies
+    them. ``partial_unexpected_list`` / ``partial_unexpected_index_list`` are the first 20
+    unexpected values / row numbers in row order (exact); ``partial_unexpected_counts`` is
+    counted over those 20 examples, so with more than 20 unexpected values it can differ
+    from a whole-batch run's.
+  - type checks (type list, of type): judged by GE itself on a sample of the column with
+    the batch's pandas dtype (:func:`type_check_results`). GE decides a non-object column
+    by its dtype; an object column value by value, by Python type, which all present
+    values of an Arrow column share. A failing type check goes to GE over the chunks, so
+    its counts and examples are GE's own.
+  - aggregates (:func:`aggregate_result`): row count, mean and median (numpy; nulls and
+    NaN skipped, the median of an even count the mean of the middle two, as pandas takes
+    it), uniqueness (sorted with Arrow: every row of a repeated value is unexpected, as GE
+    counts it, with the first 20 such rows as examples), distinct values containing a set,
+    and the distinct value count. No error bound: the same numbers as a whole-batch run,
+    up to float summation order for the mean. Memory: one column of the batch (80 MB per
+    10M numbers).
+- Every other row-level expectation (regex, lengths, a ``row_condition``, a custom type,
+  a check of several columns) is judged by GE on each chunk of ``chunk_rows`` rows
+  (:func:`iter_validation_chunks`, a few row groups at a time). Element, missing and
+  unexpected counts are summed, and percentages and ``success`` (``mostly`` included) are
+  recomputed over the whole batch exactly as GE does; examples as above.
+- Expectations about the set of columns run in GE on the first chunk (or, when no chunk is
+  needed, on an empty frame with the snapshot's columns): every part file's schema is
+  checked against the manifest first, so the first part's columns are the batch's.
 - Any other whole-batch kind (quantiles, stdev, a custom type) is judged once by GE on a
   frame holding only the column(s) it names (``chunk_rows x columns / rows`` columns per
   run, at least one); a text column then becomes Python strings, several times its Arrow
@@ -595,6 +608,22 @@ def expectation_scope(kind: str) -> str:
     return "row" if issubclass(impl, row_kinds) else "whole"
 
 
+TYPE_CHECKS = frozenset(
+    {"expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type"}
+)
+# Row-level kinds computed in Arrow by :func:`row_result` (same result as GE's).
+FAST_ROW_KINDS = frozenset(
+    {
+        "expect_column_values_to_not_be_null",
+        "expect_column_values_to_be_between",
+        "expect_column_values_to_be_in_set",
+    }
+)
+# Keyword arguments that change what a row-level check means; with any of them set, the
+# expectation is left to GE.
+_GE_ONLY_KWARGS = ("row_condition", "condition_parser", "parse_strings_as_datetimes")
+
+
 def _columns_of(kwargs: dict[str, Any]) -> tuple[str, ...]:
     cols: list[str] = []
     for key in ("column", "column_A", "column_B"):
@@ -976,15 +1005,25 @@ def aggregate_result(
             success = not absent
     else:
         return None
+    return _ge_item(kind, kw, meta, success, result)
+
+
+def _ge_item(
+    kind: str, kw: dict[str, Any], meta: dict[str, Any], success: bool, result: dict[str, Any]
+) -> dict[str, Any]:
+    """One expectation's result in the JSON shape GE gives it, the configuration echoed as
+    GE normalises it (numbers as its fields type them, unset and default kwargs left out)."""
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
+
+    config = ExpectationConfiguration(type=kind, kwargs=kw, meta=meta)
+    echoed: dict[str, Any] = config.to_domain_obj().configuration.to_json_dict()
+    echoed.pop("id", None)
+    echoed.setdefault("meta", meta)
     return {
         "success": bool(success),
-        # GE leaves unset (None) kwargs out of the configuration it echoes.
-        "expectation_config": {
-            "type": kind,
-            "kwargs": {k: v for k, v in kw.items() if v is not None},
-            "meta": meta,
-            "severity": "critical",
-        },
+        "expectation_config": echoed,
         "result": result,
         "meta": {},
         "exception_info": {
@@ -993,6 +1032,244 @@ def aggregate_result(
             "exception_message": None,
         },
     }
+
+
+def _missing_mask(column: pa.ChunkedArray) -> Any:
+    """Per row, whether GE's pandas engine treats the value as missing (null, or NaN in a
+    float column), as a numpy bool array."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_floating(column.type):
+        mask = pc.is_null(column, nan_is_null=True)
+    else:
+        mask = pc.is_null(column)
+    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _in_set_mask(column: pa.ChunkedArray, value_set: Sequence[Any]) -> Any:
+    """Per row, whether the value is in ``value_set`` as pandas ``isin`` decides it; None
+    for a column type or set whose pandas semantics this does not reproduce exactly."""
+    import math
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        # A string never equals a non-string in pandas' object isin.
+        values = pa.array([v for v in value_set if isinstance(v, str)], type=kind)
+    elif pa.types.is_boolean(kind) and all(isinstance(v, bool) for v in value_set):
+        values = pa.array(list(value_set), type=kind)
+    elif pa.types.is_integer(kind) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value_set
+    ):
+        info = np.iinfo(kind.to_pandas_dtype())
+        values = pa.array([v for v in value_set if info.min <= v <= info.max], type=kind)
+    elif pa.types.is_floating(kind) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+        for v in value_set
+    ):
+        values = pa.array([float(v) for v in value_set], type=pa.float64())
+        column = column.cast(pa.float64())
+    else:
+        return None
+    hit = pc.fill_null(pc.is_in(column, value_set=values), False)
+    return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _between_unexpected(column: pa.ChunkedArray, kw: dict[str, Any], missing: Any) -> Any:
+    """Per row, whether a present value falls outside GE's ``*_to_be_between`` bounds;
+    None for a non-numeric column or bounds GE would not take as numbers."""
+    import numpy as np
+    import pyarrow as pa
+
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        return None
+    lo, hi = kw.get("min_value"), kw.get("max_value")
+    bounds = [b for b in (lo, hi) if b is not None]
+    if not bounds or any(isinstance(b, bool) or not isinstance(b, (int, float)) for b in bounds):
+        return None
+    values = column.to_numpy()  # float64 with NaN for nulls when the column has any
+    with np.errstate(invalid="ignore"):
+        bad = np.zeros(len(values), dtype=bool)
+        if lo is not None:
+            bad |= values <= lo if kw.get("strict_min") else values < lo
+        if hi is not None:
+            bad |= values >= hi if kw.get("strict_max") else values > hi
+    return bad & ~missing
+
+
+def row_result(expectation: dict[str, Any], column: pa.ChunkedArray) -> dict[str, Any] | None:
+    """The whole-batch result of a row-level expectation computed exactly from one Arrow
+    column, in the shape GE gives it; None for a kind, column type or kwargs left to GE.
+
+    Not-null, values between (numeric columns) and values in a set (text, integer, float
+    and boolean columns). Missing means null, or NaN in a float column, as in GE's pandas
+    engine. Examples are the first 20 unexpected values and their row numbers, in row
+    order; ``partial_unexpected_counts`` is counted over those examples, as the merged
+    chunk results are.
+    """
+    import numpy as np
+
+    kind = expectation["type"]
+    kw = dict(expectation.get("kwargs") or {})
+    if kind not in FAST_ROW_KINDS or any(kw.get(k) is not None for k in _GE_ONLY_KWARGS):
+        return None
+    mostly = kw.get("mostly")
+    if mostly is not None and (isinstance(mostly, bool) or not isinstance(mostly, (int, float))):
+        return None
+    mostly = 1.0 if mostly is None else float(mostly)
+    missing = _missing_mask(column)
+    element = len(missing)
+    if kind == "expect_column_values_to_not_be_null":
+        unexpected_rows = missing
+    elif kind == "expect_column_values_to_be_between":
+        unexpected_rows = _between_unexpected(column, kw, missing)
+    else:
+        value_set = kw.get("value_set")
+        if not isinstance(value_set, (list, tuple)):
+            return None
+        hit = _in_set_mask(column, value_set)
+        unexpected_rows = None if hit is None else ~hit & ~missing
+    if unexpected_rows is None:
+        return None
+    unexpected = int(unexpected_rows.sum())
+    indexes = np.flatnonzero(unexpected_rows)[:PARTIAL_UNEXPECTED]
+    if kind == "expect_column_values_to_not_be_null":
+        examples: list[Any] = [None] * len(indexes)
+    else:
+        examples = column.take(indexes).to_pylist()
+    counts = _partial_counts(examples)
+    if kind == "expect_column_values_to_not_be_null":
+        result: dict[str, Any] = {
+            "element_count": element,
+            "unexpected_count": unexpected,
+            "unexpected_percent": unexpected / element * 100 if element else None,
+            "partial_unexpected_list": examples,
+        }
+        success = element == 0 or (element - unexpected) / element >= mostly
+    else:
+        missing_count = int(missing.sum())
+        nonnull = element - missing_count
+        pct = unexpected / nonnull * 100 if nonnull else None
+        result = {
+            "element_count": element,
+            "unexpected_count": unexpected,
+            "unexpected_percent": pct,
+            "partial_unexpected_list": examples,
+            "missing_count": missing_count,
+            "missing_percent": missing_count / element * 100 if element else None,
+            "unexpected_percent_total": unexpected / element * 100 if element else None,
+            "unexpected_percent_nonmissing": pct,
+        }
+        success = element == 0 or nonnull == 0 or (nonnull - unexpected) / nonnull >= mostly
+    if counts is not None:
+        result["partial_unexpected_counts"] = counts
+    result["partial_unexpected_index_list"] = [int(i) for i in indexes]
+    return _ge_item(kind, kw, dict(expectation.get("meta") or {}), success, result)
+
+
+def _partial_counts(examples: Sequence[Any]) -> list[dict[str, Any]] | None:
+    """GE's ``partial_unexpected_counts`` over ``examples`` (None when they do not sort)."""
+    from collections import Counter
+
+    try:
+        counts = Counter(examples).most_common(PARTIAL_UNEXPECTED)
+        return [
+            {"value": v, "count": c}
+            for v, c in sorted(
+                counts, key=lambda x: (-x[1], x[0]) if x[0] is not None else (-x[1],)
+            )
+        ]
+    except TypeError:
+        return None
+
+
+def type_check_sample(column: pa.ChunkedArray) -> pa.Array:
+    """One present value of the column (and a null when it has any): as a frame, it has the
+    dtype the whole batch has in pandas, and every present value's Python type."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    present = pc.drop_null(column).slice(0, 1)
+    pieces = [c for c in present.chunks if len(c)]
+    if column.null_count:
+        pieces.append(pa.nulls(1, type=column.type))
+    return pa.concat_arrays(pieces) if pieces else pa.array([], type=column.type)
+
+
+def type_check_results(
+    validator: _Validator,
+    suite_name: str,
+    checks: Sequence[tuple[dict[str, Any], pa.Array, int, int]],
+    schema: pa.Schema,
+) -> list[dict[str, Any] | None]:
+    """Type-list / of-type results for whole columns, judged by GE on each column's
+    :func:`type_check_sample`; ``checks`` holds (expectation, sample, rows, missing).
+
+    GE decides a non-object column by its dtype (the sample has the batch's dtype), and an
+    object column value by value, by Python type, which an Arrow column's present values
+    share: when the sample's value passes, every present value does. A failing value is
+    left to GE over the chunks (None), so its examples and counts are GE's own. ``schema``
+    is a part file's: its pandas metadata (extension dtypes) applies to the samples too.
+    """
+    import pyarrow as pa
+
+    if not checks:
+        return []
+    columns: dict[str, pa.Array] = {}
+    for exp, sample, _, _ in checks:
+        columns[exp["kwargs"]["column"]] = sample
+    if any(len(a) == 0 for a in columns.values()):
+        return [None] * len(checks)
+    # Samples padded to one length by repeating their first element: that keeps each
+    # column's dtype (a null would turn an integer column into float64).
+    width = max(len(a) for a in columns.values())
+    table = pa.Table.from_arrays(
+        [
+            pa.concat_arrays([a, a.take([0] * (width - len(a)))]) if len(a) < width else a
+            for a in columns.values()
+        ],
+        schema=pa.schema([schema.field(name) for name in columns], metadata=schema.metadata),
+    )
+    frame = frame_for_validation(table.to_pandas())
+    items = validator.run(_gx_suite(suite_name, [exp for exp, _, _, _ in checks]), frame)
+    out: list[dict[str, Any] | None] = []
+    for (exp, _, rows, missing), item in zip(checks, items, strict=True):
+        result = item.get("result") or {}
+        if (item.get("exception_info") or {}).get("raised_exception"):
+            out.append(None)
+        elif "unexpected_count" not in result:
+            out.append(item)  # decided by the dtype, which the sample shares with the batch
+        elif result["unexpected_count"]:
+            out.append(None)
+        else:
+            nonnull = rows - missing
+            pct = 0.0 if nonnull else None
+            out.append(
+                _ge_item(
+                    exp["type"],
+                    dict(exp.get("kwargs") or {}),
+                    dict(exp.get("meta") or {}),
+                    True,
+                    {
+                        "element_count": rows,
+                        "unexpected_count": 0,
+                        "unexpected_percent": pct,
+                        "partial_unexpected_list": [],
+                        "missing_count": missing,
+                        "missing_percent": missing / rows * 100 if rows else None,
+                        "unexpected_percent_total": 0.0 if rows else None,
+                        "unexpected_percent_nonmissing": pct,
+                        "partial_unexpected_counts": [],
+                        "partial_unexpected_index_list": [],
+                    },
+                )
+            )
+    return out
 
 
 def _table_only_frame(rows: int) -> pd.DataFrame:
@@ -1019,10 +1296,11 @@ def run_suite_chunked(
     no columns). With ``docs_dir``, Data Docs are built from the merged result.
     """
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     expectations = list(suite["expectations"])
     scopes = [expectation_scope(e["type"]) for e in expectations]
-    per_chunk = [i for i, s in enumerate(scopes) if s in ("row", "schema")]
-    chunk_suite = _gx_suite(suite["name"], [expectations[i] for i in per_chunk])
     validator = _Validator()
     results: dict[int, dict[str, Any]] = {}
     groups: dict[tuple[str, ...], list[int]] = {}
@@ -1030,37 +1308,83 @@ def run_suite_chunked(
         if scope == "whole":
             groups.setdefault(_columns_of(expectations[i].get("kwargs") or {}), []).append(i)
     have = [c["name"] for c in manifest.get("columns") or []]
-    collected: dict[int, list[dict[str, Any]]] = {i: [] for i in per_chunk}
+    by_column: dict[str, list[int]] = {}
+    for i, scope in enumerate(scopes):
+        cols = _columns_of(expectations[i].get("kwargs") or {})
+        if scope != "schema" and len(cols) == 1 and cols[0] in have:
+            by_column.setdefault(cols[0], []).append(i)
     offsets: list[int] = []
     rows = 0
     with contextlib.ExitStack() as stack:
         # Parts downloaded once (from S3) for the schema check, the columns and the chunks.
         parts = _local_parts(stack, snapshot_uri, manifest, credentials)
         _check_part_schemas(manifest, parts)
-        # The aggregates the suites use, exactly, one column at a time in Arrow/numpy (GE
-        # on a 10M-row text column holds several GiB); before the chunks, so that their
-        # peak and the chunks' do not add up on a fragmented heap. The rest go to GE.
-        for cols in list(groups):
-            if len(cols) != 1 or cols[0] not in have:
-                continue
-            column = _column_values([path for _, path in parts], cols[0])
-            for i in list(groups[cols]):
-                computed = aggregate_result(expectations[i], column)
+        # Single-column checks GE's pandas engine is slow at (and, on a 10M-row text
+        # column, holds several GiB for) are computed exactly, one column at a time in
+        # Arrow/numpy, before the chunks, so that their peak and the chunks' do not add up
+        # on a fragmented heap. Type checks are judged by GE on a sample with the column's
+        # dtype. Whatever is left goes to GE.
+        type_checks: list[tuple[int, tuple[dict[str, Any], Any, int, int]]] = []
+        for name, members in by_column.items():
+            column = _column_values([path for _, path in parts], name)
+            for i in members:
+                exp = expectations[i]
+                if scopes[i] == "whole":
+                    computed = aggregate_result(exp, column)
+                elif exp["type"] in TYPE_CHECKS:
+                    missing = int(_missing_mask(column).sum())
+                    type_checks.append((i, (exp, type_check_sample(column), len(column), missing)))
+                    continue
+                else:
+                    computed = row_result(exp, column)
                 if computed is not None:
                     results[i] = computed
-                    groups[cols].remove(i)
             del column
-        for chunk_index, table in enumerate(
-            iter_validation_chunks(snapshot_uri, manifest, chunk_rows=chunk_rows, parts=parts)
+        for (i, _), computed in zip(
+            type_checks,
+            type_check_results(
+                validator,
+                suite["name"],
+                [check for _, check in type_checks],
+                pq.read_schema(parts[0][1]) if parts else pa.schema([]),
+            ),
+            strict=True,
         ):
-            offsets.append(rows)
-            rows += table.num_rows
-            frame = frame_for_validation(table.to_pandas())
-            del table
-            for i, item in zip(per_chunk, validator.run(chunk_suite, frame), strict=True):
-                if scopes[i] == "row" or chunk_index == 0:
+            if computed is not None:
+                results[i] = computed
+        for cols in groups:
+            groups[cols] = [i for i in groups[cols] if i not in results]
+
+        per_chunk = [i for i, s in enumerate(scopes) if s in ("row", "schema") and i not in results]
+        collected: dict[int, list[dict[str, Any]]] = {i: [] for i in per_chunk}
+        row_level = [i for i in per_chunk if scopes[i] == "row"]
+        if per_chunk and not row_level:
+            # Only checks of the set of columns: an empty frame with the snapshot's columns.
+            frame = frame_for_validation(pq.read_schema(parts[0][1]).empty_table().to_pandas())
+            items = validator.run(
+                _gx_suite(suite["name"], [expectations[i] for i in per_chunk]), frame
+            )
+            for i, item in zip(per_chunk, items, strict=True):
+                collected[i].append(item)
+        elif per_chunk:
+            # The first chunk runs every per-chunk expectation; the later ones only the
+            # row-level ones.
+            first_suite = _gx_suite(suite["name"], [expectations[i] for i in per_chunk])
+            later_suite = _gx_suite(suite["name"], [expectations[i] for i in row_level])
+            for chunk_index, table in enumerate(
+                iter_validation_chunks(snapshot_uri, manifest, chunk_rows=chunk_rows, parts=parts)
+            ):
+                offsets.append(rows)
+                rows += table.num_rows
+                frame = frame_for_validation(table.to_pandas())
+                del table
+                members = per_chunk if chunk_index == 0 else row_level
+                items = validator.run(first_suite if chunk_index == 0 else later_suite, frame)
+                for i, item in zip(members, items, strict=True):
                     collected[i].append(item)
-            del frame
+                del frame
+        if not offsets:
+            rows = sum(int(pq.read_metadata(path).num_rows) for _, path in parts)
 
         for i in list(groups.get((), [])):
             computed = aggregate_result(expectations[i], None, rows=rows)

@@ -24,6 +24,7 @@ import pytest
 from mlops_loop.core.config import DatasetConfig, load_config
 from mlops_loop.core.ingest import ingest_batch
 from mlops_loop.core.quality import (
+    PARTIAL_UNEXPECTED,
     expectation_scope,
     iter_validation_chunks,
     run_suite,
@@ -350,3 +351,140 @@ def test_aggregates_left_to_ge():
         )
         is None
     )
+
+
+# --------------------------------------------------------------------------- Arrow row checks
+
+
+def typed_frame(rows: int = 30_000) -> pd.DataFrame:
+    """Every column type the fast row checks take, each with faults: nulls, NaN, values out
+    of range or out of set, some only in the last chunk."""
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame(
+        {
+            "f": rng.normal(0, 1, rows),
+            "i": rng.integers(0, 100, rows),
+            "i_null": pd.array(rng.integers(0, 100, rows), dtype="Int64"),
+            "s": pd.array(rng.choice(["a", "b", "c"], rows), dtype="str"),
+            "b": rng.random(rows) < 0.5,
+            "b_null": pd.array(rng.random(rows) < 0.5, dtype="boolean"),
+            "t": pd.date_range("2024-01-01", periods=rows, freq="min"),
+        }
+    )
+    df.loc[[5, 17_000, rows - 1], "f"] = np.nan
+    df.loc[[rows - 2, rows - 3], "f"] = [9.0, -9.0]
+    df.loc[rows - 4, "i"] = 1000
+    df.loc[[2, rows - 5], "i_null"] = pd.NA
+    df.loc[[100, 20_000], "s"] = None
+    df.loc[range(rows - 30, rows), "s"] = "zz"  # 30 unexpected: more than the 20 examples
+    df.loc[[7, rows - 1], "b_null"] = pd.NA
+    return df
+
+
+def snapshot_from_frame(root: Path, df: pd.DataFrame, row_group: int) -> tuple[str, dict]:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    root.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, root / "part-00000.parquet", row_group_size=row_group)
+    manifest = {
+        "rows": len(df),
+        "files": [{"name": "part-00000.parquet"}],
+        "columns": [{"name": f.name, "arrow_type": str(f.type)} for f in table.schema],
+    }
+    return str(root), manifest
+
+
+FAST_SUITE = [
+    _exp("expect_column_values_to_not_be_null", column=c)
+    for c in ("f", "i", "i_null", "s", "b", "b_null", "t")
+] + [
+    _exp("expect_column_values_to_not_be_null", column="f", mostly=0.99),
+    _exp("expect_column_values_to_be_between", column="f", min_value=-3, max_value=3),
+    _exp("expect_column_values_to_be_between", column="f", min_value=-3.0, mostly=0.5),
+    _exp("expect_column_values_to_be_between", column="i", min_value=0, max_value=99),
+    _exp("expect_column_values_to_be_between", column="i", min_value=0, strict_min=True),
+    _exp("expect_column_values_to_be_between", column="i_null", max_value=98, strict_max=True),
+    _exp("expect_column_values_to_be_between", column="t", min_value="2024-01-01"),
+    _exp("expect_column_values_to_be_in_set", column="s", value_set=["a", "b", "c"]),
+    _exp("expect_column_values_to_be_in_set", column="s", value_set=["a", "b", "c", 1]),
+    _exp("expect_column_values_to_be_in_set", column="i", value_set=list(range(50))),
+    _exp("expect_column_values_to_be_in_set", column="f", value_set=[0, 1.5]),
+    _exp("expect_column_values_to_be_in_set", column="b", value_set=[True]),
+    _exp("expect_column_values_to_be_in_set", column="b_null", value_set=[True, False]),
+    _exp("expect_column_values_to_be_in_set", column="i", value_set=[True, 1]),
+    _exp("expect_column_values_to_be_in_type_list", column="s", type_list=["str"]),
+    _exp("expect_column_values_to_be_in_type_list", column="s", type_list=["int"]),
+    _exp("expect_column_values_to_be_in_type_list", column="i", type_list=["int64"]),
+    _exp("expect_column_values_to_be_in_type_list", column="i_null", type_list=["int64"]),
+    _exp("expect_column_values_to_be_in_type_list", column="i_null", type_list=["float64"]),
+    _exp("expect_column_values_to_be_in_type_list", column="b_null", type_list=["bool"]),
+    _exp("expect_column_values_to_be_of_type", column="f", type_="float64"),
+    _exp("expect_column_values_to_match_regex", column="s", regex="^[abc]$"),
+    _exp("expect_table_columns_to_match_set", column_set=["f", "i"], exact_match=False),
+]
+
+
+def comparable(item: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """success and result; ``partial_unexpected_counts`` only where the merged result is
+    exact (at most 20 unexpected values, and not GE's per-NaN counting of nulls)."""
+    result = dict(item.get("result") or {})
+    kind = item["expectation_config"]["type"]
+    if (result.get("unexpected_count") or 0) > PARTIAL_UNEXPECTED or kind.endswith("not_be_null"):
+        result.pop("partial_unexpected_counts", None)
+    return item["success"], json.loads(json.dumps(result, default=str))
+
+
+@pytest.mark.parametrize("chunk_rows", [10_000, 1_000_000])
+def test_arrow_row_checks_give_ge_results(tmp_path, chunk_rows):
+    df = typed_frame()
+    uri, manifest = snapshot_from_frame(tmp_path / "snap", df, row_group=5_000)
+    suite = {"name": "typed", "expectations": FAST_SUITE}
+    whole = run_suite(suite, read_snapshot_frame(uri))
+    chunked = run_suite_chunked(suite, uri, manifest, chunk_rows=chunk_rows)
+    by_key = {key(item): comparable(item) for item in whole["results"]}
+    mismatches = {
+        key(item): (comparable(item), by_key[key(item)])
+        for item in chunked["results"]
+        if comparable(item) != by_key[key(item)]
+    }
+    assert not mismatches
+    assert chunked["statistics"] == whole["statistics"]
+
+
+def read_snapshot_frame(uri: str) -> pd.DataFrame:
+    return pq.read_table(Path(uri) / "part-00000.parquet").to_pandas()
+
+
+def test_which_row_checks_arrow_takes_and_which_it_leaves_to_ge():
+    from mlops_loop.core.quality import row_result
+
+    table = pa.Table.from_pandas(typed_frame(), preserve_index=False)
+
+    def computed(exp: dict[str, Any]) -> bool:
+        return row_result(exp, table.column(exp["kwargs"]["column"])) is not None
+
+    taken = [e for e in FAST_SUITE if "column" in e["kwargs"] and computed(e)]
+    left = [
+        (e["type"], e["kwargs"]) for e in FAST_SUITE if "column" in e["kwargs"] and not computed(e)
+    ]
+    assert len(taken) == 19
+    assert left == [
+        ("expect_column_values_to_be_between", {"column": "t", "min_value": "2024-01-01"}),
+        ("expect_column_values_to_be_in_set", {"column": "i", "value_set": [True, 1]}),
+        ("expect_column_values_to_be_in_type_list", {"column": "s", "type_list": ["str"]}),
+        ("expect_column_values_to_be_in_type_list", {"column": "s", "type_list": ["int"]}),
+        ("expect_column_values_to_be_in_type_list", {"column": "i", "type_list": ["int64"]}),
+        ("expect_column_values_to_be_in_type_list", {"column": "i_null", "type_list": ["int64"]}),
+        ("expect_column_values_to_be_in_type_list", {"column": "i_null", "type_list": ["float64"]}),
+        ("expect_column_values_to_be_in_type_list", {"column": "b_null", "type_list": ["bool"]}),
+        ("expect_column_values_to_be_of_type", {"column": "f", "type_": "float64"}),
+        ("expect_column_values_to_match_regex", {"column": "s", "regex": "^[abc]$"}),
+    ]
+    row = row_result(
+        _exp("expect_column_values_to_be_between", column="i", min_value=0, max_value=99),
+        pa.chunked_array([[5, 120], [None, -1, 7]]),
+    )
+    res = row["result"]
+    assert not row["success"]
+    assert (res["element_count"], res["missing_count"], res["unexpected_count"]) == (5, 1, 2)
+    assert res["partial_unexpected_list"] == [120, -1]
+    assert res["partial_unexpected_index_list"] == [1, 3]
