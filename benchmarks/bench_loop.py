@@ -15,7 +15,8 @@ RSS (VmHWM, plus the largest of its own child processes) is its own:
 
 - ingest: ``core.ingest.ingest_batch`` for every day;
 - gate: ``core.quality.validate_snapshot`` for every day (which records each passed
-  snapshot in the validated index, ``core.training_set.record_validated``);
+  snapshot in the validated index, ``core.training_set.record_validated``), chunked: the
+  stages use the package's default ``quality.chunk_rows``, below the batch size;
 - assemble: ``core.training_set.assemble_training_set`` over all the days (window = the
   days, holdout = the last day);
 - train_mlp, train_hgb: ``training.train.run_training`` in-process against a local MLflow
@@ -74,7 +75,9 @@ def _cpu_seconds() -> float:
 
 
 def load_stage_config(state: dict[str, Any]) -> Any:
-    from mlops_loop.core.config import load_config
+    """The benchmark config with the package's default memory settings (bench_config sets
+    ``quality.chunk_rows`` to 1M, which would gate the 1M-row batches whole)."""
+    from mlops_loop.core.config import QualitySettings, load_config
 
     days = len(state["days"])
     return load_config(
@@ -82,6 +85,7 @@ def load_stage_config(state: dict[str, Any]) -> Any:
         overrides={
             "storage": {"root": state["root"]},
             "source": {"uri": "{root}/raw/ds={ds}/", "format": "parquet"},
+            "quality": {"chunk_rows": QualitySettings.model_fields["chunk_rows"].default},
             "training": {"window": {"window_days": days, "holdout_days": 1}},
         },
     )

@@ -1017,10 +1017,14 @@ def _ge_item(
         ExpectationConfiguration,
     )
 
-    config = ExpectationConfiguration(type=kind, kwargs=kw, meta=meta)
-    echoed: dict[str, Any] = config.to_domain_obj().configuration.to_json_dict()
+    try:
+        config = ExpectationConfiguration(type=kind, kwargs=kw, meta=meta)
+        echoed: dict[str, Any] = config.to_domain_obj().configuration.to_json_dict()
+    except Exception:  # the suite was checked on load; keep the kwargs as given
+        echoed = {"type": kind, "kwargs": {k: v for k, v in kw.items() if v is not None}}
     echoed.pop("id", None)
     echoed.setdefault("meta", meta)
+    echoed.setdefault("severity", "critical")
     return {
         "success": bool(success),
         "expectation_config": echoed,
@@ -1113,11 +1117,14 @@ def row_result(expectation: dict[str, Any], column: pa.ChunkedArray) -> dict[str
     chunk results are.
     """
     import numpy as np
+    import pyarrow as pa
 
     kind = expectation["type"]
     kw = dict(expectation.get("kwargs") or {})
     if kind not in FAST_ROW_KINDS or any(kw.get(k) is not None for k in _GE_ONLY_KWARGS):
         return None
+    if pa.types.is_dictionary(column.type):  # a category column: GE sees its values
+        column = column.cast(column.type.value_type)
     mostly = kw.get("mostly")
     if mostly is not None and (isinstance(mostly, bool) or not isinstance(mostly, (int, float))):
         return None
@@ -1360,7 +1367,8 @@ def run_suite_chunked(
         row_level = [i for i in per_chunk if scopes[i] == "row"]
         if per_chunk and not row_level:
             # Only checks of the set of columns: an empty frame with the snapshot's columns.
-            frame = frame_for_validation(pq.read_schema(parts[0][1]).empty_table().to_pandas())
+            schema = pq.read_schema(parts[0][1]) if parts else pa.schema([])
+            frame = frame_for_validation(schema.empty_table().to_pandas())
             items = validator.run(
                 _gx_suite(suite["name"], [expectations[i] for i in per_chunk]), frame
             )

@@ -369,8 +369,10 @@ def typed_frame(rows: int = 30_000) -> pd.DataFrame:
             "b": rng.random(rows) < 0.5,
             "b_null": pd.array(rng.random(rows) < 0.5, dtype="boolean"),
             "t": pd.date_range("2024-01-01", periods=rows, freq="min"),
+            "cat": pd.Categorical(rng.choice(["x", "y"], rows), categories=["x", "y", "w"]),
         }
     )
+    df.loc[[9, rows - 6], "cat"] = ["w", None]
     df.loc[[5, 17_000, rows - 1], "f"] = np.nan
     df.loc[[rows - 2, rows - 3], "f"] = [9.0, -9.0]
     df.loc[rows - 4, "i"] = 1000
@@ -388,14 +390,17 @@ def snapshot_from_frame(root: Path, df: pd.DataFrame, row_group: int) -> tuple[s
     manifest = {
         "rows": len(df),
         "files": [{"name": "part-00000.parquet"}],
-        "columns": [{"name": f.name, "arrow_type": str(f.type)} for f in table.schema],
+        "columns": [
+            {"name": f.name, "arrow_type": str(f.type)}
+            for f in pq.read_schema(root / "part-00000.parquet")
+        ],
     }
     return str(root), manifest
 
 
 FAST_SUITE = [
     _exp("expect_column_values_to_not_be_null", column=c)
-    for c in ("f", "i", "i_null", "s", "b", "b_null", "t")
+    for c in ("f", "i", "i_null", "s", "b", "b_null", "t", "cat")
 ] + [
     _exp("expect_column_values_to_not_be_null", column="f", mostly=0.99),
     _exp("expect_column_values_to_be_between", column="f", min_value=-3, max_value=3),
@@ -411,6 +416,8 @@ FAST_SUITE = [
     _exp("expect_column_values_to_be_in_set", column="b", value_set=[True]),
     _exp("expect_column_values_to_be_in_set", column="b_null", value_set=[True, False]),
     _exp("expect_column_values_to_be_in_set", column="i", value_set=[True, 1]),
+    _exp("expect_column_values_to_be_in_set", column="cat", value_set=["x", "y"]),
+    _exp("expect_column_values_to_be_in_type_list", column="cat", type_list=["str"]),
     _exp("expect_column_values_to_be_in_type_list", column="s", type_list=["str"]),
     _exp("expect_column_values_to_be_in_type_list", column="s", type_list=["int"]),
     _exp("expect_column_values_to_be_in_type_list", column="i", type_list=["int64"]),
@@ -466,10 +473,11 @@ def test_which_row_checks_arrow_takes_and_which_it_leaves_to_ge():
     left = [
         (e["type"], e["kwargs"]) for e in FAST_SUITE if "column" in e["kwargs"] and not computed(e)
     ]
-    assert len(taken) == 19
+    assert len(taken) == 21
     assert left == [
         ("expect_column_values_to_be_between", {"column": "t", "min_value": "2024-01-01"}),
         ("expect_column_values_to_be_in_set", {"column": "i", "value_set": [True, 1]}),
+        ("expect_column_values_to_be_in_type_list", {"column": "cat", "type_list": ["str"]}),
         ("expect_column_values_to_be_in_type_list", {"column": "s", "type_list": ["str"]}),
         ("expect_column_values_to_be_in_type_list", {"column": "s", "type_list": ["int"]}),
         ("expect_column_values_to_be_in_type_list", {"column": "i", "type_list": ["int64"]}),
