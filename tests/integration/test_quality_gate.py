@@ -334,7 +334,8 @@ def s3_config(bucket: str, s3_credentials: S3Credentials) -> DatasetConfig:
 
 def land_on_s3(storage: S3Storage, bucket: str, tmp_path: Path, ds: str, **batch) -> list[str]:
     uris = []
-    for path in land_batch(generate_batch(ds, rows=ROWS, **batch), tmp_path, ds):
+    rows = batch.pop("rows", ROWS)
+    for path in land_batch(generate_batch(ds, rows=rows, **batch), tmp_path, ds):
         uri = f"{bucket}/credit_default/raw/ds={ds}/{path.name}"
         storage.upload(path, uri)
         uris.append(uri)
@@ -368,6 +369,35 @@ def test_gate_on_s3_pass_and_quarantine(tmp_path, s3_bucket, s3_credentials):
         assert storage.read_bytes(f"{quarantine}/batch/{name}") == data
         assert storage.read_bytes(uri) == data  # copied, not moved
     assert storage.exists(f"{quarantine}/result.json")
+
+
+def test_chunked_gate_on_s3_pass_and_fail(tmp_path, s3_bucket, s3_credentials):
+    """A batch above quality.chunk_rows on S3: its parts are fetched from the endpoint and
+    validated chunked; a bad category is still caught and shown with its value."""
+    storage = S3Storage(s3_credentials)
+    base = s3_config(s3_bucket, s3_credentials)
+    config = base.model_copy(
+        update={
+            "quality": base.quality.model_copy(update={"chunk_rows": 10_000}),
+        }
+    )
+    good, bad = "2024-06-12", "2024-06-13"
+    land_on_s3(storage, s3_bucket, tmp_path / "good", good, rows=25_000)
+    land_on_s3(storage, s3_bucket, tmp_path / "bad", bad, rows=25_000, corrupt="unknown_category")
+
+    ok = validate_snapshot(
+        config,
+        ingest_batch(config, good, credentials=s3_credentials).snapshot_uri,
+        credentials=s3_credentials,
+    )
+    assert ok.success and ok.stats["chunked"] and ok.stats["rows"] == 25_000
+    assert storage.exists(ok.docs_uri)
+
+    snapshot = ingest_batch(config, bad, credentials=s3_credentials).snapshot_uri
+    with pytest.raises(QualityGateFailed, match="SPACESHIP") as err:
+        validate_snapshot(config, snapshot, credentials=s3_credentials)
+    stored = json.loads(storage.read_text(f"{err.value.quarantine_uri}/result.json"))
+    assert stored["meta"]["mlops_loop"]["stats"]["chunked"] is True
 
 
 # --------------------------------------------------------------------------- operator

@@ -336,3 +336,31 @@ def test_splits_within_the_cap_stay_in_memory(tmp_path: Path, tracking: str) -> 
     result = run(make_config(mlp={"max_epochs": 1}), train_uri, valid_uri)
     assert result["params"]["train_data"] == "in_memory"
     assert not any(key.startswith("mlops_loop.") for key in result["tags"])
+
+
+def test_streamed_mlp_from_s3_matches_the_local_run(
+    splits, tracking: str, s3_credentials, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same splits on an S3 endpoint stream to the same model: each part is fetched
+    once to a temporary file and read by row groups, as on local storage."""
+    from mlops_loop.core.storage import LocalStorage, S3Storage
+
+    train_uri, valid_uri, _ = splits["text"]
+    s3 = S3Storage(s3_credentials)
+    remote = {}
+    for uri in (train_uri, valid_uri):
+        target = f"{s3_bucket}/snapshots/{Path(uri).name}"
+        for obj in sorted(LocalStorage().list(uri), key=lambda o: o.name == "manifest.json"):
+            s3.upload(obj.uri, f"{target}/{obj.uri[len(uri) :].lstrip('/')}")
+        remote[uri] = target
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", str(s3_credentials.aws_access_key_id))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", str(s3_credentials.aws_secret_access_key))
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("MLOPS_LOOP_S3_ENDPOINT_URL", str(s3_credentials.endpoint_url))
+
+    config = make_config(mlp={"max_epochs": 2})
+    local = run(config, train_uri, valid_uri, seed=3)
+    from_s3 = run(config, remote[train_uri], remote[valid_uri], seed=3)
+    assert from_s3["params"]["train_data"] == "streamed"
+    assert from_s3["tags"]["train_snapshot_uri"].startswith("s3://")
+    assert from_s3["metrics"] == local["metrics"]
