@@ -21,6 +21,7 @@ from mlops_loop.core.trainer_protocol import ExitCode
 from mlops_loop.training.__main__ import main
 from mlops_loop_devtools.devstack import free_port
 from mlops_loop_devtools.sample_data import generate_batch, land_batch
+from tests.fixtures.servers import copy_snapshot_to_s3
 
 pytestmark = pytest.mark.integration
 
@@ -332,25 +333,18 @@ def test_sigterm_mid_training_fails_the_run_and_registers_nothing(
     assert versions_of(mlflow_server.url, name) == []
 
 
+@pytest.mark.usefixtures("trainer_s3_env")
 def test_trains_from_s3_snapshots(
-    data: Data, tracking: str, s3_credentials, s3_bucket: str, tmp_path: Path, monkeypatch
+    data: Data, tracking: str, s3_credentials, s3_bucket: str, tmp_path: Path
 ):
     """Snapshots on an S3 endpoint; credentials reach the trainer through the environment
     the operator sets (AWS_* and MLOPS_LOOP_S3_ENDPOINT_URL)."""
-    from mlops_loop.core.storage import LocalStorage, S3Storage
-
-    s3 = S3Storage(s3_credentials)
-    remote: dict[str, str] = {}
-    for local_uri, sha in ((data.train_uri, data.train_sha), (data.valid_uri, data.valid_sha)):
-        target = f"{s3_bucket}/credit_default/snapshots/{sha}"
-        files = sorted(LocalStorage().list(local_uri), key=lambda o: o.name == "manifest.json")
-        for obj in files:  # manifest last, as ingestion writes it
-            s3.upload(obj.uri, f"{target}/{obj.uri[len(local_uri) :].lstrip('/')}")
-        remote[local_uri] = target
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", str(s3_credentials.aws_access_key_id))
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", str(s3_credentials.aws_secret_access_key))
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("MLOPS_LOOP_S3_ENDPOINT_URL", str(s3_credentials.endpoint_url))
+    remote = {
+        local_uri: copy_snapshot_to_s3(
+            s3_credentials, local_uri, f"{s3_bucket}/credit_default/snapshots/{sha}"
+        )
+        for local_uri, sha in ((data.train_uri, data.train_sha), (data.valid_uri, data.valid_sha))
+    }
 
     name = f"credit_s3_{uuid.uuid4().hex[:6]}"
     doc = request_doc(

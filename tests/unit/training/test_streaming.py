@@ -23,6 +23,7 @@ from mlops_loop.core.targets import TRAIN_TARGET_MEAN_TAG
 from mlops_loop.core.trainer_protocol import TrainRequest
 from mlops_loop.exceptions import TrainingError
 from mlops_loop.training import models, train
+from tests.fixtures.servers import copy_snapshot_to_s3
 
 REPO = Path(__file__).resolve().parents[3]
 CAP = 1_000
@@ -338,25 +339,17 @@ def test_splits_within_the_cap_stay_in_memory(tmp_path: Path, tracking: str) -> 
     assert not any(key.startswith("mlops_loop.") for key in result["tags"])
 
 
+@pytest.mark.usefixtures("trainer_s3_env")
 def test_streamed_mlp_from_s3_matches_the_local_run(
-    splits, tracking: str, s3_credentials, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+    splits, tracking: str, s3_credentials, s3_bucket: str
 ) -> None:
     """The same splits on an S3 endpoint stream to the same model: each part is fetched
     once to a temporary file and read by row groups, as on local storage."""
-    from mlops_loop.core.storage import LocalStorage, S3Storage
-
     train_uri, valid_uri, _ = splits["text"]
-    s3 = S3Storage(s3_credentials)
-    remote = {}
-    for uri in (train_uri, valid_uri):
-        target = f"{s3_bucket}/snapshots/{Path(uri).name}"
-        for obj in sorted(LocalStorage().list(uri), key=lambda o: o.name == "manifest.json"):
-            s3.upload(obj.uri, f"{target}/{obj.uri[len(uri) :].lstrip('/')}")
-        remote[uri] = target
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", str(s3_credentials.aws_access_key_id))
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", str(s3_credentials.aws_secret_access_key))
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("MLOPS_LOOP_S3_ENDPOINT_URL", str(s3_credentials.endpoint_url))
+    remote = {
+        uri: copy_snapshot_to_s3(s3_credentials, uri, f"{s3_bucket}/snapshots/{Path(uri).name}")
+        for uri in (train_uri, valid_uri)
+    }
 
     config = make_config(mlp={"max_epochs": 2})
     local = run(config, train_uri, valid_uri, seed=3)
