@@ -779,8 +779,6 @@ def _merge_row_results(
     """One whole-batch result from the per-chunk results of a row-level expectation:
     counts summed, percentages and success recomputed as GE does, examples kept in row
     order up to PARTIAL_UNEXPECTED."""
-    from collections import Counter
-
     merged = dict(parts[0])
     results = [p.get("result") or {} for p in parts]
     errors = [p for p in parts if (p.get("exception_info") or {}).get("raised_exception")]
@@ -801,37 +799,20 @@ def _merge_row_results(
             i + offset if isinstance(i, int) else i
             for i in r.get("partial_unexpected_index_list") or []
         )
-    examples = examples[:PARTIAL_UNEXPECTED]
     mostly = kwargs.get("mostly")
-    mostly = 1.0 if mostly is None else float(mostly)
-    out: dict[str, Any] = {"element_count": element, "unexpected_count": unexpected}
-    if "missing_count" in results[0]:
-        missing = sum(int(r.get("missing_count") or 0) for r in results)
-        nonnull = element - missing
-        success = element == 0 or nonnull == 0 or (nonnull - unexpected) / nonnull >= mostly
-        pct_total = unexpected / element * 100 if element else None
-        pct_nonmissing = unexpected / nonnull * 100 if nonnull else None
-        out.update(
-            {
-                "unexpected_percent": pct_nonmissing,
-                "partial_unexpected_list": examples,
-                "missing_count": missing,
-                "missing_percent": missing / element * 100 if element else None,
-                "unexpected_percent_total": pct_total,
-                "unexpected_percent_nonmissing": pct_nonmissing,
-            }
-        )
-    else:  # expect_column_values_to_not_be_null and the like: every row is considered
-        success = element == 0 or (element - unexpected) / element >= mostly
-        pct = unexpected / element * 100 if element else None
-        out.update({"unexpected_percent": pct, "partial_unexpected_list": examples})
-    try:
-        counts = Counter(examples).most_common(PARTIAL_UNEXPECTED)
-        out["partial_unexpected_counts"] = [
-            {"value": v, "count": c} for v, c in sorted(counts, key=lambda x: (-x[1], x[0]))
-        ]
-    except TypeError:
-        pass
+    # Results with missing counts skip missing rows; not-null and the like count every row.
+    missing = (
+        sum(int(r.get("missing_count") or 0) for r in results)
+        if "missing_count" in results[0]
+        else None
+    )
+    out, success = _map_result(
+        element=element,
+        unexpected=unexpected,
+        missing=missing,
+        examples=examples[:PARTIAL_UNEXPECTED],
+        mostly=1.0 if mostly is None else float(mostly),
+    )
     if any("partial_unexpected_index_list" in r for r in results):
         out["partial_unexpected_index_list"] = indexes[:PARTIAL_UNEXPECTED]
     merged["result"] = out
@@ -1106,7 +1087,9 @@ def _between_unexpected(column: pa.ChunkedArray, kw: dict[str, Any], missing: An
     return bad & ~missing
 
 
-def row_result(expectation: dict[str, Any], column: pa.ChunkedArray) -> dict[str, Any] | None:
+def row_result(
+    expectation: dict[str, Any], column: pa.ChunkedArray, missing: Any = None
+) -> dict[str, Any] | None:
     """The whole-batch result of a row-level expectation computed exactly from one Arrow
     column, in the shape GE gives it; None for a kind, column type or kwargs left to GE.
 
@@ -1114,7 +1097,8 @@ def row_result(expectation: dict[str, Any], column: pa.ChunkedArray) -> dict[str
     and boolean columns). Missing means null, or NaN in a float column, as in GE's pandas
     engine. Examples are the first 20 unexpected values and their row numbers, in row
     order; ``partial_unexpected_counts`` is counted over those examples, as the merged
-    chunk results are.
+    chunk results are. ``missing``: the column's :func:`_missing_mask`, when the caller has
+    it already.
     """
     import numpy as np
     import pyarrow as pa
@@ -1129,7 +1113,8 @@ def row_result(expectation: dict[str, Any], column: pa.ChunkedArray) -> dict[str
     if mostly is not None and (isinstance(mostly, bool) or not isinstance(mostly, (int, float))):
         return None
     mostly = 1.0 if mostly is None else float(mostly)
-    missing = _missing_mask(column)
+    if missing is None:
+        missing = _missing_mask(column)
     element = len(missing)
     if kind == "expect_column_values_to_not_be_null":
         unexpected_rows = missing
@@ -1149,50 +1134,52 @@ def row_result(expectation: dict[str, Any], column: pa.ChunkedArray) -> dict[str
         examples: list[Any] = [None] * len(indexes)
     else:
         examples = column.take(indexes).to_pylist()
-    counts = _partial_counts(examples)
-    if kind == "expect_column_values_to_not_be_null":
-        result: dict[str, Any] = {
-            "element_count": element,
-            "unexpected_count": unexpected,
-            "unexpected_percent": unexpected / element * 100 if element else None,
-            "partial_unexpected_list": examples,
-        }
-        success = element == 0 or (element - unexpected) / element >= mostly
-    else:
-        missing_count = int(missing.sum())
-        nonnull = element - missing_count
-        pct = unexpected / nonnull * 100 if nonnull else None
-        result = {
-            "element_count": element,
-            "unexpected_count": unexpected,
-            "unexpected_percent": pct,
-            "partial_unexpected_list": examples,
-            "missing_count": missing_count,
-            "missing_percent": missing_count / element * 100 if element else None,
-            "unexpected_percent_total": unexpected / element * 100 if element else None,
-            "unexpected_percent_nonmissing": pct,
-        }
-        success = element == 0 or nonnull == 0 or (nonnull - unexpected) / nonnull >= mostly
-    if counts is not None:
-        result["partial_unexpected_counts"] = counts
+    result, success = _map_result(
+        element=element,
+        unexpected=unexpected,
+        missing=None if kind == "expect_column_values_to_not_be_null" else int(missing.sum()),
+        examples=examples,
+        mostly=mostly,
+    )
     result["partial_unexpected_index_list"] = [int(i) for i in indexes]
     return _ge_item(kind, kw, dict(expectation.get("meta") or {}), success, result)
 
 
-def _partial_counts(examples: Sequence[Any]) -> list[dict[str, Any]] | None:
-    """GE's ``partial_unexpected_counts`` over ``examples`` (None when they do not sort)."""
+def _map_result(
+    *, element: int, unexpected: int, missing: int | None, examples: list[Any], mostly: float
+) -> tuple[dict[str, Any], bool]:
+    """GE's SUMMARY result of a column-map expectation (without the index list) and its
+    success, from whole-batch counts and the first examples. ``missing`` None: a check that
+    counts every row (not null), whose percentages are of all rows."""
     from collections import Counter
 
-    try:
+    result: dict[str, Any] = {"element_count": element, "unexpected_count": unexpected}
+    if missing is None:
+        success = element == 0 or (element - unexpected) / element >= mostly
+        pct = unexpected / element * 100 if element else None
+        result.update({"unexpected_percent": pct, "partial_unexpected_list": examples})
+    else:
+        nonnull = element - missing
+        success = element == 0 or nonnull == 0 or (nonnull - unexpected) / nonnull >= mostly
+        pct = unexpected / nonnull * 100 if nonnull else None
+        result.update(
+            {
+                "unexpected_percent": pct,
+                "partial_unexpected_list": examples,
+                "missing_count": missing,
+                "missing_percent": missing / element * 100 if element else None,
+                "unexpected_percent_total": unexpected / element * 100 if element else None,
+                "unexpected_percent_nonmissing": pct,
+            }
+        )
+    try:  # counted over the examples; left out when they do not sort
         counts = Counter(examples).most_common(PARTIAL_UNEXPECTED)
-        return [
-            {"value": v, "count": c}
-            for v, c in sorted(
-                counts, key=lambda x: (-x[1], x[0]) if x[0] is not None else (-x[1],)
-            )
+        result["partial_unexpected_counts"] = [
+            {"value": v, "count": c} for v, c in sorted(counts, key=lambda x: (-x[1], x[0]))
         ]
     except TypeError:
-        return None
+        pass
+    return result, bool(success)
 
 
 def type_check_sample(column: pa.ChunkedArray) -> pa.Array:
@@ -1211,11 +1198,12 @@ def type_check_sample(column: pa.ChunkedArray) -> pa.Array:
 def type_check_results(
     validator: _Validator,
     suite_name: str,
-    checks: Sequence[tuple[dict[str, Any], pa.Array, int, int]],
+    checks: Sequence[dict[str, Any]],
+    columns: dict[str, tuple[pa.Array, int, int]],
     schema: pa.Schema,
 ) -> list[dict[str, Any] | None]:
     """Type-list / of-type results for whole columns, judged by GE on each column's
-    :func:`type_check_sample`; ``checks`` holds (expectation, sample, rows, missing).
+    :func:`type_check_sample`; ``columns`` maps a column to (sample, rows, missing).
 
     GE decides a non-object column by its dtype (the sample has the batch's dtype), and an
     object column value by value, by Python type, which an Arrow column's present values
@@ -1227,55 +1215,38 @@ def type_check_results(
 
     if not checks:
         return []
-    columns: dict[str, pa.Array] = {}
-    for exp, sample, _, _ in checks:
-        columns[exp["kwargs"]["column"]] = sample
-    if any(len(a) == 0 for a in columns.values()):
+    samples = {name: columns[name][0] for name in {exp["kwargs"]["column"] for exp in checks}}
+    if any(len(a) == 0 for a in samples.values()):
         return [None] * len(checks)
     # Samples padded to one length by repeating their first element: that keeps each
     # column's dtype (a null would turn an integer column into float64).
-    width = max(len(a) for a in columns.values())
+    width = max(len(a) for a in samples.values())
     table = pa.Table.from_arrays(
         [
-            pa.concat_arrays([a, a.take([0] * (width - len(a)))]) if len(a) < width else a
-            for a in columns.values()
+            pa.concat_arrays([a, a.take(pa.array([0] * (width - len(a)), type=pa.int64()))])
+            for a in samples.values()
         ],
-        schema=pa.schema([schema.field(name) for name in columns], metadata=schema.metadata),
+        schema=pa.schema([schema.field(name) for name in samples], metadata=schema.metadata),
     )
     frame = frame_for_validation(table.to_pandas())
-    items = validator.run(_gx_suite(suite_name, [exp for exp, _, _, _ in checks]), frame)
+    items = validator.run(_gx_suite(suite_name, checks), frame)
     out: list[dict[str, Any] | None] = []
-    for (exp, _, rows, missing), item in zip(checks, items, strict=True):
+    for exp, item in zip(checks, items, strict=True):
         result = item.get("result") or {}
-        if (item.get("exception_info") or {}).get("raised_exception"):
+        if (item.get("exception_info") or {}).get("raised_exception") or result.get(
+            "unexpected_count"
+        ):
             out.append(None)
         elif "unexpected_count" not in result:
             out.append(item)  # decided by the dtype, which the sample shares with the batch
-        elif result["unexpected_count"]:
-            out.append(None)
         else:
-            nonnull = rows - missing
-            pct = 0.0 if nonnull else None
-            out.append(
-                _ge_item(
-                    exp["type"],
-                    dict(exp.get("kwargs") or {}),
-                    dict(exp.get("meta") or {}),
-                    True,
-                    {
-                        "element_count": rows,
-                        "unexpected_count": 0,
-                        "unexpected_percent": pct,
-                        "partial_unexpected_list": [],
-                        "missing_count": missing,
-                        "missing_percent": missing / rows * 100 if rows else None,
-                        "unexpected_percent_total": 0.0 if rows else None,
-                        "unexpected_percent_nonmissing": pct,
-                        "partial_unexpected_counts": [],
-                        "partial_unexpected_index_list": [],
-                    },
-                )
+            _, rows, missing = columns[exp["kwargs"]["column"]]
+            merged, _ = _map_result(
+                element=rows, unexpected=0, missing=missing, examples=[], mostly=1.0
             )
+            merged["partial_unexpected_index_list"] = []
+            kw, meta = dict(exp.get("kwargs") or {}), dict(exp.get("meta") or {})
+            out.append(_ge_item(exp["type"], kw, meta, True, merged))
     return out
 
 
@@ -1326,37 +1297,36 @@ def run_suite_chunked(
         # Parts downloaded once (from S3) for the schema check, the columns and the chunks.
         parts = _local_parts(stack, snapshot_uri, manifest, credentials)
         _check_part_schemas(manifest, parts)
+        schema = pq.read_schema(parts[0][1]) if parts else pa.schema([])
         # Single-column checks GE's pandas engine is slow at (and, on a 10M-row text
         # column, holds several GiB for) are computed exactly, one column at a time in
         # Arrow/numpy, before the chunks, so that their peak and the chunks' do not add up
         # on a fragmented heap. Type checks are judged by GE on a sample with the column's
         # dtype. Whatever is left goes to GE.
-        type_checks: list[tuple[int, tuple[dict[str, Any], Any, int, int]]] = []
+        type_checks: list[int] = []
+        samples: dict[str, tuple[Any, int, int]] = {}
         for name, members in by_column.items():
             column = _column_values([path for _, path in parts], name)
+            missing: Any = None
+            if any(scopes[i] == "row" for i in members):
+                missing = _missing_mask(column)
             for i in members:
                 exp = expectations[i]
                 if scopes[i] == "whole":
                     computed = aggregate_result(exp, column)
                 elif exp["type"] in TYPE_CHECKS:
-                    missing = int(_missing_mask(column).sum())
-                    type_checks.append((i, (exp, type_check_sample(column), len(column), missing)))
+                    samples[name] = (type_check_sample(column), len(column), int(missing.sum()))
+                    type_checks.append(i)
                     continue
                 else:
-                    computed = row_result(exp, column)
+                    computed = row_result(exp, column, missing)
                 if computed is not None:
                     results[i] = computed
-            del column
-        for (i, _), computed in zip(
-            type_checks,
-            type_check_results(
-                validator,
-                suite["name"],
-                [check for _, check in type_checks],
-                pq.read_schema(parts[0][1]) if parts else pa.schema([]),
-            ),
-            strict=True,
-        ):
+            del column, missing
+        checked = type_check_results(
+            validator, suite["name"], [expectations[i] for i in type_checks], samples, schema
+        )
+        for i, computed in zip(type_checks, checked, strict=True):
             if computed is not None:
                 results[i] = computed
         for cols in groups:
@@ -1367,7 +1337,6 @@ def run_suite_chunked(
         row_level = [i for i in per_chunk if scopes[i] == "row"]
         if per_chunk and not row_level:
             # Only checks of the set of columns: an empty frame with the snapshot's columns.
-            schema = pq.read_schema(parts[0][1]) if parts else pa.schema([])
             frame = frame_for_validation(schema.empty_table().to_pandas())
             items = validator.run(
                 _gx_suite(suite["name"], [expectations[i] for i in per_chunk]), frame

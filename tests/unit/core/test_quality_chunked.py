@@ -384,6 +384,8 @@ def typed_frame(rows: int = 30_000) -> pd.DataFrame:
 
 
 def snapshot_from_frame(root: Path, df: pd.DataFrame, row_group: int) -> tuple[str, dict]:
+    """A one-part snapshot folder of ``df`` (row groups of ``row_group`` rows) with its
+    manifest.json; returns its uri and manifest."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     root.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, root / "part-00000.parquet", row_group_size=row_group)
@@ -395,6 +397,7 @@ def snapshot_from_frame(root: Path, df: pd.DataFrame, row_group: int) -> tuple[s
             for f in pq.read_schema(root / "part-00000.parquet")
         ],
     }
+    (root / "manifest.json").write_text(json.dumps(manifest))
     return str(root), manifest
 
 
@@ -448,7 +451,7 @@ def test_arrow_row_checks_give_ge_results(tmp_path, chunk_rows):
     df = typed_frame()
     uri, manifest = snapshot_from_frame(tmp_path / "snap", df, row_group=5_000)
     suite = {"name": "typed", "expectations": FAST_SUITE}
-    whole = run_suite(suite, read_snapshot_frame(uri))
+    whole = run_suite(suite, read_snapshot(uri))
     chunked = run_suite_chunked(suite, uri, manifest, chunk_rows=chunk_rows)
     by_key = {key(item): comparable(item) for item in whole["results"]}
     mismatches = {
@@ -458,10 +461,6 @@ def test_arrow_row_checks_give_ge_results(tmp_path, chunk_rows):
     }
     assert not mismatches
     assert chunked["statistics"] == whole["statistics"]
-
-
-def read_snapshot_frame(uri: str) -> pd.DataFrame:
-    return pq.read_table(Path(uri) / "part-00000.parquet").to_pandas()
 
 
 def test_which_row_checks_arrow_takes_and_which_it_leaves_to_ge():
@@ -520,7 +519,7 @@ def test_a_million_rows_chunked_and_whole_agree(tmp_path, suite, million, faults
         df.loc[240_000:260_000, "annual_income"] = np.nan  # a null burst across chunks
         df.loc[rows - 1, "credit_score"] = np.nan
     uri, manifest = snapshot_from_frame(tmp_path / "snap", df, row_group=100_000)
-    whole = run_suite(suite, read_snapshot_frame(uri))
+    whole = run_suite(suite, read_snapshot(uri))
     chunked = run_suite_chunked(suite, uri, manifest, chunk_rows=250_000)
     assert chunked["success"] == whole["success"] == (not faults)
     assert chunked["statistics"] == whole["statistics"]
